@@ -1,0 +1,1 @@
+"""Dataset discovery + validation, audit, splits, cache, batch augmentation, synthetic data."""

@@ -1,0 +1,100 @@
+"""TrainConfig: the single typed truth for one trial's settings.
+
+The search space suggests into it, the fold trainer reads it, the manifest writes it.
+Exercise: `python -c "from model import TrainConfig; print(TrainConfig())"`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+RESIZE_MODES = ("stretch", "pad", "reflect")
+KEEP_CHOICES = ("best", "last")
+
+
+class ConfigError(ValueError):
+    """A TrainConfig value that cannot work (one line, names the field)."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    # --- input -------------------------------------------------------------------------
+    resolution: int = 384  # square side in px; the reference recipe's best trade-off
+    resize_mode: str = "stretch"  # stretch | pad (letterbox) | reflect (reflect-pad to square)
+    # --- model -------------------------------------------------------------------------
+    image_backbone: str = "convnext_tiny"  # any timm name; Small overfit in the reference
+    mask_backbone: str = "resnet18"  # any timm name, built with in_chans=1
+    pretrained: bool = False  # timm's own loading (hub or local HF cache)
+    image_pretrained_path: str = ""  # local weights file for the image branch (overrides hub)
+    mask_pretrained_path: str = ""  # local weights file for the mask branch
+    head_hidden: int = 256  # Linear(hidden) in BN -> Dropout -> Linear -> ReLU -> Dropout -> Linear
+    dropout: float = 0.3
+    # --- optimisation ------------------------------------------------------------------
+    epochs: int = 30
+    batch_size: int = 16  # effective batch = micro-batch * accumulation
+    accumulation: int = 1  # gradient accumulation steps
+    lr: float = 1e-4  # Lion wants ~3-10x smaller lr than AdamW
+    weight_decay: float = 1e-2
+    label_smoothing: float = 0.1
+    t0: int = 10  # CosineAnnealingWarmRestarts T_0, in epochs (stepped per iteration)
+    t_mult: int = 1  # CosineAnnealingWarmRestarts T_mult
+    # --- augmentation ------------------------------------------------------------------
+    color_jitter_prob: float = 0.8  # reference: ColorJitter with p=0.8
+    cutmix_prob: float = 0.5  # chance a batch gets CutMix
+    cutmix_alpha: float = 1.0  # Beta(alpha, alpha) for the pasted area
+    # --- ensemble (part of the trial's parameters) ---------------------------------------
+    ensemble_top_k: int = 3  # reference: weighted ensemble of the 3 best folds
+    ensemble_temperature: float = 0.05  # weights ∝ exp(F1 / temperature)
+    # --- runtime -----------------------------------------------------------------------
+    keep: str = "best"  # which epoch's weights a fold returns: best (val F1) | last
+    compile: bool = False  # torch.compile on CUDA
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.resolution >= 32, "resolution must be >= 32"),
+            (self.resize_mode in RESIZE_MODES, f"resize_mode must be one of {RESIZE_MODES}"),
+            (self.keep in KEEP_CHOICES, f"keep must be one of {KEEP_CHOICES}"),
+            (self.epochs >= 1, "epochs must be >= 1"),
+            (self.batch_size >= 2, "batch_size must be >= 2 (BatchNorm needs two samples)"),
+            (self.accumulation >= 1, "accumulation must be >= 1"),
+            (self.lr > 0, "lr must be > 0"),
+            (self.weight_decay >= 0, "weight_decay must be >= 0"),
+            (0 <= self.label_smoothing < 1, "label_smoothing must be in [0, 1)"),
+            (0 <= self.dropout < 1, "dropout must be in [0, 1)"),
+            (self.t0 >= 1 and self.t_mult >= 1, "t0 and t_mult must be >= 1"),
+            (0 <= self.color_jitter_prob <= 1, "color_jitter_prob must be in [0, 1]"),
+            (0 <= self.cutmix_prob <= 1, "cutmix_prob must be in [0, 1]"),
+            (self.cutmix_alpha > 0, "cutmix_alpha must be > 0"),
+            (self.ensemble_top_k >= 1, "ensemble_top_k must be >= 1"),
+            (self.ensemble_temperature > 0, "ensemble_temperature must be > 0"),
+            (self.head_hidden >= 1, "head_hidden must be >= 1"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(f"invalid TrainConfig: {message}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        unknown = sorted(set(values) - set(field_names()))
+        if unknown:
+            raise ConfigError(f"unknown TrainConfig field(s): {', '.join(unknown)}")
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return dataclasses.replace(self, **changes)
+
+
+def field_names() -> list[str]:
+    return [f.name for f in dataclasses.fields(TrainConfig)]
+
+
+def field_types() -> dict[str, type]:
+    """Python type of every field (int, float, str, bool), for space-file validation."""
+    defaults = TrainConfig()
+    return {name: type(getattr(defaults, name)) for name in field_names()}

@@ -1,0 +1,65 @@
+"""The `histosweep` command: one entry point, one module per subcommand.
+
+Heavy imports (torch, timm, optuna) happen inside each subcommand's `run`, so
+`histosweep --help` answers at once. Exercise: `histosweep --help`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import traceback
+
+from search.cli._common import COMMANDS, UserError, common_parent, debug_enabled, print_error
+
+__all__ = ["main", "build_parser", "UserError"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="histosweep",
+        description="Hyperparameter search for dual-branch histology subtype classifiers.",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    parent = common_parent()
+    for name, (module_name, summary) in COMMANDS.items():
+        module = importlib.import_module(f"search.cli.{module_name}")
+        sub = subparsers.add_parser(name, help=summary, description=summary, parents=[parent])
+        module.add_arguments(sub)
+        sub.set_defaults(_module=module)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code = args._module.run(args)
+        return 0 if code is None else int(code)
+    except KeyboardInterrupt:
+        print_error("interrupted")
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the one place that turns errors into lines
+        if debug_enabled(args):
+            traceback.print_exc()
+        print_error(_one_line(exc))
+        return 1
+
+
+def _one_line(exc: BaseException) -> str:
+    if _is_user_error(exc):
+        return str(exc)
+    name = type(exc).__name__
+    return f"unexpected {name}: {exc} (rerun with --debug for a traceback)"
+
+
+def _is_user_error(exc: BaseException) -> bool:
+    """Errors whose message is written for people: ours from every package."""
+    names = {"UserError", "DataError", "ModelError", "StorageError", "ConfigError", "SpaceError"}
+    return any(cls.__name__ in names for cls in type(exc).__mro__)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,27 @@
+"""Where things are kept: the study storage (SQLite or PostgreSQL), artifact stores
+(folder or S3), atomic file writes, and password redaction. Imports nothing of ours.
+"""
+
+from storage._artifacts import open_artifact_store, resolve_artifacts
+from storage._atomic import atomic_dir, atomic_path, atomic_write_bytes, atomic_write_text
+from storage._errors import StorageError
+from storage._rdb import DEFAULT_HEARTBEAT_S, engine_options, open_storage
+from storage._url import is_sqlite, redact, redact_text, remember_secrets, resolve_storage_url
+
+__all__ = [
+    "DEFAULT_HEARTBEAT_S",
+    "StorageError",
+    "atomic_dir",
+    "atomic_path",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "engine_options",
+    "is_sqlite",
+    "open_artifact_store",
+    "open_storage",
+    "redact",
+    "redact_text",
+    "remember_secrets",
+    "resolve_artifacts",
+    "resolve_storage_url",
+]

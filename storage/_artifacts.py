@@ -1,0 +1,75 @@
+"""Artifact stores behind one spec string: a folder (default) or s3://bucket/prefix.
+
+S3 goes through Optuna's Boto3ArtifactStore; AWS_ENDPOINT_URL points it at MinIO.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from storage._errors import StorageError
+
+ENV_ARTIFACTS = "HISTOSWEEP_ARTIFACTS"
+DEFAULT_ARTIFACTS = "./artifacts"
+
+
+def resolve_artifacts(spec: str | None = None) -> str:
+    return (spec or os.environ.get(ENV_ARTIFACTS) or DEFAULT_ARTIFACTS).strip()
+
+
+def open_artifact_store(spec: str | None = None):
+    """An Optuna ArtifactStore for a folder path or an s3://bucket/prefix spec."""
+    spec = resolve_artifacts(spec)
+    if spec.startswith("s3://"):
+        return _open_s3(spec)
+    from optuna.artifacts import FileSystemArtifactStore
+
+    path = Path(spec)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StorageError(
+            f"cannot create artifact folder {path}: {exc.strerror} "
+            "(pass --artifacts with a writable folder)"
+        ) from None
+    if not os.access(path, os.W_OK):
+        raise StorageError(f"artifact folder {path} is not writable (pass --artifacts with a writable folder)")
+    return FileSystemArtifactStore(str(path))
+
+
+def _open_s3(spec: str):
+    try:
+        import boto3
+    except ImportError:
+        raise StorageError(
+            f"artifact store {spec} needs boto3: pip install 'histosweep[s3]'"
+        ) from None
+    from optuna.artifacts import Boto3ArtifactStore
+
+    bucket, _, prefix = spec[len("s3://") :].partition("/")
+    if not bucket:
+        raise StorageError(f"artifact store {spec!r} has no bucket: use s3://BUCKET/PREFIX")
+    client = boto3.client("s3", endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None)
+    store = Boto3ArtifactStore(bucket, client=client)
+    return _PrefixedStore(store, prefix.strip("/")) if prefix.strip("/") else store
+
+
+class _PrefixedStore:
+    """Keep all of a deployment's artifacts under one key prefix of a shared bucket."""
+
+    def __init__(self, inner, prefix: str) -> None:
+        self._inner = inner
+        self._prefix = prefix
+
+    def _key(self, artifact_id: str) -> str:
+        return f"{self._prefix}/{artifact_id}"
+
+    def open_reader(self, artifact_id: str):
+        return self._inner.open_reader(self._key(artifact_id))
+
+    def write(self, artifact_id: str, content_body) -> None:
+        self._inner.write(self._key(artifact_id), content_body)
+
+    def remove(self, artifact_id: str) -> None:
+        self._inner.remove(self._key(artifact_id))
