@@ -5,7 +5,8 @@
 from storage._artifacts import open_artifact_store, resolve_artifacts
 from storage._atomic import atomic_dir, atomic_path, atomic_write_bytes, atomic_write_text
 from storage._errors import StorageError
-from storage._rdb import DEFAULT_HEARTBEAT_S, engine_options, open_storage
+from storage._queries import count_trials_by_state, heartbeat_ages, study_gate
+from storage._rdb import DEFAULT_HEARTBEAT_S, engine_options, open_storage, retry_callback
 from storage._url import is_sqlite, redact, redact_text, remember_secrets, resolve_storage_url
 
 __all__ = [
@@ -15,6 +16,9 @@ __all__ = [
     "atomic_path",
     "atomic_write_bytes",
     "atomic_write_text",
+    "count_trials_by_state",
+    "heartbeat_ages",
+    "study_gate",
     "engine_options",
     "is_sqlite",
     "open_artifact_store",
@@ -24,4 +28,5 @@ __all__ = [
     "remember_secrets",
     "resolve_artifacts",
     "resolve_storage_url",
+    "retry_callback",
 ]

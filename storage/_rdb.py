@@ -42,16 +42,14 @@ def open_storage(
 
     url = resolve_storage_url(url)
     kwargs: dict[str, Any] = {"engine_kwargs": engine_options(url)}
-    if heartbeat:
-        kwargs.update(
-            heartbeat_interval=int(heartbeat),
-            grace_period=int(grace_period or 2 * heartbeat),
-            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
-                max_retry=max_retry
-            ),
-        )
     try:
         with _quiet_experimental():
+            if heartbeat:
+                kwargs.update(
+                    heartbeat_interval=int(heartbeat),
+                    grace_period=int(grace_period or 2 * heartbeat),
+                    heartbeat_stale_trial_callback=retry_callback(max_retry),
+                )
             return optuna.storages.RDBStorage(url, **kwargs)
     except sqlalchemy.exc.OperationalError as exc:
         reason = redact_text(str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc))
@@ -61,6 +59,14 @@ def open_storage(
         ) from None
     except sqlalchemy.exc.ArgumentError as exc:
         raise StorageError(f"bad storage URL {redact(url)}: {redact_text(str(exc))}") from None
+
+
+def retry_callback(max_retry: int | None = DEFAULT_MAX_RETRY):
+    """Optuna 5's RetryHeartbeatStaleTrialCallback: re-queue a failed trial as WAITING."""
+    import optuna
+
+    with _quiet_experimental():
+        return optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
 
 
 class _quiet_experimental:
@@ -74,6 +80,7 @@ class _quiet_experimental:
         self._ctx = warnings.catch_warnings()
         self._ctx.__enter__()
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed")
 
     def __exit__(self, *exc):
         return self._ctx.__exit__(*exc)

@@ -8,6 +8,10 @@ import os
 import sys
 from typing import Any
 
+from search._errors import UserError
+
+__all__ = ["UserError"]  # re-exported for command modules
+
 # Env-var names live here and nowhere else.
 ENV_STORAGE = "HISTOSWEEP_STORAGE"
 ENV_ARTIFACTS = "HISTOSWEEP_ARTIFACTS"
@@ -27,11 +31,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export-best": ("_export", "bundle the best trial: checkpoints, manifest, report, CSV"),
     "predict": ("_predict", "predict a test folder with an exported bundle"),
     "demo": ("_demo", "the whole path on the CPU with SQLite and synthetic data"),
+    "storage-proxy": ("_storage_proxy", "optional Optuna gRPC storage proxy for very many workers"),
 }
-
-
-class UserError(Exception):
-    """An error written for people: one line, what is wrong, which file/value, what to do."""
 
 
 def common_parent() -> argparse.ArgumentParser:

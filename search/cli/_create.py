@@ -1,11 +1,42 @@
-"""Placeholder: replaced by its owner's implementation before this lands."""
+"""`histosweep create STUDY --data DATA`: store space, data fingerprint and split in a study."""
 
-from search.cli._common import UserError
+from __future__ import annotations
+
+from pathlib import Path
+
+from search.cli._common import print_json, storage_arg
 
 
 def add_arguments(parser) -> None:
-    pass
+    parser.add_argument("study", help="study name")
+    parser.add_argument("--data", required=True, help="dataset folder (train_labels.csv + train_data/)")
+    parser.add_argument("--space", default=None, help="search space TOML (default: the reference recipe's space)")
+    parser.add_argument("--folds", type=int, default=5, help="cross-validation folds (default 5)")
+    parser.add_argument("--holdout", type=float, default=0.2, help="stratified holdout fraction (default 0.2)")
+    parser.add_argument("--seed", type=int, default=0, help="split and sampler seed (default 0)")
+    parser.add_argument("--pruner", default="median", help="median | hyperband | wilcoxon | none (default median)")
+    parser.add_argument("--keep-flagged", action="store_true", help="keep samples the audit flags")
+    parser.add_argument("--skip-if-exists", action="store_true", help="accept an identical existing study")
+    parser.add_argument("--force", action="store_true", help="replace an existing study of this name (deletes its trials)")
 
 
 def run(args) -> int:
-    raise UserError("this command is being built")
+    from search._study import CreateOptions, create_study
+    from storage import redact, resolve_storage_url
+
+    opts = CreateOptions(
+        data=Path(args.data), space_file=Path(args.space) if args.space else None,
+        folds=args.folds, holdout=args.holdout, seed=args.seed, pruner=args.pruner,
+        keep_flagged=args.keep_flagged, skip_if_exists=args.skip_if_exists, force=args.force,
+    )
+    url = storage_arg(args)
+    summary = create_study(args.study, url, opts, progress=not args.json)
+    summary["storage"] = redact(resolve_storage_url(url))
+    if args.json:
+        print_json(summary)
+    else:
+        print(f"study {summary['study']!r} {summary['action']} in {summary['storage']}: "
+              f"{summary['samples']} samples ({summary['excluded']} excluded), "
+              f"{summary['folds']} folds + holdout of {summary['holdout']}, pruner {summary['pruner']}")
+        print(f"searching: {', '.join(summary['searched'])}")
+    return 0

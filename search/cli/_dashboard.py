@@ -1,11 +1,58 @@
-"""Placeholder: replaced by its owner's implementation before this lands."""
+"""`histosweep dashboard`: optuna-dashboard on the study storage, with every trial's artifacts.
 
-from search.cli._common import UserError
+Exercise: `histosweep dashboard --storage sqlite:///histosweep.db --port 8080`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import sys
+
+from search.cli._common import UserError, artifacts_arg, storage_arg
+
+DEFAULT_HOST = "127.0.0.1"  # NOTE: loopback by default: the dashboard can delete studies
+DEFAULT_PORT = 8080
 
 
-def add_arguments(parser) -> None:
-    pass
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--host",
+        default=DEFAULT_HOST,
+        help=f"address to bind (default {DEFAULT_HOST}; 0.0.0.0 exposes it to the network)",
+    )
+    parser.add_argument(
+        "--port", type=int, default=DEFAULT_PORT, help=f"port to bind (default {DEFAULT_PORT})"
+    )
 
 
-def run(args) -> int:
-    raise UserError("this command is being built")
+def run(args: argparse.Namespace) -> int:
+    from search._dashboard import dashboard_url, make_dashboard_server, serve_until_stopped
+    from storage import open_artifact_store, open_storage, redact, resolve_storage_url
+
+    if not 0 < args.port < 65536:
+        raise UserError(f"--port {args.port} is not a TCP port: pass 1..65535")
+    url = resolve_storage_url(storage_arg(args))
+    rdb = open_storage(url)
+    artifacts = artifacts_arg(args)
+    store = open_artifact_store(artifacts)
+    try:
+        server = make_dashboard_server(rdb, store, host=args.host, port=args.port)
+    except OSError as exc:
+        raise UserError(_bind_error(args.host, args.port, exc)) from None
+    print(
+        f"dashboard for {redact(url)} (artifacts: {artifacts}) at "
+        f"{dashboard_url(args.host, args.port)} (Ctrl-C to stop)",
+        file=sys.stderr,
+        flush=True,
+    )
+    serve_until_stopped(server)
+    return 0
+
+
+def _bind_error(host: str, port: int, exc: OSError) -> str:
+    if exc.errno == errno.EADDRINUSE:
+        return f"port {port} on {host} is already in use: pass another --port"
+    if exc.errno == errno.EACCES:
+        return f"not allowed to bind port {port} on {host}: pass a --port above 1023"
+    return f"cannot bind {host}:{port}: {exc.strerror or exc} (check --host and --port)"

@@ -1,11 +1,39 @@
-"""Placeholder: replaced by its owner's implementation before this lands."""
+"""`histosweep worker STUDY --gpus cpu|all|0,1,3`: run trials until the study is done."""
 
-from search.cli._common import UserError
+from __future__ import annotations
+
+import argparse
+
+from search.cli._common import artifacts_arg, storage_arg
 
 
 def add_arguments(parser) -> None:
-    pass
+    parser.add_argument("study", help="study name")
+    parser.add_argument("--gpus", default="cpu", help="cpu, all, or GPU ids like 0,1,3 (default cpu)")
+    parser.add_argument("--trials-per-gpu", type=int, default=1, help="worker processes per GPU (small models)")
+    parser.add_argument("--n-trials", type=int, default=None,
+                        help="stop when the study holds N finished trials (complete + pruned), over all workers")
+    parser.add_argument("--timeout", type=float, default=None, help="stop starting trials after S seconds")
+    parser.add_argument("--heartbeat", type=int, default=60,
+                        help="heartbeat seconds; a trial silent for twice that is failed and retried (default 60)")
+    parser.add_argument("--data", default=None, help="dataset folder, when it moved since create")
+    parser.add_argument("--log-dir", default="histosweep-logs", help="one log file per worker process here")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    for hidden in ("--_slot", "--_gpu", "--_threads"):
+        parser.add_argument(hidden, default=None, help=argparse.SUPPRESS)
 
 
 def run(args) -> int:
-    raise UserError("this command is being built")
+    from search._worker import WorkerOptions, run_slot, run_workers
+
+    opts = WorkerOptions(
+        study=args.study, storage=storage_arg(args), artifacts=artifacts_arg(args), gpus=args.gpus,
+        trials_per_gpu=args.trials_per_gpu, n_trials=args.n_trials, timeout=args.timeout,
+        heartbeat=args.heartbeat, data=args.data, log_dir=args.log_dir, progress=not args.no_progress,
+    )
+    if args._slot:  # a child started by run_workers
+        threads = int(args._threads) if args._threads else None
+        # the parent set CUDA_VISIBLE_DEVICES to this slot's GPU: it is cuda:0 here
+        device = "cpu" if args._gpu == "cpu" else "cuda"
+        return run_slot(opts, label=args._slot, device=device, threads=threads)
+    return run_workers(opts)

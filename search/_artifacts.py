@@ -1,0 +1,85 @@
+"""Fold artifacts of a trial: upload after each fold, fetch for resume and export.
+
+Each fold uploads its checkpoint (safetensors), probabilities (npz, no pickle), metrics
+(JSON) and learning-curve picture; their ids go into the trial's user attr `fold_<k>` only
+after every upload succeeded, so an interrupted upload is never referenced.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from search._errors import UserError
+
+
+def fold_key(fold: int) -> str:
+    return f"fold_{fold}"
+
+
+def upload_file(store, trial, path: Path) -> str:
+    from optuna.artifacts import upload_artifact
+
+    return upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=trial)
+
+
+def upload_fold(store, trial, fold: int, result, cfg, val_rows, holdout_rows, *, plots=True) -> dict:
+    """Upload one finished fold; returns the record stored in user attr fold_<k>."""
+    from model import save_checkpoint
+
+    metrics = {
+        "fold": fold, "epochs": [e.__dict__ for e in result.epochs], "best_epoch": result.best_epoch,
+        "seconds": result.seconds, "device": result.device, "oom_events": result.oom_events,
+    }
+    with tempfile.TemporaryDirectory(prefix="histosweep-fold-") as tmp:
+        tmp = Path(tmp)
+        ckpt = tmp / f"trial{trial.number}-fold{fold}.safetensors"
+        save_checkpoint(ckpt, result.model(), cfg, metadata={"fold": str(fold)})
+        probs = tmp / f"trial{trial.number}-fold{fold}-probs.npz"
+        np.savez(probs, val_probs=result.val_probs, holdout_probs=result.holdout_probs,
+                 val_rows=np.asarray(val_rows), holdout_rows=np.asarray(holdout_rows))
+        mfile = tmp / f"trial{trial.number}-fold{fold}-metrics.json"
+        mfile.write_text(json.dumps(metrics, indent=1))
+        record = {
+            "checkpoint": upload_file(store, trial, ckpt),
+            "probs": upload_file(store, trial, probs),
+            "metrics": upload_file(store, trial, mfile),
+        }
+        if plots:
+            from search._plots import learning_curves_png
+
+            png = tmp / f"trial{trial.number}-fold{fold}-curves.png"
+            learning_curves_png(png, {fold: metrics["epochs"]}, title=f"trial {trial.number} fold {fold}")
+            record["curves_png"] = upload_file(store, trial, png)
+    return record
+
+
+def read_bytes(store, artifact_id: str, *, what: str) -> bytes:
+    try:
+        with store.open_reader(artifact_id) as fh:
+            return fh.read()
+    except Exception as exc:  # ArtifactNotFound, OSError, botocore errors
+        raise UserError(
+            f"artifact {artifact_id} ({what}) cannot be read from the artifact store: {exc} "
+            "(check --artifacts / HISTOSWEEP_ARTIFACTS points at the store the workers used)"
+        ) from None
+
+
+def fetch_probs(store, record: dict, *, what: str) -> dict[str, np.ndarray]:
+    data = read_bytes(store, record["probs"], what=f"{what} probabilities")
+    with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+        return {k: npz[k] for k in npz.files}
+
+
+def fetch_metrics(store, record: dict, *, what: str) -> dict[str, Any]:
+    return json.loads(read_bytes(store, record["metrics"], what=f"{what} metrics"))
+
+
+def fetch_checkpoint(store, record: dict, dest: Path, *, what: str) -> Path:
+    dest.write_bytes(read_bytes(store, record["checkpoint"], what=f"{what} checkpoint"))
+    return dest

@@ -1,0 +1,34 @@
+"""The ensemble rule shared by the objective, export-best and predict.
+
+Top-k folds by validation macro-F1, weights ∝ exp(F1 / temperature), normalised to sum 1.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import f1_score
+
+
+def fold_weights(val_f1: list[float] | np.ndarray, *, top_k: int, temperature: float) -> np.ndarray:
+    """Weight per fold (zeros outside the top-k); k is clamped to the number of folds."""
+    scores = np.asarray(val_f1, dtype=np.float64)
+    k = max(1, min(int(top_k), scores.size))
+    order = np.argsort(-scores, kind="stable")[:k]  # ties -> lower fold index first
+    logits = scores[order] / float(temperature)
+    w = np.exp(logits - logits.max())  # shift for stability: exp(F1/T) overflows at small T
+    weights = np.zeros_like(scores)
+    weights[order] = w / w.sum()
+    return weights
+
+
+def ensemble_probs(probs: list[np.ndarray], weights: np.ndarray) -> np.ndarray:
+    """Weighted mean of per-fold probabilities: (N, C)."""
+    stacked = np.stack([np.asarray(p, dtype=np.float64) for p in probs])  # (F, N, C)
+    return np.tensordot(np.asarray(weights, dtype=np.float64), stacked, axes=1)
+
+
+def macro_f1(labels: np.ndarray, probs_or_preds: np.ndarray, num_classes: int = 4) -> float:
+    preds = probs_or_preds.argmax(1) if probs_or_preds.ndim == 2 else probs_or_preds
+    return float(
+        f1_score(labels, preds, average="macro", labels=list(range(num_classes)), zero_division=0)
+    )

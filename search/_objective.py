@@ -1,0 +1,243 @@
+"""One trial: suggest a TrainConfig, train the folds (pruned per epoch and between folds),
+upload fold artifacts, and score the weighted fold ensemble on the holdout.
+
+Exercise: `histosweep worker STUDY --gpus cpu --n-trials 2`.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from search._artifacts import fetch_probs, fold_key, upload_file, upload_fold
+from search._ensemble import ensemble_probs, fold_weights, macro_f1
+from search._errors import UserError
+from search._settings import StudySettings
+
+log = logging.getLogger("histosweep")
+
+# Between folds: prune when every finished fold is below the best complete trial's same fold
+# and the mean gap is at least this much macro-F1 (a documented sign rule; see README).
+FOLD_RULE_MARGIN = 0.03
+
+
+class WorkerStopped(BaseException):
+    """SIGTERM/SIGINT arrived: the running trial ends as FAIL and is re-queued (resumed later)."""
+
+
+@dataclass
+class Runtime:
+    """What a worker process loads once and every trial reuses."""
+
+    study: object
+    settings: StudySettings
+    store: object
+    device: str
+    slot: str = "cpu"
+    data_root: str | None = None
+    progress: bool = True
+    _dataset: object = None
+    _caches: dict = field(default_factory=dict)
+
+    def dataset(self):
+        if self._dataset is None:
+            from data import dataset_fingerprint, load_dataset
+
+            root = self.settings.data_path(self.data_root)
+            ds = load_dataset(root, labeled=True)
+            if dataset_fingerprint(ds) != self.settings.fingerprint:
+                raise UserError(
+                    f"data at {root} differs from what study {self.study.study_name!r} was created "
+                    "with (fingerprint mismatch): point --data at the original data or create a new study"
+                )
+            self._dataset = ds
+        return self._dataset
+
+    def cache_for(self, cfg):
+        """(cached arrays, cache row of each kept sample) for the config's resolution/mode."""
+        key = (cfg.resolution, cfg.resize_mode)
+        if key not in self._caches:
+            from data import open_cache
+
+            cache = open_cache(self.dataset(), cfg.resolution, cfg.resize_mode, progress=self.progress)
+            row_of = {sid: i for i, sid in enumerate(cache.sample_ids)}
+            rows = np.asarray([row_of[sid] for sid in self.settings.sample_ids], dtype=np.int64)
+            self._caches[key] = (cache, rows)
+        return self._caches[key]
+
+
+class Objective:
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        self.settings = rt.settings
+        self.space = rt.settings.space_obj()
+        self.split = rt.settings.split_obj()
+        self.labels = rt.settings.label_array()
+
+    def __call__(self, trial) -> float:
+        cfg = self.space.suggest(trial, seed=self.settings.seed)
+        trial.set_user_attr("config", cfg.to_dict())
+        trial.set_user_attr("host", socket.gethostname())
+        trial.set_user_attr("device", self.rt.device)
+        trial.set_user_attr("slot", self.rt.slot)
+        planned = self.settings.folds * cfg.epochs
+        trial.set_user_attr("epochs_planned", planned)
+        cache, rows = self.rt.cache_for(cfg)
+        reused = self._reused_folds(trial)
+        folds: dict[int, dict] = {}
+        epochs_run = 0
+        for f in range(self.settings.folds):
+            if f in reused:
+                folds[f] = reused[f]
+                self._rereport(trial, f, cfg.epochs, reused[f])
+                continue
+            record, ran = self._train_fold(trial, f, cfg, cache, rows)
+            epochs_run += ran
+            trial.set_user_attr("epochs_run", epochs_run)
+            if record is None:
+                self._pruned(trial, f"pruned in fold {f} after {ran} epochs", epochs_run, planned)
+            folds[f] = record
+            trial.set_user_attr(fold_key(f), record)
+            self._fold_rule(trial, folds, epochs_run, planned)
+        return self._finish(trial, cfg, folds)
+
+    # --- folds -----------------------------------------------------------------------------
+    def _train_fold(self, trial, f: int, cfg, cache, rows):
+        from model import train_fold
+
+        train_idx, val_idx = self.split.folds[f]
+        holdout = self.split.holdout
+        curve: list[float] = []
+
+        def on_epoch(m) -> bool:
+            step = f * cfg.epochs + len(curve)
+            curve.append(float(m.val_f1))
+            trial.report(float(m.val_f1), step)
+            return trial.should_prune()
+
+        result = train_fold(
+            cfg, cache, self._label_rows(cache, rows),
+            train_idx=rows[train_idx], val_idx=rows[val_idx], holdout_idx=rows[holdout],
+            device=self.rt.device, on_epoch=on_epoch, progress=self.rt.progress,
+            desc=f"[{self.rt.slot}] trial {trial.number} fold {f + 1}/{self.settings.folds}",
+        )
+        if result.stopped:
+            return None, len(result.epochs)
+        record = upload_fold(self.rt.store, trial, f, result, cfg, val_idx, holdout)
+        record.update(
+            val_f1=macro_f1(self.labels[val_idx], result.val_probs),
+            holdout_f1=macro_f1(self.labels[holdout], result.holdout_probs),
+            seconds=round(result.seconds, 3), epochs=len(result.epochs), curve=curve,
+            best_epoch=result.best_epoch, oom_events=len(result.oom_events),
+        )
+        log.info("[%s] trial %d fold %d: val F1 %.4f, holdout F1 %.4f, %.1f s", self.rt.slot,
+                 trial.number, f, record["val_f1"], record["holdout_f1"], result.seconds)
+        return record, len(result.epochs)
+
+    def _label_rows(self, cache, rows) -> np.ndarray:
+        """Labels indexed like cache rows (rows of excluded samples get -1, never sampled)."""
+        out = np.full(len(cache.sample_ids), -1, dtype=np.int64)
+        out[rows] = self.labels
+        return out
+
+    def _rereport(self, trial, f: int, epochs: int, record: dict) -> None:
+        for i, value in enumerate(record.get("curve", [])):
+            trial.report(float(value), f * epochs + i)
+
+    def _pruned(self, trial, reason: str, epochs_run: int, planned: int):
+        import optuna
+
+        trial.set_user_attr("pruned_reason", reason)
+        trial.set_user_attr("epochs_saved", max(0, planned - epochs_run - self._reused_epochs(trial)))
+        raise optuna.TrialPruned(reason)
+
+    def _reused_epochs(self, trial) -> int:
+        return int(trial.user_attrs.get("epochs_reused", 0))
+
+    def _fold_rule(self, trial, folds: dict[int, dict], epochs_run: int, planned: int) -> None:
+        """Stop a trial whose finished folds are all clearly below the best trial's."""
+        if self.settings.pruner == "none" or len(folds) < 2 or len(folds) == self.settings.folds:
+            return
+        best = _best_fold_f1(self.rt.study)
+        if not best:
+            return
+        pairs = [(r["val_f1"], best[f]) for f, r in folds.items() if f < len(best)]
+        gaps = [b - v for v, b in pairs]
+        if pairs and all(g > 0 for g in gaps) and float(np.mean(gaps)) >= FOLD_RULE_MARGIN:
+            self._pruned(trial, f"fold rule: {len(pairs)} folds all below the best trial "
+                         f"(mean gap {np.mean(gaps):.3f})", epochs_run, planned)
+
+    # --- resume --------------------------------------------------------------------------
+    def _reused_folds(self, trial) -> dict[int, dict]:
+        """Finished folds of the failed trial(s) this trial retries, from their artifacts."""
+        history = trial.system_attrs.get("retry_history") or []
+        if not history:
+            return {}
+        storage, study_id = self.rt.study._storage, self.rt.study._study_id
+        found: dict[int, dict] = {}
+        for number in reversed(history):  # newest attempt first
+            tid = storage.get_trial_id_from_study_id_trial_number(study_id, number)
+            attrs = storage.get_trial(tid).user_attrs
+            for f in range(self.settings.folds):
+                if f not in found and fold_key(f) in attrs:
+                    found[f] = attrs[fold_key(f)]
+        for f, record in found.items():
+            trial.set_user_attr(fold_key(f), record)
+        epochs = sum(int(r.get("epochs", 0)) for r in found.values())
+        trial.set_user_attr("resumed_folds", sorted(found))
+        trial.set_user_attr("epochs_reused", epochs)
+        if found:
+            log.info("[%s] trial %d resumes trial %d: reusing folds %s", self.rt.slot,
+                     trial.number, history[-1], sorted(found))
+        return found
+
+    # --- ensemble --------------------------------------------------------------------------
+    def _finish(self, trial, cfg, folds: dict[int, dict]) -> float:
+        order = sorted(folds)
+        val_f1 = [folds[f]["val_f1"] for f in order]
+        weights = fold_weights(val_f1, top_k=cfg.ensemble_top_k, temperature=cfg.ensemble_temperature)
+        probs = {f: fetch_probs(self.rt.store, folds[f], what=f"trial {trial.number} fold {f}") for f in order}
+        holdout = self.split.holdout
+        y_hold = self.labels[holdout]
+        ens = ensemble_probs([probs[f]["holdout_probs"] for f in order], weights)
+        value = macro_f1(y_hold, ens)
+        oof_rows = np.concatenate([self.split.folds[f][1] for f in order])
+        oof_probs = np.concatenate([probs[f]["val_probs"] for f in order])
+        attrs = {
+            "fold_val_f1": val_f1,
+            "fold_holdout_f1": [folds[f]["holdout_f1"] for f in order],
+            "fold_weights": [float(w) for w in weights],
+            "fold_seconds": [folds[f]["seconds"] for f in order],
+            "oof_f1": macro_f1(self.labels[oof_rows], oof_probs),
+            "holdout_f1": value,
+        }
+        for key, val in attrs.items():
+            trial.set_user_attr(key, val)
+        self._trial_pictures(trial, y_hold, ens, folds)
+        return value
+
+    def _trial_pictures(self, trial, y_hold, ens, folds) -> None:
+        from data import CLASSES
+        from search._plots import confusion_png
+
+        with tempfile.TemporaryDirectory(prefix="histosweep-trial-") as tmp:
+            png = Path(tmp) / f"trial{trial.number}-holdout-confusion.png"
+            confusion_png(png, y_hold, ens.argmax(1), CLASSES,
+                          title=f"trial {trial.number}: ensemble on holdout")
+            trial.set_user_attr("confusion_png", upload_file(self.rt.store, trial, png))
+
+
+def _best_fold_f1(study) -> list[float]:
+    try:
+        best = study.best_trial
+    except ValueError:
+        return []
+    return list(best.user_attrs.get("fold_val_f1", []))
+
+

@@ -1,0 +1,61 @@
+"""Pictures people would rather look at: confusion matrices and learning curves (PNG).
+
+Uploaded as trial artifacts (optuna-dashboard shows them) and embedded in the export report.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def confusion_png(path: Path, labels: np.ndarray, preds: np.ndarray, classes, *, title: str) -> Path:
+    from sklearn.metrics import confusion_matrix
+
+    plt = _plt()
+    cm = confusion_matrix(labels, preds, labels=list(range(len(classes))))
+    fig, ax = plt.subplots(figsize=(4.8, 4.2), dpi=100)
+    ax.imshow(cm, cmap="Blues")
+    for (i, j), n in np.ndenumerate(cm):
+        ax.text(j, i, str(n), ha="center", va="center",
+                color="white" if n > cm.max() / 2 else "black")
+    ax.set_xticks(range(len(classes)), classes, rotation=30, ha="right")
+    ax.set_yticks(range(len(classes)), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, metadata={"Software": None})
+    plt.close(fig)
+    return path
+
+
+def learning_curves_png(path: Path, fold_epochs: dict[int, list[dict]], *, title: str) -> Path:
+    """Train loss and validation F1 per epoch, one line per fold."""
+    plt = _plt()
+    fig, (ax_loss, ax_f1) = plt.subplots(1, 2, figsize=(8, 3.2), dpi=100)
+    for fold, epochs in sorted(fold_epochs.items()):
+        x = [e["epoch"] for e in epochs]
+        ax_loss.plot(x, [e["train_loss"] for e in epochs], marker="o", label=f"fold {fold}")
+        ax_f1.plot(x, [e["val_f1"] for e in epochs], marker="o", label=f"fold {fold}")
+    ax_loss.set_title("train loss")
+    ax_f1.set_title("validation macro-F1")
+    for ax in (ax_loss, ax_f1):
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    ax_f1.legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, metadata={"Software": None})
+    plt.close(fig)
+    return path

@@ -1,0 +1,267 @@
+"""Worker processes: one per GPU slot (or CPU slot), each running trials until the study
+holds N finished trials over all workers on all machines, or until time is up or a signal.
+
+Exercise: `histosweep worker STUDY --gpus all --trials-per-gpu 2 --n-trials 50`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from search._errors import UserError
+
+log = logging.getLogger("histosweep")
+IDLE_POLL_S = 5.0  # how often an idle worker re-checks whether running trials freed a slot
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    study: str
+    storage: str | None
+    artifacts: str | None
+    gpus: str = "cpu"
+    trials_per_gpu: int = 1
+    n_trials: int | None = None
+    timeout: float | None = None
+    heartbeat: int = 60
+    data: str | None = None
+    log_dir: str = "histosweep-logs"
+    progress: bool = True
+
+
+def parse_gpus(spec: str) -> list[str]:
+    """'cpu' -> ['cpu']; 'all' -> visible CUDA ids; '0,1,3' -> those ids."""
+    spec = spec.strip().lower()
+    if spec == "cpu":
+        return ["cpu"]
+    if spec == "all":
+        import torch
+
+        n = torch.cuda.device_count()
+        if n == 0:
+            raise UserError("--gpus all: no CUDA GPU is visible here (use --gpus cpu, or check nvidia-smi)")
+        return [str(i) for i in range(n)]
+    ids = [p.strip() for p in spec.split(",") if p.strip()]
+    if not ids or not all(i.isdigit() for i in ids):
+        raise UserError(f"--gpus {spec!r}: use cpu, all, or a list of GPU ids like 0,1,3")
+    return ids
+
+
+def slots_for(opts: WorkerOptions) -> list[tuple[str, str]]:
+    """(label, gpu id or 'cpu') for every worker process to start."""
+    if opts.trials_per_gpu < 1:
+        raise UserError(f"--trials-per-gpu {opts.trials_per_gpu}: must be >= 1")
+    slots = []
+    for gpu in parse_gpus(opts.gpus):
+        for k in range(opts.trials_per_gpu):
+            base = "cpu" if gpu == "cpu" else f"gpu{gpu}"
+            slots.append((base if opts.trials_per_gpu == 1 else f"{base}.{k}", gpu))
+    return slots
+
+
+def run_workers(opts: WorkerOptions) -> int:
+    """Start one process per slot (or run in-process for a single slot); wait for all."""
+    slots = slots_for(opts)
+    if len(slots) == 1:
+        label, gpu = slots[0]
+        return run_slot(opts, label=label, device="cpu" if gpu == "cpu" else f"cuda:{gpu}", threads=None)
+    threads = max(1, (os.cpu_count() or 1) // len(slots)) if slots[0][1] == "cpu" else None
+    procs = [_spawn(opts, label, gpu, threads) for label, gpu in slots]
+    return _wait_all(procs)
+
+
+def _child_argv(opts: WorkerOptions) -> list[str]:
+    argv = ["worker", opts.study, "--heartbeat", str(opts.heartbeat), "--log-dir", opts.log_dir]
+    for flag, value in (("--n-trials", opts.n_trials), ("--timeout", opts.timeout), ("--data", opts.data)):
+        if value is not None:
+            argv += [flag, str(value)]
+    return argv + ([] if opts.progress else ["--no-progress"])
+
+
+def _spawn(opts: WorkerOptions, label: str, gpu: str, threads: int | None) -> subprocess.Popen:
+    from search.cli._common import ENV_ARTIFACTS, ENV_STORAGE
+
+    env = dict(os.environ)
+    # NOTE: the storage URL travels in the environment, not argv: argv is visible in `ps`.
+    env[ENV_STORAGE] = opts.storage or env.get(ENV_STORAGE, "")
+    env[ENV_ARTIFACTS] = opts.artifacts or env.get(ENV_ARTIFACTS, "")
+    if gpu != "cpu":
+        env["CUDA_VISIBLE_DEVICES"] = gpu
+    cmd = [sys.executable, "-m", "search.cli", *_child_argv(opts), "--_slot", label, "--_gpu", gpu]
+    if threads:
+        cmd += ["--_threads", str(threads)]
+    return subprocess.Popen(cmd, env=env)
+
+
+def _wait_all(procs: list[subprocess.Popen]) -> int:
+    def forward(signum, _frame):
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signum)
+
+    old = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        codes = [p.wait() for p in procs]
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+    return max(codes) if any(codes) else 0
+
+
+def setup_logging(opts: WorkerOptions, label: str) -> Path:
+    import socket
+
+    log_dir = Path(opts.log_dir)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    path = log_dir / f"{opts.study}-{socket.gethostname()}-{label}.log"
+    fmt = logging.Formatter(f"%(asctime)s [{label}] %(levelname)s %(message)s")
+    root = logging.getLogger("histosweep")
+    root.setLevel(logging.INFO)
+    root.handlers.clear()
+    for handler in (logging.FileHandler(path), logging.StreamHandler(sys.stderr)):
+        handler.setFormatter(fmt)
+        root.addHandler(handler)
+    root.propagate = False
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return path
+
+
+def run_slot(opts: WorkerOptions, *, label: str, device: str, threads: int | None) -> int:
+    """The trial loop of one worker process."""
+    from search._objective import Objective, Runtime
+    from search._settings import load_settings
+    from search._study import open_study
+    from storage import open_artifact_store, redact, resolve_storage_url
+
+    logfile = setup_logging(opts, label)
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    study = open_study(opts.study, opts.storage, heartbeat=opts.heartbeat)
+    settings = load_settings(study)
+    rt = Runtime(study=study, settings=settings, store=open_artifact_store(opts.artifacts),
+                 device=device, slot=label, data_root=opts.data, progress=opts.progress)
+    rt.dataset()  # fail fast on moved or changed data
+    loop = TrialLoop(study, Objective(rt), opts, label)
+    log.info("worker on %s (%s), log %s, storage %s", label, device, logfile,
+             redact(resolve_storage_url(opts.storage)))
+    return loop.run()
+
+
+class TrialLoop:
+    """ask -> objective -> tell, gated so that --n-trials is exact across all workers."""
+
+    def __init__(self, study, objective, opts: WorkerOptions, label: str) -> None:
+        self.study = study
+        self.objective = objective
+        self.opts = opts
+        self.label = label
+        self.stop = threading.Event()
+        self.in_trial = False
+        self.finished_here = 0
+
+    def run(self) -> int:
+        old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        start = time.monotonic()
+        try:
+            while not self.stop.is_set():
+                if self.opts.timeout and time.monotonic() - start >= self.opts.timeout:
+                    log.info("timeout reached")
+                    break
+                trial = self._ask()
+                if trial is False:
+                    break
+                if trial is None:
+                    self.stop.wait(IDLE_POLL_S)
+                    continue
+                self._run_trial(trial)
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+        log.info("worker done: %d trials finished here", self.finished_here)
+        return 0
+
+    def _on_signal(self, signum, _frame) -> None:
+        log.warning("received %s: stopping", signal.Signals(signum).name)
+        self.stop.set()
+        if self.in_trial:
+            from search._objective import WorkerStopped
+
+            raise WorkerStopped(signal.Signals(signum).name)
+
+    def _ask(self):
+        """A new trial, None when the study is full of running trials, False when done."""
+        from search._db import fail_stale, gated_ask
+
+        fail_stale(self.study)
+        return gated_ask(self.study, self.opts.n_trials)
+
+    def _run_trial(self, trial) -> None:
+        import optuna
+        from optuna.storages._heartbeat import get_heartbeat_thread
+        from optuna.trial import TrialState
+
+        from search._db import retry_db
+        from search._objective import WorkerStopped
+
+        state, value, reason = TrialState.FAIL, None, None
+        self.in_trial = True
+        try:
+            with get_heartbeat_thread(trial._trial_id, self.study._storage):
+                try:
+                    value = self.objective(trial)
+                    state = TrialState.COMPLETE
+                except optuna.TrialPruned as exc:
+                    state, reason = TrialState.PRUNED, str(exc)
+                except WorkerStopped as exc:
+                    reason = f"worker stopped by {exc}; re-queued to resume"
+                except Exception as exc:  # noqa: BLE001 - a bad trial must not kill the worker
+                    reason = _reason(exc)
+                    log.error("trial %d failed: %s", trial.number, reason)
+        finally:
+            self.in_trial = False
+        retry_db(lambda: self._tell(trial, state, value, reason))
+        if reason and reason.startswith("worker stopped"):
+            retry_db(lambda: self._requeue(trial))
+        self._log_result(trial, state, value, reason)
+
+    def _tell(self, trial, state, value, reason) -> None:
+        from optuna.trial import TrialState
+
+        if reason:
+            trial.set_user_attr("fail_reason" if state == TrialState.FAIL else "pruned_reason", reason)
+        self.study.tell(trial, value if state == TrialState.COMPLETE else None, state=state)
+
+    def _requeue(self, trial) -> None:
+        from storage import retry_callback
+
+        frozen = self.study._storage.get_trial(trial._trial_id)
+        retry_callback()(self.study, frozen)
+
+    def _log_result(self, trial, state, value, reason) -> None:
+        from optuna.trial import TrialState
+
+        if state != TrialState.FAIL:
+            self.finished_here += 1
+        if state == TrialState.COMPLETE:
+            log.info("trial %d complete: holdout F1 %.4f", trial.number, value)
+        else:
+            log.info("trial %d %s: %s", trial.number, state.name.lower(), reason)
+
+
+def _reason(exc: BaseException) -> str:
+    from storage import redact_text
+
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return redact_text(f"{type(exc).__name__}: {text}"[:500])

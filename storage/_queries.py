@@ -1,0 +1,100 @@
+"""Small, fast queries on Optuna's RDB schema that the public API answers slowly.
+
+Counting trials by state is one GROUP BY instead of loading every trial (which grows with the
+study); the study gate serialises "count, then ask" across workers on all machines so that
+`--n-trials N` is exact. Exercise: `histosweep worker STUDY --n-trials N` on several machines.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import fcntl
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
+
+STATES = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
+
+
+def _rdb(storage):
+    """The RDBStorage under Optuna's cache wrapper."""
+    return getattr(storage, "_backend", storage)
+
+
+def count_trials_by_state(storage, study_id: int) -> dict[str, int]:
+    import sqlalchemy as sa
+
+    engine = _rdb(storage).engine
+    query = sa.text("SELECT state, COUNT(*) FROM trials WHERE study_id = :sid GROUP BY state")
+    counts = dict.fromkeys(STATES, 0)
+    with engine.connect() as conn:
+        for state, n in conn.execute(query, {"sid": study_id}):
+            counts[str(getattr(state, "name", state))] = int(n)
+    return counts
+
+
+def heartbeat_ages(storage, study_id: int) -> dict[int, float]:
+    """Seconds since the last heartbeat of each RUNNING trial, by trial number."""
+    import sqlalchemy as sa
+
+    engine = _rdb(storage).engine
+    query = sa.text(
+        "SELECT t.number, MAX(h.heartbeat) FROM trials t JOIN trial_heartbeats h "
+        "ON h.trial_id = t.trial_id WHERE t.study_id = :sid AND t.state = 'RUNNING' "
+        "GROUP BY t.number"
+    )
+    now_query = sa.text("SELECT CURRENT_TIMESTAMP")
+    with engine.connect() as conn:
+        now = _naive(conn.execute(now_query).scalar())
+        rows = conn.execute(query, {"sid": study_id}).all()
+    return {int(n): max(0.0, (now - _naive(ts)).total_seconds()) for n, ts in rows}
+
+
+def _naive(value) -> datetime.datetime:
+    if isinstance(value, str):
+        value = datetime.datetime.fromisoformat(value)
+    return value.replace(tzinfo=None) if value.tzinfo else value
+
+
+@contextlib.contextmanager
+def study_gate(storage, study_name: str) -> Iterator[None]:
+    """Mutual exclusion per study across processes and machines.
+
+    PostgreSQL: a session advisory lock (works across machines). SQLite: an fcntl lock on a
+    file beside the database (SQLite is one machine by nature).
+    """
+    rdb = _rdb(storage)
+    url = str(rdb.url)
+    if url.startswith("sqlite"):
+        with _file_lock(_sqlite_lock_path(url, study_name)):
+            yield
+        return
+    key = int.from_bytes(hashlib.sha256(study_name.encode()).digest()[:8], "big", signed=True)
+    import sqlalchemy as sa
+
+    with rdb.engine.connect() as conn:
+        conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": key})
+        conn.commit()
+        try:
+            yield
+        finally:
+            conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+            conn.commit()
+
+
+def _sqlite_lock_path(url: str, study_name: str) -> Path:
+    db = url.split("///", 1)[-1] or "memory"
+    digest = hashlib.sha256(study_name.encode()).hexdigest()[:12]
+    return Path(f"{db}.{digest}.lock")
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
