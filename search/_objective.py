@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import socket
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 

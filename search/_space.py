@@ -18,6 +18,13 @@ import tomllib
 from model import ConfigError, TrainConfig, field_names, field_types
 
 RANGE_KEYS = {"low", "high", "log", "step"}
+# Names people reach for from other frameworks -> our field names (for "did you mean").
+ALIASES = {
+    "learning_rate": "lr", "wd": "weight_decay", "img_size": "resolution", "image_size": "resolution",
+    "size": "resolution", "backbone": "image_backbone", "model": "image_backbone", "bs": "batch_size",
+    "smoothing": "label_smoothing", "drop_rate": "dropout", "top_k": "ensemble_top_k",
+    "temperature": "ensemble_temperature", "max_epochs": "epochs",
+}
 # Fields that must be chosen by a space file even when the file omits them (DESIGN.md list).
 REQUIRED_KEYS = (
     "resolution", "resize_mode", "image_backbone", "mask_backbone", "pretrained", "epochs",
@@ -132,7 +139,7 @@ def parse_space(doc: dict[str, Any], *, source: str = "<space>") -> Space:
 def _parse_param(source: str, name: str, spec: Any) -> Param:
     types = field_types()
     if name not in types:
-        close = difflib.get_close_matches(name, list(types), n=1)
+        close = [ALIASES[name]] if name in ALIASES else difflib.get_close_matches(name, list(types), n=1)
         hint = f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(sorted(types))}"
         raise SpaceError(f"{source}: unknown key {name!r} in [params] ({hint})")
     want = types[name]

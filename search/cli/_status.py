@@ -1,11 +1,24 @@
-"""Placeholder: replaced by its owner's implementation before this lands."""
+"""`histosweep status STUDY`: trials by state, best trial, pruning savings, running trials."""
 
-from search.cli._common import UserError
+from __future__ import annotations
+
+from search.cli._common import print_json, storage_arg
 
 
 def add_arguments(parser) -> None:
-    pass
+    parser.add_argument("study", help="study name")
 
 
 def run(args) -> int:
-    raise UserError("this command is being built")
+    from search._status import format_status, study_status
+    from search._study import open_study
+    from storage import redact, resolve_storage_url
+
+    url = storage_arg(args)
+    status = study_status(open_study(args.study, url))
+    status["storage"] = redact(resolve_storage_url(url))
+    if args.json:
+        print_json(status)
+    else:
+        print(format_status(status))
+    return 0

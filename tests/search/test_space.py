@@ -1,0 +1,81 @@
+"""Space-file validation: every error is one clear line naming the file, key and fix."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+
+from model import TrainConfig
+from search._space import Space, SpaceError, load_space
+
+
+def write(tmp_path, body: str):
+    path = tmp_path / "space.toml"
+    path.write_text(body)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("body", "needle"),
+    [
+        ("[params]\nlearning_rate = 0.1\n", "did you mean 'lr'"),
+        ("[params]\nresolutoin = [224]\n", "did you mean 'resolution'"),
+        ("[params]\nlr = { low = 1e-2, high = 1e-4 }\n", "low 0.01 > high 0.0001"),
+        ("[params]\nresolution = []\n", "empty list"),
+        ("[params]\nlr = { low = 0.0, high = 1e-3, log = true }\n", "log ranges need low > 0"),
+        ("[params]\nresolution = [224, \"big\"]\n", "resolution must be int"),
+        ("[params]\npretrained = \"yes\"\n", "pretrained must be bool"),
+        ("[params]\nepochs = 2.5\n", "epochs must be int"),
+        ("[params]\ndropout = { low = 0.1, high = 1.5 }\n", "dropout = 1.5 is not allowed"),
+        ("[params]\nresize_mode = [\"stretch\", \"zoom\"]\n", "resize_mode"),
+        ("[params]\nlr = { low = 1e-5, hi = 1e-3 }\n", "needs low and high"),
+        ("[params]\nimage_backbone = { low = 1, high = 2 }\n", "not a range"),
+        ("lr = 0.1\n", "expected one [params] table"),
+        ("[params\nlr = 1\n", "not valid TOML"),
+    ],
+)
+def test_space_errors_name_the_file_and_key(tmp_path, body, needle):
+    path = write(tmp_path, body)
+    with pytest.raises(SpaceError) as info:
+        load_space(path)
+    message = str(info.value)
+    assert needle in message
+    assert str(path) in message
+    assert "\n" not in message
+
+
+def test_missing_space_file_is_named(tmp_path):
+    with pytest.raises(SpaceError, match="nope.toml not found"):
+        load_space(tmp_path / "nope.toml")
+
+
+def test_default_space_centres_the_reference_recipe():
+    space = load_space()
+    p = space.params
+    assert 384 in p["resolution"].choices
+    assert "convnext_tiny" in p["image_backbone"].choices
+    assert 3 in p["ensemble_top_k"].choices
+    assert p["color_jitter_prob"].low <= 0.8 <= p["color_jitter_prob"].high
+    assert 0.0 in p["cutmix_prob"].choices and 1.0 in p["cutmix_prob"].choices
+    for key in ("lr", "weight_decay", "label_smoothing", "dropout", "cutmix_alpha",
+                "ensemble_temperature", "resize_mode", "mask_backbone"):
+        assert p[key].kind != "fixed", key
+
+
+def test_space_suggests_typed_config_and_round_trips():
+    space = load_space()
+    again = Space.from_dict(space.to_dict())
+    study = optuna.create_study(direction="maximize")
+    trial = study.ask()
+    cfg = again.suggest(trial)
+    assert isinstance(cfg, TrainConfig)
+    assert isinstance(cfg.resolution, int) and cfg.resolution in (224, 384, 512)
+    assert 1e-5 <= cfg.lr <= 3e-4
+    assert set(trial.params) == set(space.searched())
+
+
+def test_fixed_keys_keep_defaults_and_values(tmp_path):
+    space = load_space(write(tmp_path, "[params]\nepochs = 7\nlr = { low = 1e-4, high = 1e-3, log = true }\n"))
+    assert space.searched() == ["lr"]
+    cfg = space.fixed_config()
+    assert cfg.epochs == 7 and cfg.batch_size == TrainConfig().batch_size

@@ -1,0 +1,130 @@
+"""Storage contract tests, run over SQLite and real PostgreSQL (like optuna's pytest_storages)."""
+
+from __future__ import annotations
+
+import io
+
+import optuna
+import pytest
+
+import storage
+from storage import StorageError
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def storage_url(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'study.db'}"
+    return request.getfixturevalue("pg_url")
+
+
+def test_create_and_load(storage_url):
+    st = storage.open_storage(storage_url)
+    study = optuna.create_study(study_name="s", storage=st, direction="maximize")
+    study.set_user_attr("histosweep", {"folds": 3})
+    trial = study.ask()
+    study.tell(trial, 0.5)
+    again = optuna.load_study(study_name="s", storage=storage.open_storage(storage_url))
+    assert again.user_attrs["histosweep"] == {"folds": 3}
+    assert again.best_value == 0.5
+    counts = storage.count_trials_by_state(again._storage, again._study_id)
+    assert counts["COMPLETE"] == 1 and counts["RUNNING"] == 0
+
+
+def test_heartbeat_stale_trial_is_failed_and_requeued(storage_url):
+    st = storage.open_storage(storage_url, heartbeat=1, grace_period=1)
+    study = optuna.create_study(study_name="hb", storage=st)
+    trial = study.ask(fixed_distributions={"x": optuna.distributions.FloatDistribution(0, 1)})
+    st.record_heartbeat(trial._trial_id)
+    ages = storage.heartbeat_ages(study._storage, study._study_id)
+    assert trial.number in ages and ages[trial.number] < 60
+    # Make the heartbeat stale by moving it into the past instead of sleeping.
+    import sqlalchemy as sa
+
+    with st.engine.begin() as conn:
+        conn.execute(sa.text("UPDATE trial_heartbeats SET heartbeat = heartbeat - INTERVAL '1 hour'")
+                     if "postgres" in storage_url else
+                     sa.text("UPDATE trial_heartbeats SET heartbeat = datetime(heartbeat, '-1 hour')"))
+    with pytest.warns(optuna.exceptions.ExperimentalWarning):
+        optuna.storages.fail_stale_trials(study)
+    trials = study.get_trials(deepcopy=False)
+    states = [t.state.name for t in trials]
+    assert states == ["FAIL", "WAITING"]
+    assert trials[1].system_attrs["failed_trial"] == trial.number
+
+
+def test_artifacts_round_trip(storage_url, tmp_path):
+    from optuna.artifacts import upload_artifact
+
+    study = optuna.create_study(storage=storage.open_storage(storage_url))
+    trial = study.ask()
+    store = storage.open_artifact_store(str(tmp_path / "artifacts"))
+    src = tmp_path / "blob.bin"
+    payload = bytes(range(256)) * 100
+    src.write_bytes(payload)
+    artifact_id = upload_artifact(artifact_store=store, file_path=str(src), study_or_trial=trial)
+    with store.open_reader(artifact_id) as fh:
+        assert fh.read() == payload
+
+
+def test_study_gate_serialises(storage_url):
+    study = optuna.create_study(study_name="g", storage=storage.open_storage(storage_url))
+    with storage.study_gate(study._storage, "g"):
+        t = study.ask()
+    assert t.number == 0
+
+
+def test_password_is_redacted_in_connection_errors():
+    url = "postgresql+psycopg2://alice:s3cr3t-pw@127.0.0.1:1/nodb"
+    with pytest.raises(StorageError) as info:
+        storage.open_storage(url)
+    message = str(info.value)
+    assert "s3cr3t-pw" not in message
+    assert "alice:***@127.0.0.1" in message
+    assert storage.redact_text("connect to s3cr3t-pw failed") == "connect to *** failed"
+
+
+def test_wrong_scheme_is_one_clear_line():
+    with pytest.raises(StorageError, match="unsupported storage URL 'mysql://u:\\*\\*\\*@h/db'"):
+        storage.resolve_storage_url("mysql://u:pw@h/db")
+
+
+def test_engine_options():
+    assert storage.engine_options("postgresql+psycopg2://h/db")["pool_pre_ping"] is True
+    assert storage.engine_options("sqlite:///x.db")["connect_args"]["timeout"] >= 30
+
+
+def test_atomic_write_leaves_no_partial_file(tmp_path):
+    target = tmp_path / "out.txt"
+    with pytest.raises(RuntimeError):
+        with storage.atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("crash")
+    assert not target.exists()
+    assert list(tmp_path.iterdir()) == []
+    storage.atomic_write_text(target, "whole")
+    assert target.read_text() == "whole"
+
+
+def test_atomic_dir_replaces_whole(tmp_path):
+    target = tmp_path / "bundle"
+    with storage.atomic_dir(target) as tmp:
+        (tmp / "a").write_text("1")
+    with pytest.raises(ValueError):
+        with storage.atomic_dir(target, replace=True) as tmp:
+            (tmp / "b").write_text("2")
+            raise ValueError("midway")
+    assert sorted(p.name for p in target.iterdir()) == ["a"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]
+
+
+def test_s3_spec_builds_a_boto3_store(monkeypatch):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "y")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    store = storage.open_artifact_store("s3://bucket/some/prefix")
+    assert store._key("abc") == "some/prefix/abc"
+    assert store._inner.bucket == "bucket"
