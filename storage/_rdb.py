@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from storage._errors import StorageError
-from storage._url import is_sqlite, redact, redact_text, resolve_storage_url
+from storage._url import is_grpc, is_sqlite, redact, redact_text, resolve_storage_url
 
 DEFAULT_HEARTBEAT_S = 60
 DEFAULT_MAX_RETRY = 3
@@ -41,6 +41,8 @@ def open_storage(
     import sqlalchemy.exc
 
     url = resolve_storage_url(url)
+    if is_grpc(url):
+        return _open_grpc(url)
     kwargs: dict[str, Any] = {"engine_kwargs": engine_options(url)}
     try:
         with _quiet_experimental():
@@ -59,6 +61,18 @@ def open_storage(
         ) from None
     except sqlalchemy.exc.ArgumentError as exc:
         raise StorageError(f"bad storage URL {redact(url)}: {redact_text(str(exc))}") from None
+
+
+def _open_grpc(url: str):
+    """Optuna's gRPC storage proxy (`histosweep storage-proxy`). NOTE: no heartbeats through it,
+    so a dead worker's trial is not retried; workers that need resume connect to the database."""
+    host, _, port = url[len("grpc://") :].rstrip("/").partition(":")
+    try:
+        from optuna.storages import GrpcStorageProxy
+
+        return GrpcStorageProxy(host=host or "127.0.0.1", port=int(port or 13000))
+    except ImportError:
+        raise StorageError(f"storage {url} needs grpcio: pip install 'histosweep[grpc]'") from None
 
 
 def retry_callback(max_retry: int | None = DEFAULT_MAX_RETRY):

@@ -26,12 +26,16 @@ def resolve_storage_url(url: str | None = None) -> str:
         url = "postgresql://" + url[len("postgres://") :]
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg2://" + url[len("postgresql://") :]
-    if not (url.startswith("sqlite://") or url.startswith("postgresql+")):
+    if not (url.startswith(("sqlite://", "postgresql+", "grpc://"))):
         raise StorageError(
-            f"unsupported storage URL {redact(url)!r}: use sqlite:///FILE.db or "
-            "postgresql+psycopg2://USER:PASSWORD@HOST:5432/DB"
+            f"unsupported storage URL {redact(url)!r}: use sqlite:///FILE.db, "
+            "postgresql+psycopg2://USER:PASSWORD@HOST:5432/DB or grpc://PROXY_HOST:13000"
         )
     return url
+
+
+def is_grpc(url: str) -> bool:
+    return url.startswith("grpc://")
 
 
 def is_sqlite(url: str) -> bool:
