@@ -1,1 +1,50 @@
-"""Dataset discovery + validation, audit, splits, cache, batch augmentation, synthetic data."""
+"""Dataset discovery + validation, audit, splits, per-resolution uint8 cache, batch augmentation, synth.
+
+Callers import from here, never from the private modules. The torch-based names (BatchAugmenter,
+to_model_inputs, rand_bbox) load lazily, so `import data` (and the decode pool) stays torch-free.
+Exercise: `histosweep synth /tmp/s && histosweep prepare /tmp/s`.
+"""
+
+from data._audit import AuditReport, audit_dataset
+from data._cache import CachedArrays, build_cache, default_cache_dir, open_cache
+from data._dataset import CLASSES, DataError, Dataset, Sample, load_dataset
+from data._decode import RESIZE_MODES, decode_and_resize
+from data._fingerprint import dataset_fingerprint
+from data._split import Split, make_split
+from data._synth import synthesize
+
+_LAZY = {"BatchAugmenter", "CutMixInfo", "to_model_inputs", "rand_bbox", "IMAGENET_MEAN", "IMAGENET_STD"}
+
+__all__ = [
+    "CLASSES",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "RESIZE_MODES",
+    "AuditReport",
+    "BatchAugmenter",
+    "CachedArrays",
+    "CutMixInfo",
+    "DataError",
+    "Dataset",
+    "Sample",
+    "Split",
+    "audit_dataset",
+    "build_cache",
+    "dataset_fingerprint",
+    "decode_and_resize",
+    "default_cache_dir",
+    "load_dataset",
+    "make_split",
+    "open_cache",
+    "rand_bbox",
+    "synthesize",
+    "to_model_inputs",
+]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        from data import _augment
+
+        return getattr(_augment, name)
+    raise AttributeError(f"module 'data' has no attribute {name!r}")

@@ -20,6 +20,7 @@ from search._errors import UserError
 
 log = logging.getLogger("histosweep")
 IDLE_POLL_S = 5.0  # how often an idle worker re-checks whether running trials freed a slot
+MAX_CONSECUTIVE_FAILURES = 5  # a space that fails every trial should stop, not spin
 
 
 @dataclass(frozen=True)
@@ -170,6 +171,8 @@ class TrialLoop:
         self.stop = threading.Event()
         self.in_trial = False
         self.finished_here = 0
+        self.failures_in_a_row = 0
+        self.last_failure = ""
 
     def run(self) -> int:
         old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
@@ -183,9 +186,15 @@ class TrialLoop:
                 if trial is False:
                     break
                 if trial is None:
-                    self.stop.wait(IDLE_POLL_S)
+                    # others' running trials fill the study; one may still fail or die
+                    self.stop.wait(min(IDLE_POLL_S, max(1.0, self.opts.heartbeat / 2)))
                     continue
                 self._run_trial(trial)
+                if self.failures_in_a_row >= MAX_CONSECUTIVE_FAILURES:
+                    raise UserError(
+                        f"{self.failures_in_a_row} trials in a row failed on {self.label}; last: "
+                        f"{self.last_failure} (see the worker log; fix the space or the data)"
+                    )
         finally:
             for s, h in old.items():
                 signal.signal(s, h)
@@ -254,6 +263,10 @@ class TrialLoop:
 
         if state != TrialState.FAIL:
             self.finished_here += 1
+            self.failures_in_a_row = 0
+        elif not (reason or "").startswith("worker stopped"):
+            self.failures_in_a_row += 1
+            self.last_failure = reason or "unknown"
         if state == TrialState.COMPLETE:
             log.info("trial %d complete: holdout F1 %.4f", trial.number, value)
         else:

@@ -22,9 +22,18 @@ def _rdb(storage):
     return getattr(storage, "_backend", storage)
 
 
+def _has_engine(storage) -> bool:
+    return hasattr(_rdb(storage), "engine")
+
+
 def count_trials_by_state(storage, study_id: int) -> dict[str, int]:
     import sqlalchemy as sa
 
+    if not _has_engine(storage):  # gRPC proxy: no SQL, count through the storage API
+        counts = dict.fromkeys(STATES, 0)
+        for t in storage.get_all_trials(study_id, deepcopy=False):
+            counts[t.state.name] += 1
+        return counts
     engine = _rdb(storage).engine
     query = sa.text("SELECT state, COUNT(*) FROM trials WHERE study_id = :sid GROUP BY state")
     counts = dict.fromkeys(STATES, 0)
@@ -38,6 +47,8 @@ def heartbeat_ages(storage, study_id: int) -> dict[int, float]:
     """Seconds since the last heartbeat of each RUNNING trial, by trial number."""
     import sqlalchemy as sa
 
+    if not _has_engine(storage):
+        return {}
     engine = _rdb(storage).engine
     query = sa.text(
         "SELECT t.number, MAX(h.heartbeat) FROM trials t JOIN trial_heartbeats h "
@@ -65,6 +76,9 @@ def study_gate(storage, study_name: str) -> Iterator[None]:
     file beside the database (SQLite is one machine by nature).
     """
     rdb = _rdb(storage)
+    if not _has_engine(storage):  # gRPC proxy: no lock to take; --n-trials may overshoot by a few
+        yield
+        return
     url = str(rdb.url)
     if url.startswith("sqlite"):
         with _file_lock(_sqlite_lock_path(url, study_name)):

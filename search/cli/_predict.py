@@ -1,11 +1,33 @@
-"""Placeholder: replaced by its owner's implementation before this lands."""
+"""`histosweep predict BUNDLE --images TEST --out CSV`: the bundle's weighted fold ensemble on a
+test folder, written as `sample_index,label`. Exercise: `histosweep predict b --images TEST --out s.csv`.
+"""
 
-from search.cli._common import UserError
+from __future__ import annotations
+
+from search.cli._common import print_json
 
 
 def add_arguments(parser) -> None:
-    pass
+    parser.add_argument("bundle", help="bundle folder written by histosweep export-best")
+    parser.add_argument("--images", required=True, help="test folder: img_*.png + mask_*.png (no labels)")
+    parser.add_argument("--out", required=True, help="submission CSV to write (sample_index,label)")
+    parser.add_argument("--tta", action="store_true", help="average over the 8 flips/rot90s")
+    parser.add_argument("--batch-size", type=int, default=32, help="inference batch size (default 32)")
+    parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when present)")
+    parser.add_argument("--workers", type=int, default=None, help="decode processes (default: up to 8)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def run(args) -> int:
-    raise UserError("this command is being built")
+    from search._predict import predict_folder
+
+    summary = predict_folder(
+        args.bundle, args.images, args.out, tta=args.tta, batch_size=args.batch_size,
+        device=args.device, workers=args.workers, progress=not (args.no_progress or args.json),
+    )
+    if args.json:
+        print_json(summary)
+    else:
+        counts = ", ".join(f"{k}: {v}" for k, v in summary["label_counts"].items())
+        print(f"wrote {summary['out']}: {summary['rows']} rows ({counts})")
+    return 0

@@ -1,11 +1,105 @@
-"""Placeholder: replaced by its owner's implementation before this lands."""
+"""`histosweep prepare DATA`: validate a dataset, audit it, build its per-resolution caches.
 
-from search.cli._common import UserError
+Prints a table, or one JSON document with --json; progress bars go to stderr.
+Exercise: `histosweep prepare synth-data --resolutions 224,384 --json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from search.cli._common import ENV_CACHE, print_json
 
 
-def add_arguments(parser) -> None:
-    pass
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("data", metavar="DATA", help="dataset folder (train_labels.csv + train_data/) or a test folder")
+    parser.add_argument("--resolutions", default="384", help="comma-separated cache sides in px (default 384)")
+    parser.add_argument("--modes", default="stretch", help="comma-separated resize modes: stretch,pad,reflect (default stretch)")
+    parser.add_argument("--keep-flagged", action="store_true", help="report flagged samples but keep them")
+    parser.add_argument("--cache", default=None, help=f"cache folder (env {ENV_CACHE}, default ~/.cache/histosweep)")
+    parser.add_argument("--workers", type=int, default=None, help="decode processes (default: CPU count)")
 
 
-def run(args) -> int:
-    raise UserError("this command is being built")
+def run(args: argparse.Namespace) -> int:
+    import data
+
+    resolutions = _ints(args.resolutions, "--resolutions")
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    root = Path(args.data).expanduser()
+    ds = data.load_dataset(root, labeled=_looks_labeled(root))
+    data.build_cache(ds, resolutions=resolutions, modes=modes, cache_dir=args.cache, workers=args.workers)
+    report = data.audit_dataset(ds, cache_dir=args.cache, workers=args.workers)
+    document = _document(ds, report, resolutions, modes, args)
+    if args.json:
+        print_json(document)
+    else:
+        _print_table(document)
+    return 0
+
+
+def _ints(text: str, option: str) -> list[int]:
+    from data import DataError
+
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        values = []
+    if not values or min(values) < 32:
+        raise DataError(f"{option} {text!r}: use comma-separated sides of at least 32 px, like 224,384")
+    return values
+
+
+def _looks_labeled(root: Path) -> bool:
+    """The challenge layout has train_labels.csv and/or train_data/; a test folder has neither."""
+    return (root / "train_labels.csv").exists() or (root / "train_data").is_dir()
+
+
+def _document(ds, report, resolutions, modes, args) -> dict:
+    import data
+
+    flagged = report.excluded
+    excluded = [] if args.keep_flagged else flagged
+    dropped = {e["sample_index"] for e in excluded}
+    kept = [s for s in ds.samples if s.sample_index not in dropped]
+    cache_root = Path(args.cache).expanduser() if args.cache else data.default_cache_dir()
+    base = cache_root / report.fingerprint[:16]
+    document = {
+        "data": str(ds.root),
+        "labeled": ds.labeled,
+        "fingerprint": report.fingerprint,
+        "samples": report.samples,
+        "kept": len(kept),
+        "excluded": [{"sample_index": e["sample_index"], "reason": e["reason"], "kind": e["kind"]} for e in excluded],
+        "flagged": [e["sample_index"] for e in flagged],
+        "keep_flagged": bool(args.keep_flagged),
+        "duplicate_groups": report.duplicate_groups,
+        "warnings": list(dict.fromkeys(ds.warnings + report.warnings)),
+        "cache_root": str(base),
+        "cache": {f"{r}-{m}": str(base / f"{r}-{m}") for m in modes for r in resolutions},
+    }
+    if ds.labeled:
+        document["classes"] = {name: sum(s.label == name for s in kept) for name in data.CLASSES}
+    return document
+
+
+def _print_table(doc: dict) -> None:
+    print(f"{'dataset':<12} {doc['data']}  ({doc['samples']} samples, {'labelled' if doc['labeled'] else 'unlabelled'})")
+    print(f"{'fingerprint':<12} {doc['fingerprint'][:16]}")
+    hint = "" if doc["keep_flagged"] else "  (--keep-flagged keeps them)"
+    print(f"{'excluded':<12} {len(doc['excluded'])}{hint}")
+    for entry in doc["excluded"]:
+        print(f"  {entry['sample_index']:<16} {entry['kind']:<10} {entry['reason']}")
+    if doc["keep_flagged"] and doc["flagged"]:
+        print(f"{'flagged':<12} {len(doc['flagged'])} kept: {', '.join(doc['flagged'])}")
+    print(f"{'duplicates':<12} {len(doc['duplicate_groups'])} group(s), each kept inside one fold")
+    for group in doc["duplicate_groups"]:
+        print(f"  {' = '.join(group)}")
+    print(f"{'warnings':<12} {len(doc['warnings'])}")
+    for warning in doc["warnings"]:
+        print(f"  {warning}")
+    classes = doc.get("classes")
+    counts = "  " + " | ".join(f"{k} {v}" for k, v in classes.items()) if classes else ""
+    print(f"{'kept':<12} {doc['kept']}{counts}")
+    for name, path in doc["cache"].items():
+        print(f"{'cache':<12} {name:<12} {path}")

@@ -1,11 +1,45 @@
-"""Placeholder: replaced by its owner's implementation before this lands."""
+"""`histosweep synth OUT`: write a synthetic dataset in the challenge layout (+ TEST/, synth_truth.json).
 
-from search.cli._common import UserError
+Exercise: `histosweep synth /tmp/synth --n-train 120 --n-test 24 --seed 0`.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from search.cli._common import print_json
 
 
-def add_arguments(parser) -> None:
-    pass
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("out", metavar="OUT", help="folder to create (must be new or empty)")
+    parser.add_argument("--n-train", type=int, default=120, help="labelled training samples (default 120)")
+    parser.add_argument("--n-test", type=int, default=24, help="unlabelled test samples in OUT/TEST (default 24)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed; same seed, same files (default 0)")
+    parser.add_argument(
+        "--short-side", type=int, default=160, help="short side of each picture in px (default 160; the challenge: 1024)"
+    )
 
 
-def run(args) -> int:
-    raise UserError("this command is being built")
+def run(args: argparse.Namespace) -> int:
+    import json
+
+    from data import synthesize
+
+    root = synthesize(args.out, n_train=args.n_train, n_test=args.n_test, seed=args.seed, short_side=args.short_side)
+    truth = json.loads((root / "synth_truth.json").read_text())
+    document = {
+        "root": str(root),
+        "train": args.n_train,
+        "test": args.n_test,
+        "labels": str(root / "train_labels.csv"),
+        "test_dir": str(root / "TEST"),
+        "truth": str(root / "synth_truth.json"),
+        "contaminants": len(truth["cartoons"]) + len(truth["slime"]),
+    }
+    if args.json:
+        print_json(document)
+    else:
+        print(f"wrote {args.n_train} training + {args.n_test} test samples to {root}")
+        print(f"  {document['contaminants']} planted contaminants and 2 duplicates (see {document['truth']})")
+        print(f"  next: histosweep prepare {root}")
+    return 0
