@@ -140,8 +140,10 @@ class Objective:
         return record, len(result.epochs)
 
     def _label_rows(self, cache, rows) -> np.ndarray:
-        """Labels indexed like cache rows (rows of excluded samples get -1, never sampled)."""
-        out = np.full(len(cache.sample_ids), -1, dtype=np.int64)
+        """Labels indexed like cache rows (rows of excluded samples get 0, never sampled)."""
+        # NOTE: not -1: train_fold checks every label is a class id; no split index points at
+        # an excluded sample's row, so its placeholder label is never read.
+        out = np.zeros(len(cache.sample_ids), dtype=np.int64)
         out[rows] = self.labels
         return out
 
@@ -175,10 +177,11 @@ class Objective:
     # --- resume --------------------------------------------------------------------------
     def _reused_folds(self, trial) -> dict[int, dict]:
         """Finished folds of the failed trial(s) this trial retries, from their artifacts."""
-        history = trial.system_attrs.get("retry_history") or []
+        storage, study_id = self.rt.study._storage, self.rt.study._study_id
+        # NOTE: optuna 5's Trial has no system_attrs; the storage has them.
+        history = storage.get_trial_system_attrs(trial._trial_id).get("retry_history") or []
         if not history:
             return {}
-        storage, study_id = self.rt.study._storage, self.rt.study._study_id
         found: dict[int, dict] = {}
         for number in reversed(history):  # newest attempt first
             tid = storage.get_trial_id_from_study_id_trial_number(study_id, number)

@@ -141,7 +141,7 @@ def run_slot(opts: WorkerOptions, *, label: str, device: str, threads: int | Non
     """The trial loop of one worker process."""
     from search._objective import Objective, Runtime
     from search._settings import load_settings
-    from search._study import open_study
+    from search._study import make_pruner, open_study
     from storage import open_artifact_store, redact, resolve_storage_url
 
     logfile = setup_logging(opts, label)
@@ -151,6 +151,7 @@ def run_slot(opts: WorkerOptions, *, label: str, device: str, threads: int | Non
         torch.set_num_threads(threads)
     study = open_study(opts.study, opts.storage, heartbeat=opts.heartbeat)
     settings = load_settings(study)
+    study.pruner = make_pruner(settings, _max_epochs(settings))
     rt = Runtime(study=study, settings=settings, store=open_artifact_store(opts.artifacts),
                  device=device, slot=label, data_root=opts.data, progress=opts.progress)
     rt.dataset()  # fail fast on moved or changed data
@@ -158,6 +159,11 @@ def run_slot(opts: WorkerOptions, *, label: str, device: str, threads: int | Non
     log.info("worker on %s (%s), log %s, storage %s", label, device, logfile,
              redact(resolve_storage_url(opts.storage)))
     return loop.run()
+
+
+def _max_epochs(settings) -> int:
+    spec = settings.space["epochs"]
+    return int(spec.get("value") or max(spec.get("choices") or [spec.get("high", 1)]))
 
 
 class TrialLoop:

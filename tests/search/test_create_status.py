@@ -1,0 +1,81 @@
+"""`histosweep create` and `status`: stored settings, refusal rules, clear errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from search._settings import load_settings
+from tests.search._helpers import cli, load, tiny_space
+
+
+def test_create_stores_space_data_and_split(synth_root, tmp_path, sqlite_url):
+    space = tiny_space(tmp_path)
+    out = cli("create", "s1", "--data", str(synth_root), "--space", str(space), "--folds", "3",
+              "--storage", sqlite_url, "--json")
+    summary = json.loads(out.stdout)
+    assert summary["action"] == "created" and summary["folds"] == 3
+    settings = load_settings(load("s1", sqlite_url))
+    assert settings.folds == 3 and len(settings.split["folds"]) == 3
+    assert settings.space["image_backbone"] == {"value": "convnext_atto"}
+    assert len(settings.sample_ids) == summary["samples"] == len(settings.labels)
+    holdout = set(settings.split["holdout"])
+    for fold in settings.split["folds"]:
+        train, val = fold["train"], fold["val"]
+        assert not holdout & set(val) and not set(train) & set(val)
+    # excluded samples (audit flags) are not in the split
+    excluded = {e["sample_index"] for e in settings.excluded}
+    assert excluded and not excluded & set(settings.sample_ids)
+
+
+def test_recreate_rules(synth_root, tmp_path, sqlite_url):
+    space = tiny_space(tmp_path)
+    base = ("create", "s2", "--data", str(synth_root), "--space", str(space), "--folds", "2",
+            "--storage", sqlite_url)
+    cli(*base)
+    same = cli(*base, check=False)
+    assert same.returncode == 1 and "--skip-if-exists" in same.stderr
+    assert "Traceback" not in same.stderr
+    assert cli(*base, "--skip-if-exists", "--json").stdout.count('"exists"') == 1
+    (tmp_path / "other").mkdir()
+    other_space = tiny_space(tmp_path / "other", epochs=3)
+    changed = cli("create", "s2", "--data", str(synth_root), "--space", str(other_space),
+                  "--folds", "2", "--storage", sqlite_url, "--skip-if-exists", check=False)
+    assert changed.returncode == 1 and "different space" in changed.stderr and "--force" in changed.stderr
+    forced = cli("create", "s2", "--data", str(synth_root), "--space", str(other_space), "--folds", "2",
+                 "--storage", sqlite_url, "--force", "--json")
+    assert json.loads(forced.stdout)["action"] == "replaced"
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (("--folds", "1"), "need at least 2 folds"),
+        (("--pruner", "magic"), "choose one of median"),
+        (("--holdout", "1.5"), "--holdout 1.5"),
+    ],
+)
+def test_create_option_errors(synth_root, tmp_path, sqlite_url, args, needle):
+    proc = cli("create", "s3", "--data", str(synth_root), "--space", str(tiny_space(tmp_path)),
+               "--storage", sqlite_url, *args, check=False)
+    assert proc.returncode == 1
+    assert needle in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_unknown_backbone_in_space(synth_root, tmp_path, sqlite_url):
+    space = tmp_path / "bad.toml"
+    space.write_text('[params]\nimage_backbone = ["convnext_tiny", "convnext_tinyy"]\n')
+    proc = cli("create", "s4", "--data", str(synth_root), "--space", str(space), "--storage", sqlite_url, check=False)
+    assert proc.returncode == 1
+    assert "convnext_tinyy" in proc.stderr and "bad.toml" in proc.stderr
+
+
+def test_status_of_unknown_study_lists_known(synth_root, tmp_path, sqlite_url):
+    cli("create", "known", "--data", str(synth_root), "--space", str(tiny_space(tmp_path)), "--folds", "2",
+        "--storage", sqlite_url)
+    proc = cli("status", "nope", "--storage", sqlite_url, check=False)
+    assert proc.returncode == 1 and "known" in proc.stderr and "histosweep create nope" in proc.stderr
+    status = json.loads(cli("status", "known", "--storage", sqlite_url, "--json").stdout)
+    assert status["trials"] == {"COMPLETE": 0, "PRUNED": 0, "FAIL": 0, "RUNNING": 0, "WAITING": 0}
+    assert status["best"] is None and status["study"] == "known"
