@@ -48,10 +48,13 @@ def learning_curves_png(path: Path, fold_epochs: dict[int, list[dict]], *, title
         x = [e["epoch"] for e in epochs]
         ax_loss.plot(x, [e["train_loss"] for e in epochs], marker="o", label=f"fold {fold}")
         ax_f1.plot(x, [e["val_f1"] for e in epochs], marker="o", label=f"fold {fold}")
+    from matplotlib.ticker import MaxNLocator
+
     ax_loss.set_title("train loss")
     ax_f1.set_title("validation macro-F1")
     for ax in (ax_loss, ax_f1):
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     ax_f1.legend(fontsize=7)
     fig.suptitle(title)
