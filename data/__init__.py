@@ -13,7 +13,14 @@ from data._fingerprint import dataset_fingerprint
 from data._split import Split, make_split
 from data._synth import synthesize
 
-_LAZY = {"BatchAugmenter", "CutMixInfo", "to_model_inputs", "rand_bbox", "IMAGENET_MEAN", "IMAGENET_STD"}
+_LAZY = {
+    "BatchAugmenter",
+    "CutMixInfo",
+    "to_model_inputs",
+    "rand_bbox",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+}
 
 __all__ = [
     "CLASSES",

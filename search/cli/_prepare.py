@@ -13,12 +13,28 @@ from search.cli._common import ENV_CACHE, print_json
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("data", metavar="DATA", help="dataset folder (train_labels.csv + train_data/) or a test folder")
-    parser.add_argument("--resolutions", default="384", help="comma-separated cache sides in px (default 384)")
-    parser.add_argument("--modes", default="stretch", help="comma-separated resize modes: stretch,pad,reflect (default stretch)")
-    parser.add_argument("--keep-flagged", action="store_true", help="report flagged samples but keep them")
-    parser.add_argument("--cache", default=None, help=f"cache folder (env {ENV_CACHE}, default ~/.cache/histosweep)")
-    parser.add_argument("--workers", type=int, default=None, help="decode processes (default: CPU count)")
+    parser.add_argument(
+        "data",
+        metavar="DATA",
+        help="dataset folder (train_labels.csv + train_data/) or a test folder",
+    )
+    parser.add_argument(
+        "--resolutions", default="384", help="comma-separated cache sides in px (default 384)"
+    )
+    parser.add_argument(
+        "--modes",
+        default="stretch",
+        help="comma-separated resize modes: stretch,pad,reflect (default stretch)",
+    )
+    parser.add_argument(
+        "--keep-flagged", action="store_true", help="report flagged samples but keep them"
+    )
+    parser.add_argument(
+        "--cache", default=None, help=f"cache folder (env {ENV_CACHE}, default ~/.cache/histosweep)"
+    )
+    parser.add_argument(
+        "--workers", type=int, default=None, help="decode processes (default: CPU count)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -28,7 +44,9 @@ def run(args: argparse.Namespace) -> int:
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     root = Path(args.data).expanduser()
     ds = data.load_dataset(root, labeled=_looks_labeled(root))
-    data.build_cache(ds, resolutions=resolutions, modes=modes, cache_dir=args.cache, workers=args.workers)
+    data.build_cache(
+        ds, resolutions=resolutions, modes=modes, cache_dir=args.cache, workers=args.workers
+    )
     report = data.audit_dataset(ds, cache_dir=args.cache, workers=args.workers)
     document = _document(ds, report, resolutions, modes, args)
     if args.json:
@@ -46,7 +64,9 @@ def _ints(text: str, option: str) -> list[int]:
     except ValueError:
         values = []
     if not values or min(values) < 32:
-        raise DataError(f"{option} {text!r}: use comma-separated sides of at least 32 px, like 224,384")
+        raise DataError(
+            f"{option} {text!r}: use comma-separated sides of at least 32 px, like 224,384"
+        )
     return values
 
 
@@ -70,7 +90,10 @@ def _document(ds, report, resolutions, modes, args) -> dict:
         "fingerprint": report.fingerprint,
         "samples": report.samples,
         "kept": len(kept),
-        "excluded": [{"sample_index": e["sample_index"], "reason": e["reason"], "kind": e["kind"]} for e in excluded],
+        "excluded": [
+            {"sample_index": e["sample_index"], "reason": e["reason"], "kind": e["kind"]}
+            for e in excluded
+        ],
         "flagged": [e["sample_index"] for e in flagged],
         "keep_flagged": bool(args.keep_flagged),
         "duplicate_groups": report.duplicate_groups,
@@ -84,7 +107,9 @@ def _document(ds, report, resolutions, modes, args) -> dict:
 
 
 def _print_table(doc: dict) -> None:
-    print(f"{'dataset':<12} {doc['data']}  ({doc['samples']} samples, {'labelled' if doc['labeled'] else 'unlabelled'})")
+    print(
+        f"{'dataset':<12} {doc['data']}  ({doc['samples']} samples, {'labelled' if doc['labeled'] else 'unlabelled'})"
+    )
     print(f"{'fingerprint':<12} {doc['fingerprint'][:16]}")
     hint = "" if doc["keep_flagged"] else "  (--keep-flagged keeps them)"
     print(f"{'excluded':<12} {len(doc['excluded'])}{hint}")

@@ -12,11 +12,20 @@ from search.cli._common import print_json
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("out", metavar="OUT", help="folder to create (must be new or empty)")
-    parser.add_argument("--n-train", type=int, default=120, help="labelled training samples (default 120)")
-    parser.add_argument("--n-test", type=int, default=24, help="unlabelled test samples in OUT/TEST (default 24)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed; same seed, same files (default 0)")
     parser.add_argument(
-        "--short-side", type=int, default=160, help="short side of each picture in px (default 160; the challenge: 1024)"
+        "--n-train", type=int, default=120, help="labelled training samples (default 120)"
+    )
+    parser.add_argument(
+        "--n-test", type=int, default=24, help="unlabelled test samples in OUT/TEST (default 24)"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="random seed; same seed, same files (default 0)"
+    )
+    parser.add_argument(
+        "--short-side",
+        type=int,
+        default=160,
+        help="short side of each picture in px (default 160; the challenge: 1024)",
     )
 
 
@@ -25,7 +34,13 @@ def run(args: argparse.Namespace) -> int:
 
     from data import synthesize
 
-    root = synthesize(args.out, n_train=args.n_train, n_test=args.n_test, seed=args.seed, short_side=args.short_side)
+    root = synthesize(
+        args.out,
+        n_train=args.n_train,
+        n_test=args.n_test,
+        seed=args.seed,
+        short_side=args.short_side,
+    )
     truth = json.loads((root / "synth_truth.json").read_text())
     document = {
         "root": str(root),
@@ -40,6 +55,8 @@ def run(args: argparse.Namespace) -> int:
         print_json(document)
     else:
         print(f"wrote {args.n_train} training + {args.n_test} test samples to {root}")
-        print(f"  {document['contaminants']} planted contaminants and 2 duplicates (see {document['truth']})")
+        print(
+            f"  {document['contaminants']} planted contaminants and 2 duplicates (see {document['truth']})"
+        )
         print(f"  next: histosweep prepare {root}")
     return 0

@@ -1,0 +1,89 @@
+"""`histosweep synth` and `histosweep prepare`, run as commands: exit codes and output."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from search.cli import main
+
+
+def test_synth_then_prepare_json(tmp_path, capsys):
+    out = tmp_path / "synth"
+    assert (
+        main(
+            ["synth", str(out), "--n-train", "24", "--n-test", "2", "--short-side", "48", "--json"]
+        )
+        == 0
+    )
+    synth = json.loads(capsys.readouterr().out)
+    assert synth["root"] == str(out) and (out / "train_labels.csv").is_file()
+    truth = json.loads((out / "synth_truth.json").read_text())
+    cache = tmp_path / "cache"
+    code = main(
+        [
+            "prepare",
+            str(out),
+            "--resolutions",
+            "32,40",
+            "--cache",
+            str(cache),
+            "--workers",
+            "1",
+            "--json",
+        ]
+    )
+    captured = capsys.readouterr()
+    assert code == 0
+    doc = json.loads(captured.out)  # ONE JSON document on stdout
+    assert doc["samples"] == 24 and doc["kept"] == 24 - len(doc["excluded"])
+    assert {e["sample_index"] for e in doc["excluded"]} == set(truth["cartoons"]) | set(
+        truth["slime"]
+    )
+    assert all(e["reason"] for e in doc["excluded"])
+    assert len(doc["fingerprint"]) == 64 and isinstance(doc["warnings"], list)
+    assert any(set(truth["exact_duplicates"][0]) <= set(g) for g in doc["duplicate_groups"])
+    assert set(doc["cache"]) == {"32-stretch", "40-stretch"}
+    assert all((Path(p) / "images.npy").is_file() for p in doc["cache"].values())
+
+
+def test_prepare_table_and_keep_flagged(synth_root, tmp_path, capsys):
+    args = [
+        "prepare",
+        str(synth_root),
+        "--resolutions",
+        "32",
+        "--cache",
+        str(tmp_path),
+        "--workers",
+        "1",
+    ]
+    assert main(args) == 0
+    table = capsys.readouterr().out
+    assert "excluded" in table and "cartoon" in table and "32-stretch" in table
+    assert main(args + ["--keep-flagged", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["excluded"] == [] and doc["kept"] == 64 and len(doc["flagged"]) > 0
+
+
+def test_prepare_broken_dataset_exits_1_without_traceback(labeled_copy, capsys):
+    (labeled_copy / "train_data" / "img_0002.png").write_bytes(b"")
+    assert main(["prepare", str(labeled_copy), "--resolutions", "32"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "img_0002.png" in err and "Traceback" not in err
+
+
+def test_prepare_bad_resolution(synth_root, capsys):
+    assert main(["prepare", str(synth_root), "--resolutions", "big"]) == 1
+    assert "--resolutions" in capsys.readouterr().err
+
+
+def test_real_command_in_a_subprocess(labeled_copy, tmp_path):
+    (labeled_copy / "train_labels.csv").write_text("sample_index,label\nimg_0000.png,Luminal Z\n")
+    script = Path(sys.executable).with_name("histosweep")  # the installed console script
+    command = [str(script), "prepare", str(labeled_copy), "--cache", str(tmp_path)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert "Luminal Z" in result.stderr and "Traceback" not in result.stderr and result.stdout == ""
