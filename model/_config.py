@@ -49,6 +49,10 @@ class TrainConfig:
     ensemble_temperature: float = 0.05  # weights ∝ exp(F1 / temperature)
     # --- runtime -----------------------------------------------------------------------
     keep: str = "best"  # which epoch's weights a fold returns: best (val F1) | last
+    # Re-estimate BatchNorm running stats on this many (un-augmented) training images before
+    # each validation; 0 = off. why: at Lion's larger lrs the running stats lag the weights and
+    # eval-mode F1 collapses (synthetic 64 px: val F1 0.28 -> 0.61 with it); costs ~10% of an epoch.
+    bn_recalibration_images: int = 256
     compile: bool = False  # torch.compile on CUDA
     seed: int = 0
 
@@ -71,6 +75,7 @@ class TrainConfig:
             (self.ensemble_top_k >= 1, "ensemble_top_k must be >= 1"),
             (self.ensemble_temperature > 0, "ensemble_temperature must be > 0"),
             (self.head_hidden >= 1, "head_hidden must be >= 1"),
+            (self.bn_recalibration_images >= 0, "bn_recalibration_images must be >= 0"),
         ]
         for ok, message in checks:
             if not ok:

@@ -1,0 +1,96 @@
+"""Backbone registry: the timm names the search space offers, name checks, and weight loading.
+
+Backbones always come from `timm.create_model(name, num_classes=0, in_chans=...)`.
+Exercise: `python -c "from model import IMAGE_BACKBONES; print(IMAGE_BACKBONES)"`.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+
+from torch import nn
+
+from model._errors import ModelError
+
+# Ordered small -> large; the reference found Small overfitting where Tiny did not.
+IMAGE_BACKBONES: tuple[str, ...] = (
+    "convnext_atto",
+    "convnext_femto",
+    "convnext_pico",
+    "convnext_nano",
+    "convnext_tiny",
+    "convnext_small",
+    "convnext_base",
+)
+MASK_BACKBONES: tuple[str, ...] = ("resnet10t", "resnet14t", "resnet18", "resnet26", "resnet34")
+
+
+def check_backbone(name: str, *, field: str) -> None:
+    """Raise ModelError when timm does not know `name` (a `.tag` suffix is allowed)."""
+    import timm
+
+    if isinstance(name, str) and name and timm.is_model(name):
+        return
+    suggestions = difflib.get_close_matches(str(name), timm.list_models(), n=3, cutoff=0.6)
+    hint = f"did you mean {', '.join(suggestions)}?" if suggestions else "no close match"
+    raise ModelError(
+        f"{field}: timm has no backbone named {name!r} ({hint}); list names with "
+        f"`python -c \"import timm; print(timm.list_models('convnext*'))\"`"
+    )
+
+
+def create_backbone(
+    name: str, *, field: str, in_chans: int, pretrained: bool, weights_path: str = ""
+) -> nn.Module:
+    """A timm feature extractor (pooled, no classifier) with `in_chans` input channels.
+
+    `weights_path` (a local .safetensors/.pth/.bin state dict) wins over the hub; timm's own
+    loader drops the classifier and adapts the first conv to `in_chans` (sums RGB for 1 channel).
+    """
+    import timm
+
+    check_backbone(name, field=field)
+    kwargs: dict = {"num_classes": 0, "in_chans": in_chans}
+    if pretrained and weights_path:
+        path = Path(weights_path).expanduser()
+        if not path.is_file():
+            raise ModelError(
+                f"{field}: pretrained weights file {str(path)!r} for {name!r} does not exist; "
+                f"fix the *_pretrained_path setting or leave it empty to use timm's own weights"
+            )
+        kwargs["pretrained_cfg_overlay"] = {"file": str(path)}
+    try:
+        return timm.create_model(name, pretrained=pretrained, **kwargs)
+    except ModelError:
+        raise
+    except Exception as exc:  # timm/hub/torch raise many types; the person needs one line
+        if pretrained:
+            raise _weights_error(name, field, weights_path, exc) from exc
+        reason = _first_line(exc)
+        raise ModelError(
+            f"{field}: timm cannot build {name!r} (in_chans={in_chans}): {reason}"
+        ) from exc
+
+
+def _weights_error(name: str, field: str, weights_path: str, exc: Exception) -> ModelError:
+    reason = f"{type(exc).__name__}: {_first_line(exc)}"
+    if weights_path:
+        return ModelError(
+            f"{field}: could not load weights for {name!r} from {weights_path!r} ({reason}); "
+            f"the file must hold a timm state dict for {name!r} (.safetensors, or .pth/.bin "
+            f"readable with weights_only=True)"
+        )
+    path_field = "image_pretrained_path" if field.startswith("image") else "mask_pretrained_path"
+    return ModelError(
+        f"{field}: no pretrained weights for {name!r} ({reason}); on a connected machine run "
+        f"`python -c \"import timm; timm.create_model('{name}', pretrained=True)\"` and copy its "
+        f"Hugging Face cache (HF_HOME, default ~/.cache/huggingface) here (HF_HUB_OFFLINE=1 then "
+        f"keeps timm off the network), or set {path_field} to a local weights file, or set "
+        f"pretrained=false"
+    )
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:300]

@@ -1,0 +1,358 @@
+"""The fold trainer: one cross-validation fold of the reference recipe (Lion, cosine restarts
+per iteration, weighted label-smoothed CE on CutMix targets), validated every epoch.
+
+Exercise: `pytest tests/model/test_trainer.py` or `python bench/train_step.py`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from sklearn.metrics import f1_score
+from tqdm.auto import tqdm
+
+from model._batches import RowSource, effective_batches, epoch_order, epoch_seed, micro_chunks
+from model._bn import recalibrate_batchnorm
+from model._config import TrainConfig
+from model._errors import ModelError
+from model._fold_state import FoldState, cpu_state_dict
+from model._loss import class_weights, soft_cross_entropy, target_weight_sum
+from model._net import DualBranchNet, build_model
+from model._optim import build_optimizer, build_scheduler, step_scheduler
+from model._predict import autocast, channels_last, pick_device, probs_for_rows
+
+MIN_MICRO_BATCH = 2  # BatchNorm1d in the head cannot train on one sample
+
+
+@dataclass
+class EpochMetrics:
+    epoch: int  # 0-based
+    train_loss: float  # mean weighted CE over the epoch's training images (CutMix targets)
+    val_loss: float  # same criterion on the validation fold, one-hot targets
+    val_f1: float  # macro-F1 over all classes
+    lr: float  # lr of the epoch's last optimizer step
+    seconds: float  # wall time of the epoch, validation and OOM retries included
+    images_per_s: float  # training images / training seconds (validation excluded)
+
+
+@dataclass
+class FoldResult:
+    state_dict: dict[str, torch.Tensor]  # CPU tensors of the chosen weights (cfg.keep)
+    val_probs: np.ndarray  # (n_val, C) softmax of the chosen weights
+    holdout_probs: np.ndarray  # (n_holdout, C) softmax of the chosen weights
+    epochs: list[EpochMetrics]
+    best_epoch: int  # the epoch whose weights were kept (0-based)
+    stopped: bool  # on_epoch asked to stop
+    oom_events: list[dict]
+    seconds: float
+    device: str
+    config: TrainConfig | None = None  # what trained it (for model())
+    num_classes: int = 4
+
+    @property
+    def best_val_f1(self) -> float:
+        return next((m.val_f1 for m in self.epochs if m.epoch == self.best_epoch), float("nan"))
+
+    def model(self) -> DualBranchNet:
+        """The network with the chosen weights, on the CPU, in eval mode."""
+        if self.config is None:
+            raise ModelError("FoldResult has no config; rebuild with model.build_model(cfg)")
+        net = build_model(self.config, num_classes=self.num_classes, pretrained=False)
+        net.load_state_dict(self.state_dict, strict=True)
+        return net.eval()
+
+
+def _check_inputs(cfg: TrainConfig, cache, labels: np.ndarray, splits: dict, num_classes: int):
+    n = len(cache.images)
+    if len(labels) != n or len(cache.masks) != n:
+        raise ModelError(f"{len(labels)} labels, {len(cache.masks)} masks for {n} cached images")
+    resolution = getattr(cache, "resolution", cfg.resolution)
+    mode = getattr(cache, "mode", cfg.resize_mode)
+    if (resolution, mode) != (cfg.resolution, cfg.resize_mode):
+        raise ModelError(
+            f"cache is {resolution} px/{mode} but the config wants {cfg.resolution} px/"
+            f"{cfg.resize_mode}; open the cache with data.open_cache(ds, {cfg.resolution}, "
+            f"{cfg.resize_mode!r})"
+        )
+    for name, idx in splits.items():
+        if idx.ndim != 1 or (idx.size and (idx.min() < 0 or idx.max() >= n)):
+            raise ModelError(f"{name} must be 1-d row indices in [0, {n})")
+    if len(splits["train_idx"]) < 2 or len(splits["val_idx"]) < 1:
+        raise ModelError("a fold needs >= 2 training rows and >= 1 validation row")
+    if labels.min() < 0 or labels.max() >= num_classes:
+        raise ModelError(f"labels must be class ids in [0, {num_classes})")
+
+
+class _FoldRun:
+    """The mutable state of one fold's training; `_fit` drives it epoch by epoch."""
+
+    def __init__(self, cfg, cache, labels, splits, device, *, progress, desc, num_classes):
+        self.cfg, self.device, self.progress, self.desc = cfg, device, progress, desc
+        self.labels, self.num_classes = labels, num_classes
+        self.train_idx, self.val_idx = splits["train_idx"], splits["val_idx"]
+        self.holdout_idx = splits["holdout_idx"]
+        stage = np.concatenate([self.train_idx, self.val_idx])
+        self.source = RowSource(cache.images, cache.masks, labels, device, stage_rows=stage)
+        self.holdout_source = RowSource(cache.images, cache.masks, None, device)
+        self.model = build_model(cfg, num_classes=num_classes).to(device)
+        if device.type == "cuda":
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.train_model = self._maybe_compile(self.model)
+        self.optimizer = build_optimizer(self.model, cfg)
+        self.scheduler = build_scheduler(self.optimizer, cfg)
+        self.weights = class_weights(labels[self.train_idx], num_classes).to(device)  # (C,)
+        self.micro_batch = max(MIN_MICRO_BATCH, cfg.batch_size // cfg.accumulation)
+        self.oom_events: list[dict] = []
+
+    def _maybe_compile(self, model: torch.nn.Module) -> torch.nn.Module:
+        if self.cfg.compile and self.device.type == "cuda":
+            return torch.compile(model)
+        return model
+
+    # --- training ------------------------------------------------------------------------
+    def train_epoch(self, epoch: int) -> tuple[float, float, int, float]:
+        """One pass over the shuffled training rows -> (mean loss, last lr, images, seconds)."""
+        from data import BatchAugmenter
+
+        augmenter = BatchAugmenter(
+            color_jitter_prob=self.cfg.color_jitter_prob,
+            cutmix_prob=self.cfg.cutmix_prob,
+            cutmix_alpha=self.cfg.cutmix_alpha,
+            num_classes=self.num_classes,
+            seed=epoch_seed(self.cfg.seed, epoch),
+            device=self.device,
+        )
+        order = epoch_order(self.train_idx, seed=self.cfg.seed, epoch=epoch)
+        batches = effective_batches(order, self.cfg.batch_size)
+        self.model.train()
+        started = time.perf_counter()
+        loss_sum, images, lr = torch.zeros((), device=self.device), 0, self.cfg.lr
+        bar = tqdm(batches, desc=self._label(epoch), disable=not self.progress, leave=False)
+        for i, rows in enumerate(bar):
+            lr = step_scheduler(self.scheduler, epoch, i, len(batches))
+            loss_sum += self.train_step(np.sort(rows), augmenter) * len(rows)
+            images += len(rows)
+        loss = float(loss_sum) / max(images, 1)  # one sync per epoch
+        bar.close()
+        return loss, lr, images, time.perf_counter() - started
+
+    def train_step(self, rows: np.ndarray, augmenter) -> torch.Tensor:
+        """One optimizer step on an effective batch, accumulated over micro-batches."""
+        images_u8, masks_u8, labels = self.source.batch(rows)
+        images, masks, targets = augmenter(images_u8, masks_u8, labels)  # (B,3,H,W) (B,1,H,W) (B,C)
+        images, masks = channels_last(images), channels_last(masks)
+        denominator = target_weight_sum(targets, self.weights)  # shared by every micro-batch
+        self.optimizer.zero_grad(set_to_none=True)
+        total = torch.zeros((), device=self.device)
+        for chunk in micro_chunks(len(rows), self.micro_batch):
+            with autocast(self.device):
+                logits = self.train_model(images[chunk], masks[chunk])  # (b, C)
+            loss = (
+                soft_cross_entropy(
+                    logits,
+                    targets[chunk],
+                    weight=self.weights,
+                    label_smoothing=self.cfg.label_smoothing,
+                    reduction="sum",
+                )
+                / denominator
+            )
+            loss.backward()
+            total += loss.detach()
+        self.optimizer.step()
+        return total
+
+    def train_epoch_with_retry(self, epoch: int) -> tuple[float, float, int, float]:
+        """train_epoch; on CUDA OOM halve the micro-batch and rerun from the epoch's start."""
+        start = FoldState.capture(self)
+        while True:
+            try:
+                return self.train_epoch(epoch)
+            except torch.cuda.OutOfMemoryError as exc:
+                message = str(exc).splitlines()[0][:200] if str(exc) else "out of memory"
+            # outside the except block: the failed step's tensors are released first
+            self._shrink_after_oom(epoch, message)
+            start.restore(self)
+
+    def _shrink_after_oom(self, epoch: int, message: str) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.micro_batch // 2 < MIN_MICRO_BATCH:
+            raise ModelError(
+                f"CUDA out of memory at micro-batch {self.micro_batch} ({self.cfg.image_backbone}"
+                f"+{self.cfg.mask_backbone} at {self.cfg.resolution} px on {self.device}); "
+                f"use a smaller resolution or backbone, or a GPU with more memory"
+            )
+        before = self.micro_batch
+        self.micro_batch //= 2
+        self.oom_events.append(
+            {
+                "epoch": epoch,
+                "micro_batch_before": before,
+                "micro_batch_after": self.micro_batch,
+                "accumulation": -(-self.cfg.batch_size // self.micro_batch),
+                "error": message,
+            }
+        )
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    # --- evaluation ----------------------------------------------------------------------
+    def recalibrate_bn(self, epoch: int) -> None:
+        """Precise BN on up to cfg.bn_recalibration_images un-augmented training rows."""
+        if self.cfg.bn_recalibration_images <= 0:
+            return
+        order = epoch_order(self.train_idx, seed=self.cfg.seed, epoch=epoch, stream=1)
+        batches = effective_batches(order[: self.cfg.bn_recalibration_images], self.micro_batch)
+        recalibrate_batchnorm(self.model, self._eval_inputs(batches))
+
+    def _eval_inputs(self, batches: list[np.ndarray]):
+        from data import to_model_inputs
+
+        for rows in batches:
+            images_u8, masks_u8, _ = self.source.batch(np.sort(rows))
+            images, masks = to_model_inputs(images_u8, masks_u8)  # (b, 3, H, W), (b, 1, H, W)
+            yield channels_last(images), channels_last(masks)
+
+    def eval_batch_size(self) -> int:
+        return 2 * self.micro_batch  # no activations kept for backward: twice the train batch
+
+    def validate(self) -> tuple[np.ndarray, float, float]:
+        """Validation probs (n_val, C), loss (same criterion, one-hot targets), macro-F1."""
+        probs = probs_for_rows(
+            self.model, self.source, self.val_idx, batch_size=self.eval_batch_size()
+        )
+        truth = self.labels[self.val_idx]
+        log_probs = torch.from_numpy(np.log(np.clip(probs, 1e-12, None)))  # logits up to a constant
+        onehot = torch.nn.functional.one_hot(torch.from_numpy(truth), self.num_classes)
+        loss = soft_cross_entropy(
+            log_probs, onehot, weight=self.weights.cpu(), label_smoothing=self.cfg.label_smoothing
+        )
+        f1 = f1_score(
+            truth,
+            probs.argmax(axis=1),
+            average="macro",
+            labels=list(range(self.num_classes)),
+            zero_division=0,
+        )
+        return probs, float(loss), float(f1)
+
+    def holdout_probs(self) -> np.ndarray:
+        return probs_for_rows(
+            self.model, self.holdout_source, self.holdout_idx, batch_size=self.eval_batch_size()
+        )
+
+    def _label(self, epoch: int) -> str:
+        return f"{self.desc} epoch {epoch + 1}/{self.cfg.epochs}".strip()
+
+
+@dataclass
+class _Chosen:
+    """The weights a fold keeps so far (cfg.keep: best val F1, ties -> earlier; or last)."""
+
+    keep: str
+    epoch: int = -1
+    f1: float = -1.0
+    state: dict[str, torch.Tensor] = field(default_factory=dict)
+    val_probs: np.ndarray | None = None
+
+    def offer(self, run: _FoldRun, metrics: EpochMetrics, val_probs: np.ndarray) -> None:
+        if self.keep == "best" and metrics.val_f1 <= self.f1:
+            return
+        self.epoch, self.f1, self.val_probs = metrics.epoch, metrics.val_f1, val_probs
+        self.state = cpu_state_dict(run.model)
+
+
+def _fit(
+    run: _FoldRun, on_epoch: Callable[[EpochMetrics], bool] | None
+) -> tuple[list, _Chosen, bool]:
+    chosen, history, stopped = _Chosen(run.cfg.keep), [], False
+    for epoch in range(run.cfg.epochs):
+        started = time.perf_counter()
+        train_loss, lr, images, train_s = run.train_epoch_with_retry(epoch)
+        run.recalibrate_bn(epoch)
+        val_probs, val_loss, val_f1 = run.validate()
+        metrics = EpochMetrics(
+            epoch=epoch,
+            train_loss=train_loss,
+            val_loss=val_loss,
+            val_f1=val_f1,
+            lr=lr,
+            seconds=time.perf_counter() - started,
+            images_per_s=images / max(train_s, 1e-9),
+        )
+        history.append(metrics)
+        chosen.offer(run, metrics, val_probs)
+        if on_epoch is not None and on_epoch(metrics):
+            stopped = True
+            break
+    return history, chosen, stopped
+
+
+def train_fold(
+    cfg: TrainConfig,
+    cache,
+    labels: np.ndarray,
+    *,
+    train_idx: np.ndarray,
+    val_idx: np.ndarray,
+    holdout_idx: np.ndarray,
+    device: str | torch.device | None = None,
+    on_epoch: Callable[[EpochMetrics], bool] | None = None,
+    progress: bool = True,
+    desc: str = "",
+) -> FoldResult:
+    """Train one fold on rows of `cache` (a data.CachedArrays); indices are cache rows.
+
+    on_epoch(metrics) is called after every epoch's validation; returning True stops the fold
+    there (stopped=True). The caller's RNG state is left untouched; runs are seeded by cfg.seed.
+    """
+    from data import CLASSES
+
+    num_classes = len(CLASSES)
+    labels = np.asarray(labels, dtype=np.int64)
+    splits = {
+        name: np.asarray(idx, dtype=np.int64).reshape(-1) if len(idx) else np.zeros(0, np.int64)
+        for name, idx in (
+            ("train_idx", train_idx),
+            ("val_idx", val_idx),
+            ("holdout_idx", holdout_idx),
+        )
+    }
+    _check_inputs(cfg, cache, labels, splits, num_classes)
+    device = pick_device(device)
+    started = time.perf_counter()
+    fork_devices = []
+    if device.type == "cuda":
+        fork_devices = [device.index if device.index is not None else torch.cuda.current_device()]
+    with torch.random.fork_rng(devices=fork_devices):
+        torch.manual_seed(cfg.seed)
+        run = _FoldRun(
+            cfg,
+            cache,
+            labels,
+            splits,
+            device,
+            progress=progress,
+            desc=desc,
+            num_classes=num_classes,
+        )
+        history, chosen, stopped = _fit(run, on_epoch)
+        run.model.load_state_dict(chosen.state)
+        holdout_probs = run.holdout_probs()
+    return FoldResult(
+        state_dict=chosen.state,
+        val_probs=chosen.val_probs,
+        holdout_probs=holdout_probs,
+        epochs=history,
+        best_epoch=chosen.epoch,
+        stopped=stopped,
+        oom_events=run.oom_events,
+        seconds=time.perf_counter() - started,
+        device=str(device),
+        config=cfg,
+        num_classes=num_classes,
+    )

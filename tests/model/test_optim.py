@@ -1,0 +1,55 @@
+"""Lion with decoupled groups; cosine warm restarts stepped per iteration."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from lion_pytorch import Lion
+
+from model import TrainConfig
+from model._optim import build_optimizer, build_scheduler, step_scheduler
+
+
+def _tiny() -> torch.nn.Module:
+    return torch.nn.Sequential(
+        torch.nn.Linear(4, 8), torch.nn.BatchNorm1d(8), torch.nn.Linear(8, 2)
+    )
+
+
+def test_lion_with_config_lr_and_no_decay_on_biases_and_norms():
+    cfg = TrainConfig(lr=3e-4, weight_decay=0.05)
+    opt = build_optimizer(_tiny(), cfg)
+    assert isinstance(opt, Lion)
+    decayed, plain = opt.param_groups
+    assert decayed["lr"] == plain["lr"] == 3e-4
+    assert decayed["weight_decay"] == 0.05 and plain["weight_decay"] == 0.0
+    assert all(p.ndim == 2 for p in decayed["params"])
+    assert all(p.ndim == 1 for p in plain["params"]) and len(plain["params"]) == 4
+
+
+def _lrs(cfg: TrainConfig, epochs: int, iters: int) -> list[float]:
+    opt = build_optimizer(_tiny(), cfg)
+    sched = build_scheduler(opt, cfg)
+    return [step_scheduler(sched, e, i, iters) for e in range(epochs) for i in range(iters)]
+
+
+def test_lr_restarts_to_max_at_iteration_t0_times_iters():
+    cfg = TrainConfig(lr=1e-3, t0=2, t_mult=1)
+    iters = 5
+    lrs = _lrs(cfg, epochs=5, iters=iters)
+    assert lrs[0] == pytest.approx(1e-3)
+    first_cycle = lrs[: cfg.t0 * iters]
+    assert all(a > b for a, b in zip(first_cycle, first_cycle[1:], strict=False))  # decays per step
+    assert first_cycle[-1] < 0.05 * 1e-3
+    assert lrs[cfg.t0 * iters] == pytest.approx(1e-3)  # restart exactly at epoch t0
+    assert lrs[2 * cfg.t0 * iters] == pytest.approx(1e-3)
+    assert lrs[iters] == pytest.approx(0.5e-3)  # halfway through a 2-epoch cosine
+
+
+def test_t_mult_doubles_the_second_cycle():
+    cfg = TrainConfig(lr=1e-3, t0=1, t_mult=2)
+    iters = 4
+    lrs = _lrs(cfg, epochs=4, iters=iters)
+    assert lrs[iters] == pytest.approx(1e-3)  # restart after 1 epoch
+    assert lrs[2 * iters] == pytest.approx(0.5e-3)  # mid-way through the 2-epoch cycle
+    assert lrs[3 * iters] == pytest.approx(1e-3)  # next restart after 1 + 2 epochs

@@ -1,0 +1,249 @@
+"""train_fold on the synthetic dataset: it learns, is deterministic, stops on request, keeps the
+right weights, and survives CUDA out-of-memory by halving the micro-batch."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import f1_score
+
+from model import (
+    DualBranchNet,
+    EpochMetrics,
+    ModelError,
+    TrainConfig,
+    predict_probs,
+    train_fold,
+)
+
+TINY = TrainConfig(
+    resolution=32,
+    image_backbone="convnext_atto",
+    mask_backbone="resnet10t",
+    head_hidden=32,
+    epochs=2,
+    batch_size=4,
+    lr=1e-3,
+    t0=2,
+    bn_recalibration_images=8,
+)
+
+
+@pytest.fixture(scope="module")
+def synth(synth_root):
+    from data import load_dataset
+
+    ds = load_dataset(synth_root)
+    return ds, ds.labels()
+
+
+@pytest.fixture(scope="module")
+def cache32(synth):
+    from data import open_cache
+
+    return open_cache(synth[0], 32, "stretch", progress=False)
+
+
+@pytest.fixture(scope="module")
+def small_split(synth):
+    """8 train / 4 val / 3 holdout rows, every class in train (2 steps of 4 per epoch)."""
+    labels = synth[1]
+    rng = np.random.default_rng(0)
+    rows = [rng.permutation(np.flatnonzero(labels == c)) for c in range(4)]
+    train = np.concatenate([r[:2] for r in rows])
+    val = np.concatenate([r[2:3] for r in rows])
+    holdout = np.concatenate([r[3:4] for r in rows[:3]])
+    return {"train_idx": train, "val_idx": val, "holdout_idx": holdout}
+
+
+def _losses(result) -> list[tuple]:
+    return [(m.epoch, m.train_loss, m.val_loss, m.val_f1, m.lr) for m in result.epochs]
+
+
+@pytest.mark.slow
+def test_fold_learns_the_synthetic_signal_at_64px(synth, synth_root):
+    """64 px, 5 epochs from scratch: training-set macro-F1 far above chance (0.25)."""
+    from data import open_cache
+
+    ds, labels = synth
+    cache = open_cache(ds, 64, "stretch", progress=False)
+    rng = np.random.default_rng(1)
+    order = [rng.permutation(np.flatnonzero(labels == c)) for c in range(4)]
+    val = np.concatenate([r[:4] for r in order])  # 16 (4 per class)
+    holdout = np.concatenate([r[4:6] for r in order])  # 8
+    train = np.setdiff1d(np.arange(len(labels)), np.concatenate([val, holdout]))  # 40
+    cfg = TINY.replace(
+        resolution=64,
+        head_hidden=64,
+        dropout=0.1,
+        epochs=5,
+        t0=5,
+        batch_size=8,
+        color_jitter_prob=0.0,
+        cutmix_prob=0.0,
+        bn_recalibration_images=256,
+    )
+    result = train_fold(
+        cfg, cache, labels, train_idx=train, val_idx=val, holdout_idx=holdout, progress=False
+    )
+    train_probs = predict_probs(result.model(), cache.images[train], cache.masks[train])
+    train_f1 = f1_score(labels[train], train_probs.argmax(1), average="macro")
+    assert train_f1 > 0.6, (train_f1, result.epochs)
+    assert result.epochs[-1].train_loss < 0.8 * result.epochs[0].train_loss
+    assert max(m.val_f1 for m in result.epochs) > 0.35, result.epochs
+    assert result.holdout_probs.shape == (8, 4)
+
+
+@pytest.mark.slow
+def test_same_seed_same_metrics_other_seed_other_metrics(cache32, synth, small_split):
+    labels = synth[1]
+    cfg = TINY.replace(cutmix_prob=0.5, color_jitter_prob=0.8, dropout=0.3)
+    runs = [
+        train_fold(c, cache32, labels, **small_split, progress=False)
+        for c in (cfg, cfg, cfg.replace(seed=1))
+    ]
+    assert _losses(runs[0]) == _losses(runs[1])
+    for key, value in runs[0].state_dict.items():
+        assert torch.equal(value, runs[1].state_dict[key]), key
+    assert np.array_equal(runs[0].holdout_probs, runs[1].holdout_probs)
+    assert _losses(runs[0]) != _losses(runs[2])
+
+
+def test_on_epoch_true_stops_after_that_epoch(cache32, synth, small_split, capsys):
+    seen: list[EpochMetrics] = []
+
+    def stop_at_second(metrics: EpochMetrics) -> bool:
+        seen.append(metrics)
+        return metrics.epoch == 1
+
+    cfg = TINY.replace(epochs=4, t0=4)
+    torch.manual_seed(42)
+    expected_draw = torch.rand(1)
+    torch.manual_seed(42)
+    no_holdout = dict(small_split, holdout_idx=[])
+    result = train_fold(
+        cfg, cache32, synth[1], **no_holdout, on_epoch=stop_at_second, desc="fold 3"
+    )
+    assert torch.equal(torch.rand(1), expected_draw)  # the caller's RNG stream is untouched
+    assert [m.epoch for m in seen] == [0, 1]
+    assert result.stopped and len(result.epochs) == 2
+    assert result.epochs == seen
+    for m in seen:
+        assert np.isfinite([m.train_loss, m.val_loss, m.val_f1, m.lr]).all()
+        assert m.seconds > 0 and m.images_per_s > 0 and 0 <= m.val_f1 <= 1
+    assert "fold 3 epoch 2/4" in capsys.readouterr().err  # tqdm bar names fold and epoch
+    assert result.device == "cpu" and result.seconds > 0 and result.oom_events == []
+    assert result.holdout_probs.shape == (0, 4)
+
+
+@pytest.mark.parametrize("keep", ["best", "last"])
+def test_kept_weights_reproduce_val_and_holdout_probs(cache32, synth, small_split, keep):
+    labels = synth[1]
+    f1s = iter([0.5, 0.5, 0.25])  # forced val F1 per epoch: a tie, then worse
+
+    cfg = TINY.replace(epochs=3, t0=3, keep=keep)
+    import model._trainer as trainer
+
+    original = trainer.f1_score
+    try:
+        trainer.f1_score = lambda *a, **k: next(f1s)
+        result = train_fold(cfg, cache32, labels, **small_split, progress=False)
+    finally:
+        trainer.f1_score = original
+    assert result.best_epoch == (0 if keep == "best" else 2)  # ties -> the earlier epoch
+    assert result.best_val_f1 == (0.5 if keep == "best" else 0.25)
+    net = result.model()
+    assert isinstance(net, DualBranchNet) and not net.training
+    val, holdout = small_split["val_idx"], small_split["holdout_idx"]
+    val_probs = predict_probs(net, cache32.images[val], cache32.masks[val])
+    assert np.allclose(result.val_probs, val_probs, atol=1e-6)
+    holdout_probs = predict_probs(net, cache32.images[holdout], cache32.masks[holdout])
+    assert np.allclose(result.holdout_probs, holdout_probs, atol=1e-6)
+    assert result.val_probs.shape == (4, 4) and result.holdout_probs.shape == (3, 4)
+    assert all(t.device.type == "cpu" for t in result.state_dict.values())
+
+
+def _oom_when(monkeypatch, should_fail):
+    """Make training forwards raise CUDA OOM when should_fail(batch_rows, call_no) is true."""
+    original = DualBranchNet.forward
+    calls = {"n": 0}
+
+    def forward(self, image, mask):
+        if self.training:
+            calls["n"] += 1
+            if should_fail(image.shape[0], calls["n"]):
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory. (simulated)")
+        return original(self, image, mask)
+
+    monkeypatch.setattr(DualBranchNet, "forward", forward)
+    return calls
+
+
+@pytest.mark.slow
+def test_oom_halves_the_micro_batch_and_reruns_the_epoch_exactly(
+    cache32, synth, small_split, monkeypatch
+):
+    labels = synth[1]
+    cfg = TINY.replace(batch_size=4, accumulation=1, cutmix_prob=0.5)
+    reference = train_fold(
+        cfg.replace(accumulation=2), cache32, labels, **small_split, progress=False
+    )
+    # the 2nd full-size forward fails: one optimizer step must be rolled back
+    _oom_when(monkeypatch, lambda rows, n: rows > 2 and n >= 2)
+    result = train_fold(cfg, cache32, labels, **small_split, progress=False)
+    assert len(result.oom_events) == 1
+    event = result.oom_events[0]
+    assert event["epoch"] == 0 and event["micro_batch_before"] == 4
+    assert event["micro_batch_after"] == 2 and event["accumulation"] == 2
+    assert _losses(result) == _losses(reference)
+    for key, value in reference.state_dict.items():
+        assert torch.equal(value, result.state_dict[key]), key
+
+
+def test_oom_at_the_smallest_micro_batch_is_a_model_error(cache32, synth, small_split, monkeypatch):
+    _oom_when(monkeypatch, lambda rows, n: True)
+    with pytest.raises(ModelError, match="out of memory at micro-batch 2.*convnext_atto"):
+        train_fold(TINY, cache32, synth[1], **small_split, progress=False)
+
+
+def test_bad_inputs_are_model_errors(cache32, synth, small_split):
+    labels = synth[1]
+    with pytest.raises(ModelError, match="32 px/stretch.*64 px"):
+        train_fold(TINY.replace(resolution=64), cache32, labels, **small_split)
+    bad = dict(small_split, val_idx=np.array([], dtype=np.int64))
+    with pytest.raises(ModelError, match="validation row"):
+        train_fold(TINY, cache32, labels, **bad)
+    bad = dict(small_split, train_idx=np.array([0, 10_000]))
+    with pytest.raises(ModelError, match="train_idx"):
+        train_fold(TINY, cache32, labels, **bad)
+    with pytest.raises(ModelError, match="labels"):
+        train_fold(TINY, cache32, labels[:-1], **small_split)
+
+
+def test_epoch_metrics_and_fold_result_fields():
+    assert [f.name for f in dataclasses.fields(EpochMetrics)] == [
+        "epoch",
+        "train_loss",
+        "val_loss",
+        "val_f1",
+        "lr",
+        "seconds",
+        "images_per_s",
+    ]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_fold_uses_bf16_staged_rows(cache32, synth, small_split):
+    """GPU path: rows staged on the device, bf16 autocast, channels_last; CPU tensors out."""
+    result = train_fold(TINY, cache32, synth[1], **small_split, device="cuda", progress=False)
+    assert result.device.startswith("cuda")
+    assert np.isfinite(result.val_probs).all() and np.allclose(result.holdout_probs.sum(1), 1)
+    assert all(t.device.type == "cpu" and t.is_contiguous() for t in result.state_dict.values())
+    net = result.model()
+    cpu_probs = predict_probs(
+        net, cache32.images[small_split["val_idx"]], cache32.masks[small_split["val_idx"]]
+    )
+    assert np.abs(cpu_probs - result.val_probs).max() < 0.05  # bf16 vs fp32
