@@ -80,7 +80,7 @@ def load_dataset(root, *, labeled: bool = True, min_per_class: int = 0) -> Datas
         where = root / LABELS_CSV if labeled else folder
         problems.append(f"{where}: no samples found; the dataset is empty")
     if labeled and samples and min_per_class > 0:
-        _check_class_counts(root / LABELS_CSV, samples, min_per_class, problems)
+        _check_class_counts(root, samples, min_per_class, problems)
     if problems:
         raise DataError(_problem_text(problems))
     return Dataset(root=root, samples=samples, labeled=labeled, warnings=warnings)

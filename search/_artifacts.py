@@ -23,9 +23,34 @@ def fold_key(fold: int) -> str:
 
 
 def upload_file(store, trial, path: Path) -> str:
-    from optuna.artifacts import upload_artifact
+    """Write `path` into the store, then register it on the trial (what the dashboard lists).
 
-    return upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=trial)
+    NOTE: optuna's upload_artifact registers the artifact before writing it, so an upload that
+    dies midway would leave the trial listing a partial file. Here the write comes first, and a
+    failed write removes what it left.
+    """
+    import contextlib
+    import mimetypes
+    import uuid
+    from dataclasses import asdict
+
+    from optuna.artifacts import ArtifactMeta
+    from optuna.artifacts._upload import ARTIFACTS_ATTR_PREFIX
+
+    artifact_id = str(uuid.uuid4())
+    try:
+        with open(path, "rb") as fh:
+            store.write(artifact_id, fh)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            store.remove(artifact_id)
+        raise
+    mimetype, encoding = mimetypes.guess_type(path.name)
+    meta = ArtifactMeta(artifact_id=artifact_id, filename=path.name,
+                        mimetype=mimetype or "application/octet-stream", encoding=encoding)
+    trial.storage.set_trial_system_attr(trial._trial_id, ARTIFACTS_ATTR_PREFIX + artifact_id,
+                                        json.dumps(asdict(meta)))
+    return artifact_id
 
 
 def upload_fold(store, trial, fold: int, result, cfg, val_rows, holdout_rows, *, plots=True) -> dict:

@@ -6,7 +6,9 @@ or a file lock for SQLite) so that `--n-trials N` gives exactly N finished trial
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
 import time
 import warnings
 
@@ -46,17 +48,77 @@ def gated_ask(study, n_trials: int | None):
 
 def retry_db(fn, *, budget_s: float = DB_RETRY_S):
     """Call fn, retrying on lost database connections (server restart, idle drop)."""
-    import sqlalchemy.exc
-
     deadline = time.monotonic() + budget_s
     delay = 0.5
     while True:
         try:
             return fn()
-        except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError) as exc:
-            if time.monotonic() >= deadline:
+        except Exception as exc:
+            if not is_db_outage(exc) or time.monotonic() >= deadline:
                 raise
-            log.warning("database unavailable (%s); retrying in %.1f s",
-                        type(exc.orig or exc).__name__, delay)
+            log.warning("database unavailable (%s); retrying in %.1f s", outage_name(exc), delay)
             time.sleep(delay)
             delay = min(delay * 2, 5.0)
+
+
+def is_db_outage(exc: BaseException | None) -> bool:
+    """A lost or refused database connection, also where Optuna wrapped it.
+
+    NOTE: Optuna's RDBStorage re-raises every SQLAlchemy error of a storage call as
+    StorageInternalError, so the connection error is found on the exception's cause chain.
+    """
+    import sqlalchemy.exc
+
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError)):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def outage_name(exc: BaseException) -> str:
+    """The driver's exception name (e.g. OperationalError) behind a database outage."""
+    for _ in range(10):  # Optuna error -> SQLAlchemy error -> driver error
+        inner = getattr(exc, "orig", None) or exc.__cause__
+        if inner is None:
+            break
+        exc = inner
+    return type(exc).__name__
+
+
+@contextlib.contextmanager
+def heartbeat(trial_id: int, storage):
+    """Record a trial's heartbeat every interval in a thread that rides out database outages.
+
+    NOTE: Optuna's own heartbeat thread dies on the first failed write (a server restart), after
+    which the live trial looks dead and another worker would fail and re-run it.
+    """
+    from optuna.storages._heartbeat import is_heartbeat_enabled
+
+    if not is_heartbeat_enabled(storage):
+        yield
+        return
+    stop = threading.Event()
+    interval = storage.get_heartbeat_interval()
+
+    def beat() -> None:
+        while True:
+            try:
+                storage.record_heartbeat(trial_id)
+            except Exception as exc:
+                if not is_db_outage(exc):
+                    raise
+                log.warning("heartbeat not recorded, database unavailable (%s); retrying",
+                            outage_name(exc))
+            if stop.wait(interval):
+                return
+
+    thread = threading.Thread(target=beat, name=f"heartbeat-{trial_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()

@@ -67,21 +67,27 @@ def export_best(opts: ExportOptions) -> dict[str, Any]:
     _check_out(out, opts.overwrite)
     store = open_artifact_store(opts.artifacts)
     warnings: list[str] = []
-    with atomic_dir(out, replace=True) as tmp:
-        _stage(opts, "fetching fold checkpoints")
-        folds = _write_folds(tmp, store, src)
-        labels, ens = _stored_holdout(store, src)
-        _stage(opts, "recomputing the holdout ensemble from the bundle's checkpoints")
-        bundle_f1 = _recompute_holdout(opts, src, tmp, folds, labels, warnings)
-        manifest = _manifest(src, folds, _metrics(src, labels, ens, bundle_f1))
-        _write_json(tmp / MANIFEST, manifest)
-        _stage(opts, "writing report.html")
-        _write_report(tmp, store, src, manifest, labels, ens)
-        submission = None
-        if opts.test is not None:
-            _stage(opts, f"predicting {opts.test}")
-            submission = _write_submission(opts, tmp)
-        readable_by_others(tmp)
+    try:
+        with atomic_dir(out, replace=True) as tmp:
+            _stage(opts, "fetching fold checkpoints")
+            folds = _write_folds(tmp, store, src)
+            labels, ens = _stored_holdout(store, src)
+            _stage(opts, "recomputing the holdout ensemble from the bundle's checkpoints")
+            bundle_f1 = _recompute_holdout(opts, src, tmp, folds, labels, warnings)
+            manifest = _manifest(src, folds, _metrics(src, labels, ens, bundle_f1))
+            _write_json(tmp / MANIFEST, manifest)
+            _stage(opts, "writing report.html")
+            _write_report(tmp, store, src, manifest, labels, ens)
+            submission = None
+            if opts.test is not None:
+                _stage(opts, f"predicting {opts.test}")
+                submission = _write_submission(opts, tmp)
+            readable_by_others(tmp)
+    except OSError as exc:  # disk full, read-only or missing parent: atomic_dir left nothing
+        raise UserError(
+            f"--out {out}: cannot write the bundle ({exc.strerror or exc}); free some space or "
+            "pass --out with a writable folder"
+        ) from None
     return _summary(opts, src, manifest, submission, warnings)
 
 
@@ -175,6 +181,9 @@ def _fold_records(trial, folds: int) -> list[dict[str, Any]]:
 
 
 def _check_out(out: Path, overwrite: bool) -> None:
+    above = next((p for p in out.parents if p.exists()), None)
+    if above is not None and not above.is_dir():
+        raise UserError(f"--out {out}: {above} is a file, not a folder; pass --out with a folder path")
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file; pass a folder for the bundle")
     if not out.is_dir() or not any(out.iterdir()):
@@ -217,8 +226,9 @@ def _verify_checkpoint(path: Path, cfg, *, what: str) -> None:
                     for k, v in stored.to_dict().items() if getattr(cfg, k) != v]
             raise UserError(f"{what} does not match the trial's config: {'; '.join(diff)}")
         load_checkpoint(path, expect=cfg)
-    except ModelError as exc:
-        raise UserError(f"{what} does not match the trial's config: {exc}") from None
+    except ModelError as exc:  # not safetensors, truncated, another network
+        # NOTE: the error names the bundle's temp file, gone by the time a person reads it
+        raise UserError(f"{what} cannot be loaded: {str(exc).replace(repr(str(path)), 'it')}") from None
 
 
 # --- holdout ---------------------------------------------------------------------------------

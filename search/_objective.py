@@ -16,7 +16,7 @@ import numpy as np
 
 from search._artifacts import fetch_probs, fold_key, upload_file, upload_fold
 from search._ensemble import ensemble_probs, fold_weights, macro_f1
-from search._errors import UserError
+from search._errors import UserError, WorkerStopped  # noqa: F401 - re-exported
 from search._settings import StudySettings
 
 log = logging.getLogger("histosweep")
@@ -24,10 +24,6 @@ log = logging.getLogger("histosweep")
 # Between folds: prune when every finished fold is below the best complete trial's same fold
 # and the mean gap is at least this much macro-F1 (a documented sign rule; see README).
 FOLD_RULE_MARGIN = 0.03
-
-
-class WorkerStopped(BaseException):
-    """SIGTERM/SIGINT arrived: the running trial ends as FAIL and is re-queued (resumed later)."""
 
 
 @dataclass

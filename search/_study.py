@@ -77,6 +77,7 @@ def build_settings(space: Space, opts: CreateOptions, *, progress=True) -> Study
     keep = [s for s in ds.samples if opts.keep_flagged or s.sample_index not in flagged]
     ids = [s.sample_index for s in keep]
     labels = [CLASSES.index(s.label) for s in keep]
+    _check_kept_classes(labels, opts.folds, flagged=len(ds.samples) - len(keep))
     import numpy as np
 
     split = make_split(
@@ -90,6 +91,19 @@ def build_settings(space: Space, opts: CreateOptions, *, progress=True) -> Study
         keep_flagged=opts.keep_flagged,
         excluded=[] if opts.keep_flagged else list(report.excluded),
     )
+
+
+def _check_kept_classes(labels: list[int], folds: int, *, flagged: int) -> None:
+    """After the audit's exclusions every class still needs a sample per fold."""
+    from data import CLASSES
+
+    short = [c for i, c in enumerate(CLASSES) if labels.count(i) < folds]
+    if short and flagged:
+        raise UserError(
+            f"the audit flagged {flagged} samples and left class(es) {', '.join(map(repr, short))} "
+            f"with fewer than {folds} samples (the folds): check `histosweep prepare DATA`, "
+            "pass --keep-flagged, or use fewer --folds"
+        )
 
 
 def _find(storage, name: str):

@@ -16,11 +16,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from search._errors import UserError
+from search._errors import UserError, WorkerStopped
 
 log = logging.getLogger("histosweep")
 IDLE_POLL_S = 5.0  # how often an idle worker re-checks whether running trials freed a slot
 MAX_CONSECUTIVE_FAILURES = 5  # a space that fails every trial should stop, not spin
+# Fail reasons of trials that are re-queued (resumed from their finished folds), not counted as
+# failures of the space: a stop signal, or a database outage in the middle of the trial.
+REQUEUED = ("worker stopped", "database unavailable")
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,14 @@ def _child_argv(opts: WorkerOptions) -> list[str]:
     return argv + ([] if opts.progress else ["--no-progress"])
 
 
+# NOTE: not `python -m search.cli`: -m puts the working folder first on sys.path, so a ./data or
+# ./model folder there (a dataset is often called data) would shadow our packages in the child.
+_CHILD_MAIN = (
+    "import sys; sys.path = [p for p in sys.path if p not in ('', '.')]; "
+    "from search.cli import main; sys.exit(main())"
+)
+
+
 def _spawn(opts: WorkerOptions, label: str, gpu: str, threads: int | None) -> subprocess.Popen:
     from search.cli._common import ENV_ARTIFACTS, ENV_STORAGE
 
@@ -96,7 +107,7 @@ def _spawn(opts: WorkerOptions, label: str, gpu: str, threads: int | None) -> su
     env[ENV_ARTIFACTS] = opts.artifacts or env.get(ENV_ARTIFACTS, "")
     if gpu != "cpu":
         env["CUDA_VISIBLE_DEVICES"] = gpu
-    cmd = [sys.executable, "-m", "search.cli", *_child_argv(opts), "--_slot", label, "--_gpu", gpu]
+    cmd = [sys.executable, "-c", _CHILD_MAIN, *_child_argv(opts), "--_slot", label, "--_gpu", gpu]
     if threads:
         cmd += ["--_threads", str(threads)]
     return subprocess.Popen(cmd, env=env)
@@ -175,6 +186,7 @@ class TrialLoop:
         self.opts = opts
         self.label = label
         self.stop = threading.Event()
+        self.pid = os.getpid()
         self.in_trial = False
         self.finished_here = 0
         self.failures_in_a_row = 0
@@ -208,11 +220,15 @@ class TrialLoop:
         return 0
 
     def _on_signal(self, signum, _frame) -> None:
+        if os.getpid() != self.pid:
+            # NOTE: a forked helper (the cache's decode pool) inherited this handler; its pool
+            # ends it with SIGTERM, which must simply end it, as without us.
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
         log.warning("received %s: stopping", signal.Signals(signum).name)
         self.stop.set()
         if self.in_trial:
-            from search._objective import WorkerStopped
-
             raise WorkerStopped(signal.Signals(signum).name)
 
     def _ask(self):
@@ -224,16 +240,14 @@ class TrialLoop:
 
     def _run_trial(self, trial) -> None:
         import optuna
-        from optuna.storages._heartbeat import get_heartbeat_thread
         from optuna.trial import TrialState
 
-        from search._db import retry_db
-        from search._objective import WorkerStopped
+        from search._db import heartbeat, is_db_outage, retry_db
 
         state, value, reason = TrialState.FAIL, None, None
         self.in_trial = True
         try:
-            with get_heartbeat_thread(trial._trial_id, self.study._storage):
+            with heartbeat(trial._trial_id, self.study._storage):
                 try:
                     value = self.objective(trial)
                     state = TrialState.COMPLETE
@@ -243,11 +257,13 @@ class TrialLoop:
                     reason = f"worker stopped by {exc}; re-queued to resume"
                 except Exception as exc:  # noqa: BLE001 - a bad trial must not kill the worker
                     reason = _reason(exc)
+                    if is_db_outage(exc):
+                        reason = f"database unavailable during the trial ({reason}); re-queued to resume"
                     log.error("trial %d failed: %s", trial.number, reason)
         finally:
             self.in_trial = False
         retry_db(lambda: self._tell(trial, state, value, reason))
-        if reason and reason.startswith("worker stopped"):
+        if reason and reason.startswith(REQUEUED):
             retry_db(lambda: self._requeue(trial))
         self._log_result(trial, state, value, reason)
 
@@ -270,7 +286,7 @@ class TrialLoop:
         if state != TrialState.FAIL:
             self.finished_here += 1
             self.failures_in_a_row = 0
-        elif not (reason or "").startswith("worker stopped"):
+        elif not (reason or "").startswith(REQUEUED):
             self.failures_in_a_row += 1
             self.last_failure = reason or "unknown"
         if state == TrialState.COMPLETE:
