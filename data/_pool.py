@@ -16,6 +16,19 @@ from data._dataset import Sample
 _INLINE_BELOW = 8
 
 
+def _start_method() -> str:
+    """fork only from a plain single-threaded process, else spawn.
+
+    NOTE: fork needs no `if __name__ == "__main__"` guard in a caller's script, but forking a
+    process with other threads (a worker's heartbeat thread, torch's pools, tqdm's monitor)
+    copies locks those threads may hold, and the child can hang forever on one of them.
+    """
+    import threading
+
+    plain = threading.active_count() == 1 and "torch" not in sys.modules
+    return "fork" if plain and "fork" in multiprocessing.get_all_start_methods() else "spawn"
+
+
 def default_workers(n_jobs: int) -> int:
     return max(1, min(os.cpu_count() or 1, n_jobs // 4 or 1))
 
@@ -47,10 +60,7 @@ def decode_all(
                 yield decode_sample(job)
                 bar.update()
             return
-        # NOTE: fork where there is one (as torch's DataLoader does): workers touch only numpy/PIL,
-        # never torch, and fork needs no `if __name__ == "__main__"` guard in the caller's script.
-        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-        context = multiprocessing.get_context(method)
+        context = multiprocessing.get_context(_start_method())
         with context.Pool(min(workers, len(jobs))) as pool:
             for result in pool.imap_unordered(decode_sample, jobs, chunksize=1):
                 yield result
