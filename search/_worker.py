@@ -6,6 +6,7 @@ Exercise: `histosweep worker STUDY --gpus all --trials-per-gpu 2 --n-trials 50`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -268,11 +269,16 @@ class TrialLoop:
         self._log_result(trial, state, value, reason)
 
     def _tell(self, trial, state, value, reason) -> None:
+        import optuna
         from optuna.trial import TrialState
 
+        # NOTE: idempotent: retry_db re-runs this when the connection drops after the server
+        # committed the finish; the retry then finds the trial finished and must not raise.
         if reason:
-            trial.set_user_attr("fail_reason" if state == TrialState.FAIL else "pruned_reason", reason)
-        self.study.tell(trial, value if state == TrialState.COMPLETE else None, state=state)
+            with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+                trial.set_user_attr("fail_reason" if state == TrialState.FAIL else "pruned_reason", reason)
+        self.study.tell(trial, value if state == TrialState.COMPLETE else None, state=state,
+                        skip_if_finished=True)
 
     def _requeue(self, trial) -> None:
         from storage import retry_callback
