@@ -47,7 +47,7 @@ def create_study(name: str, storage_url: str | None, opts: CreateOptions, *, pro
     if action in ("created", "replaced"):
         study = optuna.create_study(
             study_name=name, storage=storage, direction="maximize",
-            sampler=optuna.samplers.TPESampler(seed=opts.seed),
+            sampler=make_sampler(opts.seed),
         )
         save_settings(study, settings)
         _save_note(study, settings)
@@ -171,6 +171,22 @@ def make_pruner(settings: StudySettings, epochs: int):
         return optuna.pruners.WilcoxonPruner(p_threshold=0.1, n_startup_steps=epochs)
     # NOTE: warm-up of one epoch: first-epoch F1 of a fresh head is mostly noise.
     return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
+
+
+def make_sampler(seed: int | None = None):
+    """TPE as every worker uses it (samplers are not stored in the study).
+
+    multivariate: models parameter interactions and costs 3x less per trial at 1000 trials
+    (bench/storage.py); constant_liar: parallel workers treat running trials as bad results
+    instead of all proposing the same point.
+    """
+    import warnings
+
+    import optuna
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(multivariate=True, constant_liar=True, seed=seed)
 
 
 def _save_note(study, settings: StudySettings) -> None:

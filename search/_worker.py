@@ -153,7 +153,7 @@ def run_slot(opts: WorkerOptions, *, label: str, device: str, threads: int | Non
     """The trial loop of one worker process."""
     from search._objective import Objective, Runtime
     from search._settings import load_settings
-    from search._study import make_pruner, open_study
+    from search._study import make_pruner, make_sampler, open_study
     from storage import open_artifact_store, redact, resolve_storage_url
 
     logfile = setup_logging(opts, label)
@@ -164,6 +164,7 @@ def run_slot(opts: WorkerOptions, *, label: str, device: str, threads: int | Non
     study = open_study(opts.study, opts.storage, heartbeat=opts.heartbeat)
     settings = load_settings(study)
     study.pruner = make_pruner(settings, _max_epochs(settings))
+    study.sampler = make_sampler()
     rt = Runtime(study=study, settings=settings, store=open_artifact_store(opts.artifacts),
                  device=device, slot=label, data_root=opts.data, progress=opts.progress)
     rt.dataset()  # fail fast on moved or changed data

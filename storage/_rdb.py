@@ -52,7 +52,10 @@ def open_storage(
                     grace_period=int(grace_period or 2 * heartbeat),
                     heartbeat_stale_trial_callback=retry_callback(max_retry),
                 )
-            return optuna.storages.RDBStorage(url, **kwargs)
+            storage = optuna.storages.RDBStorage(url, **kwargs)
+        if is_sqlite(url):
+            _sqlite_wal(storage.engine)
+        return storage
     except sqlalchemy.exc.OperationalError as exc:
         reason = redact_text(str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc))
         raise StorageError(
@@ -61,6 +64,23 @@ def open_storage(
         ) from None
     except sqlalchemy.exc.ArgumentError as exc:
         raise StorageError(f"bad storage URL {redact(url)}: {redact_text(str(exc))}") from None
+
+
+def _sqlite_wal(engine) -> None:
+    """WAL journal + synchronous=NORMAL: readers stop blocking the writer and a commit costs one
+    fsync instead of ~3 (bench/storage.py: 8 workers x 1000 trials 120 s -> 89 s)."""
+    import sqlalchemy as sa
+
+    def on_connect(dbapi_conn, _record) -> None:
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.close()
+
+    sa.event.listen(engine, "connect", on_connect)
+    engine.dispose()  # connections opened during schema setup lack the pragma
+    if ":memory:" not in str(engine.url):
+        with engine.connect() as conn:
+            conn.exec_driver_sql("PRAGMA journal_mode=WAL")  # persistent in the file
 
 
 def _open_grpc(url: str):
