@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tests.search._helpers import wait_for
+
 PASSWORD = "S3cretPw-XYZ"  # every storage URL these tests use carries it; no output may show it
 CLOSED_PORT = 9  # discard: nothing listens there, a connection is refused at once
 
@@ -64,21 +66,10 @@ def snapshot(*roots: Path) -> dict[str, int]:
     return seen
 
 
-def wait_until(predicate, *, timeout: float, what: str, proc: subprocess.Popen | None = None):
-    """Poll a condition with a deadline; fail early when `proc` died."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        if proc is not None and proc.poll() is not None:
-            out = proc.stdout.read() if proc.stdout else ""
-            raise AssertionError(f"process exited {proc.returncode} while waiting for {what}:\n{out[-3000:]}")
-        time.sleep(0.2)  # a poll interval, bounded by the deadline
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+# the same deadline-bounded poll the search tests use
+wait_until = wait_for
 
 
-# --- PostgreSQL ------------------------------------------------------------------------------
 def pg_admin():
     from tests.conftest import _pg_admin_connect
 
