@@ -8,37 +8,52 @@
 # The last line is one JSON object with every figure.
 #
 # Run from the repository root:  bash bench/gpu_check.sh
-# Setup: makes $VENV (default .venv-gpu) with python3 -m venv and
-#   pip install torch==2.14.1 torchvision==0.29.1 -e .
-# which needs only the package registries (PyPI; set PIP_INDEX_URL for a mirror). A VENV that
-# already imports torch and histosweep is reused as it is. The one-time install (a few GB of
-# wheels) is not counted in the ~8 minutes. Nothing else is downloaded: pretrained=false.
-# Env knobs: VENV, WORK (scratch folder, default a temp dir), SEARCH_S (default 240),
-#   TRAIN_STEP_TIMEOUT_S (per train_step run, default 150).
+# Setup, one of:
+#   - PY=/path/to/python: an interpreter that already imports torch (CUDA build), timm, optuna
+#     and the other dependencies in pyproject.toml; the checkout is imported from here. Use this
+#     on machines without a package registry (carry the missing wheels, pip install --target,
+#     and export PYTHONPATH).
+#   - otherwise $VENV (default .venv-gpu) is made with python3 -m venv and
+#     pip install torch==2.14.1 torchvision==0.29.1 -e .
+#     which needs only the package registries (PyPI; set PIP_INDEX_URL for a mirror). A VENV
+#     that already imports torch and histosweep is reused as it is. The one-time install (a
+#     few GB of wheels) is not counted in the ~8 minutes.
+# Nothing is downloaded at run time: pretrained=false everywhere.
+# Env knobs: PY, VENV, WORK (scratch folder, default a temp dir), SEARCH_S (search length,
+#   default 240), SEARCH_GRACE_S (then SIGTERM, default 60), TRAIN_STEP_TIMEOUT_S (per
+#   train_step run, default 150), LOG (also append progress lines to this file).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv-gpu}
 WORK=${WORK:-$(mktemp -d -t histosweep-gpu-check-XXXXXX)}
 SEARCH_S=${SEARCH_S:-240}
+SEARCH_GRACE_S=${SEARCH_GRACE_S:-60}
 TRAIN_STEP_TIMEOUT_S=${TRAIN_STEP_TIMEOUT_S:-150}
+LOG=${LOG:-/dev/null}
 STARTED=$(date +%s)
 mkdir -p "$WORK"
-say() { echo "[gpu_check $(( $(date +%s) - STARTED ))s] $*" >&2; }
+say() { echo "[gpu_check $(( $(date +%s) - STARTED ))s] $*" | tee -a "$LOG" >&2; }
 
 # --- 0. setup ---------------------------------------------------------------------------------
 command -v nvidia-smi >/dev/null || { echo "error: nvidia-smi not found: this check needs NVIDIA GPUs" >&2; exit 1; }
-if ! "$VENV/bin/python" -c "import torch, search, data, model, storage" 2>/dev/null; then
-    say "setting up $VENV (pip install torch==2.14.1 torchvision==0.29.1 -e .)"
-    python3 -m venv "$VENV"
-    "$VENV/bin/pip" install --quiet --upgrade pip
-    "$VENV/bin/pip" install --quiet torch==2.14.1 torchvision==0.29.1 -e .
-    STARTED=$(date +%s)  # the clock starts after the one-time install
+if [ -n "${PY:-}" ]; then
+    "$PY" -c "import torch, timm, optuna, optuna_dashboard, lion_pytorch, imagehash, search, data, model, storage" \
+        || { echo "error: PY=$PY cannot import the dependencies (see the Setup note at the top)" >&2; exit 1; }
+else
+    if ! "$VENV/bin/python" -c "import torch, search, data, model, storage" 2>/dev/null; then
+        say "setting up $VENV (pip install torch==2.14.1 torchvision==0.29.1 -e .)"
+        python3 -m venv "$VENV"
+        "$VENV/bin/pip" install --quiet --upgrade pip
+        "$VENV/bin/pip" install --quiet torch==2.14.1 torchvision==0.29.1 -e .
+        STARTED=$(date +%s)  # the clock starts after the one-time install
+    fi
+    PY="$VENV/bin/python"
 fi
-PY="$VENV/bin/python"
-HS="$VENV/bin/histosweep"
+HS=("$PY" -m search.cli)
 "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" \
-    || { echo "error: torch in $VENV sees no CUDA GPU (check the driver and torch build)" >&2; exit 1; }
+    || { echo "error: torch for $PY sees no CUDA GPU (check the driver and torch build)" >&2; exit 1; }
+"$PY" -c "import torch, timm, optuna; print('torch', torch.__version__, '| timm', timm.__version__, '| optuna', optuna.__version__)" | tee -a "$LOG" >&2
 
 # --- 1. the GPU -------------------------------------------------------------------------------
 say "GPU"
@@ -55,7 +70,7 @@ for mode in eager compile; do
         say "train_step $mode failed or passed ${TRAIN_STEP_TIMEOUT_S}s"
         echo '{"error": "failed or timed out"}' > "$WORK/train_step_$mode.out"
     fi
-    tail -n 1 "$WORK/train_step_$mode.out" | tee "$WORK/train_step_$mode.json" >&2
+    tail -n 1 "$WORK/train_step_$mode.out" | tee "$WORK/train_step_$mode.json" | tee -a "$LOG" >&2
 done
 
 # --- 3. a 4-minute search at 224 px, 2 trials per GPU -----------------------------------------
@@ -83,26 +98,26 @@ ensemble_top_k = [1, 2, 3]
 ensemble_temperature = { low = 0.01, high = 1.0, log = true }
 EOF
 say "synthetic data (600 train images) + cache at 224 px + study"
-"$HS" synth "$WORK/data" --n-train 600 --n-test 8 --short-side 256 >&2
-"$HS" prepare "$WORK/data" --resolutions 224 --modes stretch >&2
-"$HS" create gpucheck --data "$WORK/data" --space "$WORK/space.toml" --folds 3 >&2
+"${HS[@]}" synth "$WORK/data" --n-train 600 --n-test 8 --short-side 256 >&2
+"${HS[@]}" prepare "$WORK/data" --resolutions 224 --modes stretch >&2
+"${HS[@]}" create gpucheck --data "$WORK/data" --space "$WORK/space.toml" --folds 3 >&2
 
 say "search: --gpus all --trials-per-gpu 2 --timeout $SEARCH_S on $NGPU GPU(s)"
 nvidia-smi --query-gpu=index,utilization.gpu,memory.used --format=csv,noheader,nounits -l 5 \
     > "$WORK/gpu_util.csv" &
 SMI_PID=$!
 SEARCH_START=$(date +%s)
-# NOTE: --timeout stops starting trials; running ones finish. The outer timeout (+60 s) sends
+# NOTE: --timeout stops starting trials; running ones finish. The outer timeout (+grace) sends
 # SIGTERM, which the workers turn into "stop and re-queue" so the script stays near 8 minutes.
 set +e
-timeout --signal=TERM $(( SEARCH_S + 60 )) "$HS" worker gpucheck --gpus all --trials-per-gpu 2 \
+timeout --signal=TERM $(( SEARCH_S + SEARCH_GRACE_S )) "${HS[@]}" worker gpucheck --gpus all --trials-per-gpu 2 \
     --timeout "$SEARCH_S" --no-progress --log-dir "$WORK/logs" >&2
 WORKER_RC=$?
 set -e
 SEARCH_SECONDS=$(( $(date +%s) - SEARCH_START ))
 kill "$SMI_PID" 2>/dev/null || true
 wait "$SMI_PID" 2>/dev/null || true
-"$HS" status gpucheck --json > "$WORK/status.json"
+"${HS[@]}" status gpucheck --json > "$WORK/status.json"
 
 # --- 4. summary -------------------------------------------------------------------------------
 say "done; scratch files in $WORK"

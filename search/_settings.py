@@ -17,7 +17,7 @@ from search._space import Space
 
 SETTINGS_KEY = "histosweep"
 FORMAT_VERSION = 1
-PRUNERS = ("median", "hyperband", "wilcoxon", "none")
+PRUNERS = ("percentile", "median", "hyperband", "wilcoxon", "none")
 
 
 @dataclass(frozen=True)

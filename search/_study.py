@@ -1,6 +1,6 @@
 """Create and open histosweep studies: direction maximize, TPE, stored space/data/split.
 
-Exercise: `histosweep create STUDY --data DATA [--space FILE] [--folds 5] [--pruner median]`.
+Exercise: `histosweep create STUDY --data DATA [--space FILE] [--folds 5] [--pruner percentile]`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ class CreateOptions:
     folds: int = 5
     holdout: float = 0.2
     seed: int = 0
-    pruner: str = "median"
+    pruner: str = "percentile"
     keep_flagged: bool = False
     skip_if_exists: bool = False
     force: bool = False
@@ -169,8 +169,15 @@ def make_pruner(settings: StudySettings, epochs: int):
     if settings.pruner == "wilcoxon":
         # Compares this trial's per-(fold, epoch) F1 with the best trial's on the same steps.
         return optuna.pruners.WilcoxonPruner(p_threshold=0.1, n_startup_steps=epochs)
-    # NOTE: warm-up of one epoch: first-epoch F1 of a fresh head is mostly noise.
-    return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
+    from search._pruner import SnapshotPruner
+
+    # NOTE: warm-up of one epoch: first-epoch F1 of a fresh head is mostly noise. Both read the
+    # study's trials from a snapshot refreshed every 10 s (search/_pruner.py: storage latency).
+    if settings.pruner == "median":
+        return SnapshotPruner(optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1))
+    # percentile (default): stop a trial below the 25th percentile of finished trials at the
+    # same step; saved 49% of epochs at equal best F1 where median saved 28% (bench/pruning.py).
+    return SnapshotPruner(optuna.pruners.PercentilePruner(25.0, n_startup_trials=2, n_warmup_steps=1))
 
 
 def make_sampler(seed: int | None = None):

@@ -14,7 +14,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--folds", type=int, default=5, help="cross-validation folds (default 5)")
     parser.add_argument("--holdout", type=float, default=0.2, help="stratified holdout fraction (default 0.2)")
     parser.add_argument("--seed", type=int, default=0, help="split and sampler seed (default 0)")
-    parser.add_argument("--pruner", default="median", help="median | hyperband | wilcoxon | none (default median)")
+    parser.add_argument("--pruner", default="percentile", help="percentile | median | hyperband | wilcoxon | none (default percentile)")
     parser.add_argument("--keep-flagged", action="store_true", help="keep samples the audit flags")
     parser.add_argument("--skip-if-exists", action="store_true", help="accept an identical existing study")
     parser.add_argument("--force", action="store_true", help="replace an existing study of this name (deletes its trials)")

@@ -52,7 +52,7 @@ def test_recreate_rules(synth_root, tmp_path, sqlite_url):
     ("args", "needle"),
     [
         (("--folds", "1"), "need at least 2 folds"),
-        (("--pruner", "magic"), "choose one of median"),
+        (("--pruner", "magic"), "choose one of percentile, median"),
         (("--holdout", "1.5"), "--holdout 1.5"),
     ],
 )

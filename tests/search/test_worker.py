@@ -14,7 +14,7 @@ from tests.search._helpers import cli, kill, load, start_worker, tiny_space, wai
 pytestmark = pytest.mark.slow
 
 
-def _create(name, url, data, space, *, folds=2, pruner="median"):
+def _create(name, url, data, space, *, folds=2, pruner="percentile"):
     cli("create", name, "--data", str(data), "--space", str(space), "--folds", str(folds),
         "--pruner", pruner, "--storage", url)
 
