@@ -21,7 +21,8 @@
 # Nothing is downloaded at run time: pretrained=false everywhere.
 # Env knobs: PY, VENV, WORK (scratch folder, default a temp dir), SEARCH_S (search length,
 #   default 240), SEARCH_GRACE_S (then SIGTERM, default 60), TRAIN_STEP_TIMEOUT_S (per
-#   train_step run, default 150), LOG (also append progress lines to this file).
+#   train_step run, default 150), TRAIN_STEP (0: skip step 2), LOG (also append progress
+#   lines to this file).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -30,6 +31,7 @@ WORK=${WORK:-$(mktemp -d -t histosweep-gpu-check-XXXXXX)}
 SEARCH_S=${SEARCH_S:-240}
 SEARCH_GRACE_S=${SEARCH_GRACE_S:-60}
 TRAIN_STEP_TIMEOUT_S=${TRAIN_STEP_TIMEOUT_S:-150}
+TRAIN_STEP=${TRAIN_STEP:-1}
 LOG=${LOG:-/dev/null}
 STARTED=$(date +%s)
 mkdir -p "$WORK"
@@ -38,7 +40,7 @@ say() { echo "[gpu_check $(( $(date +%s) - STARTED ))s] $*" | tee -a "$LOG" >&2;
 # --- 0. setup ---------------------------------------------------------------------------------
 command -v nvidia-smi >/dev/null || { echo "error: nvidia-smi not found: this check needs NVIDIA GPUs" >&2; exit 1; }
 if [ -n "${PY:-}" ]; then
-    "$PY" -c "import torch, timm, optuna, optuna_dashboard, lion_pytorch, imagehash, search, data, model, storage" \
+    "$PY" -c "import torch, timm, optuna, optuna_dashboard, imagehash, search, data, model, storage" \
         || { echo "error: PY=$PY cannot import the dependencies (see the Setup note at the top)" >&2; exit 1; }
 else
     if ! "$VENV/bin/python" -c "import torch, search, data, model, storage" 2>/dev/null; then
@@ -61,7 +63,8 @@ nvidia-smi --query-gpu=index,name,memory.total,driver_version --format=csv | tee
 NGPU=$(nvidia-smi --query-gpu=index --format=csv,noheader | wc -l)
 
 # --- 2. train step: eager and compiled --------------------------------------------------------
-for mode in eager compile; do
+MODES="eager compile"; [ "$TRAIN_STEP" = 0 ] && MODES=""
+for mode in $MODES; do
     flag=""; [ "$mode" = compile ] && flag="--compile"
     say "train_step $mode (convnext_tiny + resnet18, 384 px, batch 32, bf16, channels_last)"
     if ! timeout "$TRAIN_STEP_TIMEOUT_S" "$PY" bench/train_step.py --image-backbone convnext_tiny \
@@ -144,7 +147,7 @@ for idx, samples in util.items():
 status = json.loads((work / "status.json").read_text())
 result = {
     "gpus": [{"index": g[0].strip(), "name": g[1].strip(), "memory": g[2].strip()} for g in gpus],
-    "train_step_eager": last_json(work / "train_step_eager.json"),
+    "train_step_eager": last_json(work / "train_step_eager.json"),  # an error entry when skipped
     "train_step_compile": last_json(work / "train_step_compile.json"),
     "search": {
         "seconds": search_s, "worker_exit": worker_rc, "trials": status.get("trials"),

@@ -24,15 +24,27 @@ _SHOW = 5  # how many keys an error names before "... (N in all)"
 
 def save_checkpoint(
     path: str | os.PathLike[str],
-    model: DualBranchNet,
+    model: DualBranchNet | Mapping[str, torch.Tensor],
     cfg: TrainConfig,
     *,
+    num_classes: int | None = None,
     metadata: dict[str, str] | None = None,
 ) -> None:
-    """Write `model`'s weights + `cfg` atomically to `path` (a .safetensors file)."""
+    """Write the weights + `cfg` atomically to `path` (a .safetensors file).
+
+    model: the network, or its state dict (then num_classes is required): a worker saves the
+    fold's kept state dict as it is instead of building a CPU network to hold it.
+    """
     import safetensors.torch
 
     import storage
+
+    if isinstance(model, torch.nn.Module):
+        state, num_classes = model.state_dict(), model.num_classes
+    elif num_classes is None:
+        raise ModelError("save_checkpoint: a state dict needs num_classes")
+    else:
+        state = model
 
     extra = dict(metadata or {})
     clash = sorted(set(extra) & set(_RESERVED_KEYS))
@@ -44,10 +56,10 @@ def save_checkpoint(
         **extra,
         "histosweep_format": FORMAT_VERSION,
         "train_config": json.dumps(cfg.to_dict(), sort_keys=True),
-        "num_classes": str(model.num_classes),
+        "num_classes": str(num_classes),
     }
     # clone(): safetensors refuses tensors that share storage; contiguous() undoes channels_last
-    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in state.items()}
     storage.atomic_write_bytes(path, safetensors.torch.save(tensors, metadata=header))
 
 

@@ -98,7 +98,10 @@ class _FoldRun:
         stage = np.concatenate([self.train_idx, self.val_idx])
         self.source = RowSource(cache.images, cache.masks, labels, device, stage_rows=stage)
         self.holdout_source = RowSource(cache.images, cache.masks, None, device)
-        self.model = build_model(cfg, num_classes=num_classes).to(device)
+        # NOTE: built on the device: random init of a ConvNeXt on the CPU took longer than a
+        # short GPU epoch (bench/fold_phases.py)
+        with device:
+            self.model = build_model(cfg, num_classes=num_classes)
         if device.type == "cuda":
             self.model = self.model.to(memory_format=torch.channels_last)
         self.train_model = self._maybe_compile(self.model)
@@ -107,6 +110,7 @@ class _FoldRun:
         self.weights = class_weights(labels[self.train_idx], num_classes).to(device)  # (C,)
         self.micro_batch = max(MIN_MICRO_BATCH, cfg.batch_size // cfg.accumulation)
         self.oom_events: list[dict] = []
+        self._proven_micro_batch = 0  # the micro-batch an epoch has run through at (0: none yet)
 
     def _maybe_compile(self, model: torch.nn.Module) -> torch.nn.Module:
         if self.cfg.compile and self.device.type == "cuda":
@@ -167,18 +171,28 @@ class _FoldRun:
         return total
 
     def train_epoch_with_retry(self, epoch: int) -> tuple[float, float, int, float]:
-        """train_epoch; on CUDA OOM halve the micro-batch and rerun from the epoch's start."""
-        start = FoldState.capture(self)
+        """train_epoch; on CUDA OOM halve the micro-batch and rerun the epoch.
+
+        The rerun starts from the epoch's first weights (a CPU snapshot) while the micro-batch
+        is unproven. Once an epoch has run through at a micro-batch, its memory peak is known
+        to fit and later epochs (same shapes) skip the snapshot, which costs as much as a tenth
+        of a short GPU epoch (bench/fold_phases.py); an OOM there anyway (fragmentation) reruns
+        the epoch from the current weights, and its oom_event says restored=False.
+        """
+        start = FoldState.capture(self) if self.micro_batch != self._proven_micro_batch else None
         while True:
             try:
-                return self.train_epoch(epoch)
+                result = self.train_epoch(epoch)
+                self._proven_micro_batch = self.micro_batch
+                return result
             except torch.cuda.OutOfMemoryError as exc:
                 message = str(exc).splitlines()[0][:200] if str(exc) else "out of memory"
             # outside the except block: the failed step's tensors are released first
-            self._shrink_after_oom(epoch, message)
-            start.restore(self)
+            self._shrink_after_oom(epoch, message, restored=start is not None)
+            if start is not None:
+                start.restore(self)
 
-    def _shrink_after_oom(self, epoch: int, message: str) -> None:
+    def _shrink_after_oom(self, epoch: int, message: str, *, restored: bool) -> None:
         self.optimizer.zero_grad(set_to_none=True)
         if self.micro_batch // 2 < MIN_MICRO_BATCH:
             raise ModelError(
@@ -194,6 +208,7 @@ class _FoldRun:
                 "micro_batch_before": before,
                 "micro_batch_after": self.micro_batch,
                 "accumulation": -(-self.cfg.batch_size // self.micro_batch),
+                "restored": restored,
                 "error": message,
             }
         )
@@ -206,7 +221,8 @@ class _FoldRun:
         if self.cfg.bn_recalibration_images <= 0:
             return
         order = epoch_order(self.train_idx, seed=self.cfg.seed, epoch=epoch, stream=1)
-        batches = effective_batches(order[: self.cfg.bn_recalibration_images], self.micro_batch)
+        rows = order[: self.cfg.bn_recalibration_images]
+        batches = effective_batches(rows, self.eval_batch_size())  # no backward: eval's batch
         recalibrate_batchnorm(self.model, self._eval_inputs(batches))
 
     def _eval_inputs(self, batches: list[np.ndarray]):

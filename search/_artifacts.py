@@ -64,7 +64,8 @@ def upload_fold(store, trial, fold: int, result, cfg, val_rows, holdout_rows, *,
     with tempfile.TemporaryDirectory(prefix="histosweep-fold-") as tmp:
         tmp = Path(tmp)
         ckpt = tmp / f"trial{trial.number}-fold{fold}.safetensors"
-        save_checkpoint(ckpt, result.model(), cfg, metadata={"fold": str(fold)})
+        save_checkpoint(ckpt, result.state_dict, cfg, num_classes=result.num_classes,
+                        metadata={"fold": str(fold)})
         probs = tmp / f"trial{trial.number}-fold{fold}-probs.npz"
         np.savez(probs, val_probs=result.val_probs, holdout_probs=result.holdout_probs,
                  val_rows=np.asarray(val_rows), holdout_rows=np.asarray(holdout_rows))

@@ -172,3 +172,18 @@ def test_other_bad_files_are_model_errors(tmp_path):
     with pytest.raises(ModelError, match="not a histosweep checkpoint"):
         load_checkpoint(foreign)
     assert os.path.exists(foreign)
+
+
+def test_state_dict_checkpoint_equals_the_model_checkpoint(saved, tmp_path):
+    import safetensors.torch
+
+    path, net, _, _ = saved
+    from_state = tmp_path / "from_state.safetensors"
+    save_checkpoint(from_state, net.state_dict(), CFG, num_classes=net.num_classes,
+                    metadata={"fold": "0", "val_f1": "0.5"})
+    assert read_checkpoint_metadata(from_state) == read_checkpoint_metadata(path)
+    a, b = safetensors.torch.load_file(from_state), safetensors.torch.load_file(path)
+    assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(ModelError, match="needs num_classes"):
+        save_checkpoint(tmp_path / "x.safetensors", net.state_dict(), CFG)
+    assert not (tmp_path / "x.safetensors").exists()

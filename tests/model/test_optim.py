@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from lion_pytorch import Lion
+from timm.optim import Lion
 
 from model import TrainConfig
 from model._optim import build_optimizer, build_scheduler, step_scheduler
@@ -25,6 +25,27 @@ def test_lion_with_config_lr_and_no_decay_on_biases_and_norms():
     assert decayed["weight_decay"] == 0.05 and plain["weight_decay"] == 0.0
     assert all(p.ndim == 2 for p in decayed["params"])
     assert all(p.ndim == 1 for p in plain["params"]) and len(plain["params"]) == 4
+
+
+def test_lion_step_is_the_reference_update():
+    """p <- p * (1 - lr * wd) - lr * sign(b1 * m + (1 - b1) * g); m <- b2 * m + (1 - b2) * g."""
+    torch.manual_seed(0)
+    net = torch.nn.Linear(3, 2)
+    cfg = TrainConfig(lr=1e-2, weight_decay=0.1)
+    opt = build_optimizer(net, cfg)
+    before = {n: p.detach().clone() for n, p in net.named_parameters()}
+    momentum = {n: torch.zeros_like(p) for n, p in net.named_parameters()}
+    for _ in range(2):
+        opt.zero_grad()
+        net(torch.randn(5, 3)).pow(2).sum().backward()
+        for name, p in net.named_parameters():
+            wd = cfg.weight_decay if p.ndim > 1 else 0.0
+            g, m = p.grad, momentum[name]
+            before[name] = before[name] * (1 - cfg.lr * wd) - cfg.lr * torch.sign(0.9 * m + 0.1 * g)
+            momentum[name] = 0.99 * m + 0.01 * g
+        opt.step()
+        for name, p in net.named_parameters():
+            assert torch.allclose(p.detach(), before[name], atol=1e-7), name
 
 
 def _lrs(cfg: TrainConfig, epochs: int, iters: int) -> list[float]:

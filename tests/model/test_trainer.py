@@ -18,6 +18,7 @@ from model import (
     predict_probs,
     train_fold,
 )
+from model._fold_state import FoldState
 
 TINY = TrainConfig(
     resolution=32,
@@ -198,9 +199,30 @@ def test_oom_halves_the_micro_batch_and_reruns_the_epoch_exactly(
     event = result.oom_events[0]
     assert event["epoch"] == 0 and event["micro_batch_before"] == 4
     assert event["micro_batch_after"] == 2 and event["accumulation"] == 2
+    assert event["restored"] is True
     assert _losses(result) == _losses(reference)
     for key, value in reference.state_dict.items():
         assert torch.equal(value, result.state_dict[key]), key
+
+
+def test_oom_after_a_proven_epoch_reruns_without_a_snapshot(cache32, synth, small_split, monkeypatch):
+    cfg = TINY.replace(batch_size=4, accumulation=1, epochs=3)
+    captures = {"n": 0}
+    original_capture = FoldState.capture.__func__
+
+    def capture(cls, run):
+        captures["n"] += 1
+        return original_capture(cls, run)
+
+    monkeypatch.setattr(FoldState, "capture", classmethod(capture))
+    # epoch 0 runs through at micro-batch 4 (2 steps of 4 rows); the next full-size forward fails
+    calls = _oom_when(monkeypatch, lambda rows, n: rows > 2 and n >= 3)
+    result = train_fold(cfg, cache32, synth[1], **small_split, progress=False)
+    assert [e["epoch"] for e in result.oom_events] == [1]
+    assert result.oom_events[0]["restored"] is False and result.oom_events[0]["micro_batch_after"] == 2
+    assert captures["n"] == 1  # epoch 0 only: 4 proven there, 2 proven by the rerun of epoch 1
+    assert len(result.epochs) == 3 and calls["n"] > 3
+    assert all(np.isfinite(e.train_loss) for e in result.epochs)
 
 
 def test_oom_at_the_smallest_micro_batch_is_a_model_error(cache32, synth, small_split, monkeypatch):
