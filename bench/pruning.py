@@ -1,7 +1,7 @@
 """Epochs the study's pruner saves, and what it costs in best holdout F1: the same budget of
 trials on synthetic data with tiny CPU models, once with the pruner and once with `none`.
 
-Run: `python bench/pruning.py [--trials 20] [--pruner median]` (CPU, ~10 min on 2 cores). Uses the
+Run: `python bench/pruning.py [--trials 20] [--pruner percentile]` (CPU, ~10 min on 2 cores). Uses the
 real create_study + run_workers (Objective, TrialLoop) on SQLite in a temp dir. Last line: JSON.
 """
 
@@ -45,7 +45,7 @@ ensemble_temperature = 0.1
 def _args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=20, help="finished trials per search")
-    parser.add_argument("--pruner", default="median", help="the pruned search's --pruner")
+    parser.add_argument("--pruner", default="percentile", help="the pruned search's --pruner")
     parser.add_argument("--folds", type=int, default=2)
     parser.add_argument("--epochs", type=int, default=6, help="epochs per fold")
     parser.add_argument("--resolution", type=int, default=48)

@@ -40,9 +40,11 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
                              "plain TPESampler(), what load_study gives without it")
     parser.add_argument("--report-sleep", type=float, default=0.0,
                         help="seconds of 'training' before each report (default 0: worst case)")
-    parser.add_argument("--pruner-cache", type=float, default=0.0,
-                        help="serve the pruner's trial reads from a per-process snapshot at most S "
-                             "seconds old (the proposed fix; default 0: off, as workers do today)")
+    parser.add_argument("--pruner", default="percentile", choices=("percentile", "median"),
+                        help="make_pruner's pruner (default percentile, as `histosweep create`)")
+    parser.add_argument("--pruner-cache", type=float, default=None,
+                        help="max age in s of the pruner's trial snapshot (search/_pruner.py; "
+                             "default: make_pruner's 10 s; 0: re-read at every report)")
     parser.add_argument("--profile", default=None, help="cProfile worker 0 into this .prof file")
     parser.add_argument("--keep", action="store_true", help="keep the study (default: delete it)")
     parser.add_argument("--json", action="store_true", help="print only the JSON line")
@@ -67,36 +69,6 @@ def make_sampler(name: str, seed: int | None):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         return optuna.samplers.TPESampler(**kwargs)
-
-
-class SnapshotPruner:
-    """Median/percentile pruner whose study.get_trials() reads come from a snapshot refreshed at
-    most every max_age_s: should_prune then costs no SQL between refreshes (proposal)."""
-
-    def __init__(self, inner, max_age_s: float) -> None:
-        self.inner = inner
-        self.max_age_s = max_age_s
-        self._trials: list | None = None
-        self._taken = 0.0
-
-    def prune(self, study, trial) -> bool:
-        now = time.monotonic()
-        if self._trials is None or now - self._taken > self.max_age_s:
-            self._trials = study.get_trials(deepcopy=False)
-            self._taken = now
-        return self.inner.prune(_SnapshotStudy(study, self._trials), trial)
-
-
-class _SnapshotStudy:
-    def __init__(self, study, trials: list) -> None:
-        self._study = study
-        self._trials = trials
-
-    def get_trials(self, deepcopy: bool = True, states=None) -> list:
-        return [t for t in self._trials if states is None or t.state in states]
-
-    def __getattr__(self, name: str):
-        return getattr(self._study, name)
 
 
 def synthetic_curve(params: dict, noise: float, epoch: int) -> float:
@@ -250,7 +222,7 @@ def _timed_loop_class():
 
 
 def worker_main(url: str, study_name: str, n_trials: int, index: int, sampler: str,
-                report_sleep: float, pruner_cache: float, out: str, profile: str | None) -> None:
+                report_sleep: float, pruner: tuple[str, float | None], out: str, profile: str | None) -> None:
     """One worker process: the real open_study + TrialLoop with a timed trivial objective."""
     import logging
 
@@ -263,11 +235,16 @@ def worker_main(url: str, study_name: str, n_trials: int, index: int, sampler: s
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     logging.getLogger("histosweep").setLevel(logging.WARNING)
     study = open_study(study_name, url, heartbeat=60)
-    # NOTE: as run_slot: make_pruner's median pruner, and the sampler under test (default: the
+    # NOTE: as run_slot: make_pruner's pruner (SnapshotPruner around percentile or median; its
+    # snapshot age changed with --pruner-cache), and the sampler under test (default: the
     # worker's make_sampler).
-    study.pruner = make_pruner(SimpleNamespace(pruner="median", folds=FOLDS), EPOCHS)
-    if pruner_cache > 0:
-        study.pruner = SnapshotPruner(study.pruner, pruner_cache)
+    from search._pruner import SnapshotPruner
+
+    pruner_name, pruner_cache = pruner
+    study.pruner = make_pruner(SimpleNamespace(pruner=pruner_name, folds=FOLDS), EPOCHS)
+    if pruner_cache is not None:
+        inner = study.pruner.inner
+        study.pruner = SnapshotPruner(inner, pruner_cache) if pruner_cache > 0 else inner
     study.sampler = make_sampler(sampler, seed=None)
     opts = WorkerOptions(study=study_name, storage=url, artifacts=None, n_trials=n_trials,
                          heartbeat=60, progress=False)
@@ -309,7 +286,7 @@ def run_workers(args, url: str, name: str, tmp: Path) -> tuple[list[dict], float
         out = tmp / f"worker{i}.json"
         profile = args.profile if (args.profile and i == 0) else None
         p = ctx.Process(target=worker_main, args=(url, name, args.trials, i, args.sampler, args.report_sleep,
-                                                  args.pruner_cache, str(out), profile))
+                                                  (args.pruner, args.pruner_cache), str(out), profile))
         procs.append(p)
         outs.append(out)
     started = time.perf_counter()
@@ -415,7 +392,7 @@ def main(argv: list[str] | None = None) -> dict:
     result = {
         "storage": redact(url).split("://", 1)[0], "workers": args.workers, "trials": args.trials,
         "finished": len(records), "sampler": args.sampler, "report_sleep_s": args.report_sleep,
-        "pruner_cache_s": args.pruner_cache,
+        "pruner": args.pruner, "pruner_cache_s": 10.0 if args.pruner_cache is None else args.pruner_cache,
         "wall_s": round(wall, 1), "trials_per_s": round(len(records) / wall, 2),
         "cpus": os.cpu_count(), "load_before": load_before, "load_after": round(os.getloadavg()[0], 2),
         "bands": summarise(records, args.trials),

@@ -38,8 +38,9 @@ class DemoOptions:
     n_test: int = DEMO_N_TEST
     short_side: int = DEMO_SHORT_SIDE
     space_file: Path | None = None  # default: the packaged demo_space.toml
-    # NOTE: hyperband, not the median default: with a handful of noisy 3-epoch trials the median
-    # rule (best-so-far vs. the median) almost never fires, and the demo should show pruning.
+    # NOTE: hyperband, chosen when median was the default: with a handful of noisy 3-epoch
+    # trials the median rule (best-so-far vs. the median) almost never fired, and the demo
+    # should show pruning. The demo has not been tried with the percentile default.
     pruner: str = "hyperband"
     heartbeat: int = 20
     progress: bool = True
