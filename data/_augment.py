@@ -130,8 +130,8 @@ class BatchAugmenter:
         y0, y1, x0, x1 = rand_bbox(height, width, lam, self.generator)
         perm_dev = perm.to(planes.device)
         # NOTE: index_select copies the source first (and is ~10x faster than advanced indexing on CPU)
-        planes[..., y0:y1, x0:x1] = planes.index_select(0, perm_dev)[..., y0:y1, x0:x1]
-        mask_planes[..., y0:y1, x0:x1] = mask_planes.index_select(0, perm_dev)[..., y0:y1, x0:x1]
+        planes[..., y0:y1, x0:x1] = planes[..., y0:y1, x0:x1].index_select(0, perm_dev)
+        mask_planes[..., y0:y1, x0:x1] = mask_planes[..., y0:y1, x0:x1].index_select(0, perm_dev)
         lam = 1.0 - (y1 - y0) * (x1 - x0) / (height * width)  # the area actually pasted
         targets = lam * targets + (1.0 - lam) * targets.index_select(0, perm_dev)
         self.last_cutmix = CutMixInfo((y0, y1, x0, x1), lam, perm)
@@ -145,10 +145,13 @@ class BatchAugmenter:
         """
         batch, _, height, width = planes.shape
         device = planes.device
-        matrix, offset = self._jitter_params(_grey_mean(planes).cpu())  # (B, 3, 3), (B, 3)
+        # NOTE: the draws stay on the CPU and the grey mean on the device: reading it back would
+        # wait for the previous training step on a GPU
+        matrix, pull = self._jitter_params(batch)  # (B, 3, 3), (B,)
         mean, std = torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD)
         matrix = (matrix / (255.0 * std[None, :, None])).to(device)  # output rows scaled by 1/std
-        offset = ((offset - mean) / std)[:, :, None].to(device)  # (B, 3, 1)
+        offset = pull.to(device) * _grey_mean(planes)  # (B,) contrast pull towards the mean grey
+        offset = ((offset[:, None] - mean.to(device)) / std.to(device))[:, :, None]  # (B, 3, 1)
         low, high = (-mean / std).tolist(), ((1 - mean) / std).tolist()  # normalised 0 and 1
         out = torch.empty((batch, 3, height * width), dtype=torch.float32, device=device)
         step = batch if device.type != "cpu" else max(1, _CPU_CHUNK // (height * width * 3))
@@ -161,9 +164,9 @@ class BatchAugmenter:
                 y[:, channel].clamp_(low[channel], high[channel])
         return out.view(batch, 3, height, width)
 
-    def _jitter_params(self, grey_mean: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-sample colour matrix A (B, 3, 3) and offset t (B, 3) on [0, 1] RGB; identity when skipped."""
-        batch = grey_mean.shape[0]
+    def _jitter_params(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-sample colour matrix A (B, 3, 3) and contrast pull p (B,) on [0, 1] RGB: the offset
+        is t = p * mean grey in every channel; identity (A = I, p = 0) when skipped."""
         g = self.generator
         bri, con, sat, hue = self.jitter
         apply = torch.rand(batch, generator=g) < self.color_jitter_prob  # (B,)
@@ -184,8 +187,7 @@ class BatchAugmenter:
         )  # (B, 3, 3)
         rotate = _hue_rotation(theta)  # (B, 3, 3)
         matrix = (c * b)[:, None, None] * rotate @ saturate
-        pull = (1 - c) * b * grey_mean  # (B,) contrast pulls every channel towards the mean grey
-        return matrix, pull[:, None].expand(batch, 3).contiguous()
+        return matrix, (1 - c) * b  # (B, 3, 3), (B,)
 
 
 def _dihedral_element(x: torch.Tensor, element: int) -> torch.Tensor:

@@ -52,7 +52,7 @@ def load_mask(path) -> np.ndarray:
     try:
         with Image.open(path) as img:
             img.load()
-            if img.mode == "P":
+            if img.mode in ("P", "PA", "LA", "La"):  # palette or grey + alpha: the grey is the mask
                 img = img.convert("L")
             array = np.asarray(img)
     except Exception as exc:  # noqa: BLE001

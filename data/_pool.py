@@ -51,6 +51,7 @@ def decode_all(
         (i, s.image_path, s.mask_path, list(targets), want_features) for i, s in enumerate(samples)
     ]
     workers = default_workers(len(jobs)) if workers is None else max(1, int(workers))
+    method = _start_method()  # before tqdm: its bar starts a monitor thread, even when disabled
     bar = tqdm(
         total=len(jobs), desc=desc, unit="img", disable=not progress, file=sys.stderr, leave=False
     )
@@ -60,7 +61,7 @@ def decode_all(
                 yield decode_sample(job)
                 bar.update()
             return
-        context = multiprocessing.get_context(_start_method())
+        context = multiprocessing.get_context(method)
         with context.Pool(min(workers, len(jobs))) as pool:
             for result in pool.imap_unordered(decode_sample, jobs, chunksize=1):
                 yield result

@@ -44,8 +44,8 @@ def make_split(
         )
     if folds < 2:
         raise DataError(f"--folds {folds}: use at least 2 folds")
-    if not 0.0 <= holdout < 0.9:
-        raise DataError(f"--holdout {holdout}: use a fraction in [0, 0.9)")
+    if not 0.0 <= holdout <= 0.5:
+        raise DataError(f"--holdout {holdout}: use a fraction in [0, 0.5], e.g. 0.2")
     everything = np.arange(len(labels))
     held = _holdout(labels, groups, holdout, seed) if holdout > 0 else np.array([], dtype=np.int64)
     rest = np.setdiff1d(everything, held)

@@ -62,8 +62,9 @@ def create_study(name: str, storage_url: str | None, opts: CreateOptions, *, pro
 def _check_options(opts: CreateOptions) -> None:
     if opts.folds < 2:
         raise UserError(f"--folds {opts.folds}: need at least 2 folds")
-    if not 0 < opts.holdout < 0.9:
-        raise UserError(f"--holdout {opts.holdout}: use a fraction in (0, 0.9), e.g. 0.2")
+    # NOTE: the holdout is one of round(1/holdout) stratified group splits: at most half
+    if not 0 < opts.holdout <= 0.5:
+        raise UserError(f"--holdout {opts.holdout}: use a fraction in (0, 0.5], e.g. 0.2")
     if opts.pruner not in PRUNERS:
         raise UserError(f"--pruner {opts.pruner!r}: choose one of {', '.join(PRUNERS)}")
 

@@ -40,7 +40,7 @@ def test_transparent_pixels_become_white(tmp_path):
     assert (rgb == 255).all()
 
 
-@pytest.mark.parametrize("mask_mode", ["1", "L", "RGB", "P"])
+@pytest.mark.parametrize("mask_mode", ["1", "L", "LA", "RGB", "RGBA", "P"])
 def test_mask_is_thresholded_above_zero(tmp_path, mask_mode):
     img = tmp_path / "img_0000.png"
     Image.fromarray(_gradient(64, 64)).save(img)

@@ -77,3 +77,11 @@ def test_too_few_of_a_class_for_the_folds():
         make_split(labels, np.arange(len(labels)), folds=5, holdout=0.2, seed=0)
     assert "--folds" in str(info.value)
     assert make_split(labels, np.arange(len(labels)), folds=3, holdout=0.0, seed=0).folds
+
+
+def test_holdout_above_half_is_refused(labels_groups):
+    """The holdout is one of round(1/h) splits: 0.6 would silently become 0.5."""
+    assert 0.4 <= len(make_split(*labels_groups, folds=3, holdout=0.5, seed=0).holdout) / len(
+        labels_groups[0]) <= 0.6
+    with pytest.raises(DataError, match=r"--holdout 0.6: use a fraction in \[0, 0.5\]"):
+        make_split(*labels_groups, folds=3, holdout=0.6, seed=0)
