@@ -73,16 +73,17 @@ def patch_workers(seed: int | None, try_pruner: str | None = None) -> None:
 
     if getattr(study_mod.make_pruner, "_bench_patched", False):
         return
-    real_pruner, real_sampler = study_mod.make_pruner, getattr(study_mod, "make_sampler", None)
+    real_pruner, real_sampler = study_mod.make_pruner, study_mod.make_sampler
 
-    def make_pruner(settings, epochs: int):
+    def make_pruner(settings, epochs: int, **kwargs):
         if try_pruner and settings.pruner != "none":
             return candidate_pruners(settings.folds * epochs, epochs)[try_pruner]()
-        return real_pruner(settings, epochs)
+        return real_pruner(settings, epochs, **kwargs)
 
     make_pruner._bench_patched = True
+    make_pruner.real = real_pruner  # candidate_pruners builds make_pruner's own from this
     study_mod.make_pruner = make_pruner
-    if seed is not None and real_sampler is not None:
+    if seed is not None:
         study_mod.make_sampler = lambda *_args, **_kw: real_sampler(seed)
 
 
@@ -124,17 +125,27 @@ def run_search(name: str, pruner: str, args, root: Path, data: Path, space: Path
 
 def candidate_pruners(steps: int, epochs: int) -> dict:
     """Pruner settings to compare (key -> factory); steps = folds * epochs reports per trial."""
+    from types import SimpleNamespace
+
     import optuna.pruners as P
 
+    import search._study as study_mod
+
+    make_pruner = getattr(study_mod.make_pruner, "real", study_mod.make_pruner)  # unpatched
+
+    def ours(name: str):  # make_pruner's own, reading the study at every report
+        settings = SimpleNamespace(pruner=name, folds=steps // epochs)
+        return lambda: make_pruner(settings, epochs, snapshot_s=0)
+
     return {
-        "median": lambda: P.MedianPruner(n_startup_trials=2, n_warmup_steps=1),  # make_pruner's
-        "median-default": lambda: P.MedianPruner(),  # what load_study gives a worker today
+        "median": ours("median"),
+        "median-default": lambda: P.MedianPruner(),  # Optuna's default: no warm-up
         # NOTE: PercentilePruner(p) keeps the top p% (maximize): below 50 is stricter than median
         "percentile33": lambda: P.PercentilePruner(33.0, n_startup_trials=2, n_warmup_steps=1),
-        "percentile25": lambda: P.PercentilePruner(25.0, n_startup_trials=2, n_warmup_steps=1),
+        "percentile25": ours("percentile"),  # the default
         "sha3": lambda: P.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3),
-        "hyperband": lambda: P.HyperbandPruner(min_resource=1, max_resource=steps),  # make_pruner's
-        "wilcoxon": lambda: P.WilcoxonPruner(p_threshold=0.1, n_startup_steps=epochs),  # make_pruner's
+        "hyperband": ours("hyperband"),
+        "wilcoxon": ours("wilcoxon"),
     }
 
 

@@ -43,8 +43,8 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--pruner", default="percentile", choices=("percentile", "median"),
                         help="make_pruner's pruner (default percentile, as `histosweep create`)")
     parser.add_argument("--pruner-cache", type=float, default=None,
-                        help="max age in s of the pruner's trial snapshot (search/_pruner.py; "
-                             "default: make_pruner's 10 s; 0: re-read at every report)")
+                        help="max age in s of the pruner's trial snapshot (default: make_pruner's, "
+                             "search._pruner.SNAPSHOT_MAX_AGE_S; 0: re-read at every report)")
     parser.add_argument("--profile", default=None, help="cProfile worker 0 into this .prof file")
     parser.add_argument("--keep", action="store_true", help="keep the study (default: delete it)")
     parser.add_argument("--json", action="store_true", help="print only the JSON line")
@@ -56,10 +56,9 @@ def make_sampler(name: str, seed: int | None):
     import optuna
 
     if name == "worker":
-        import search._study as study_mod
+        from search._study import make_sampler as make
 
-        make = getattr(study_mod, "make_sampler", None)  # older checkouts: load_study's default
-        return make(seed) if make else optuna.samplers.TPESampler(seed=seed)
+        return make(seed)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     liar, multi = "liar" in name, "multivariate" in name
@@ -69,6 +68,12 @@ def make_sampler(name: str, seed: int | None):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         return optuna.samplers.TPESampler(**kwargs)
+
+
+def _snapshot_s(pruner_cache: float | None) -> float:
+    from search._pruner import SNAPSHOT_MAX_AGE_S
+
+    return SNAPSHOT_MAX_AGE_S if pruner_cache is None else pruner_cache
 
 
 def synthetic_curve(params: dict, noise: float, epoch: int) -> float:
@@ -235,16 +240,11 @@ def worker_main(url: str, study_name: str, n_trials: int, index: int, sampler: s
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     logging.getLogger("histosweep").setLevel(logging.WARNING)
     study = open_study(study_name, url, heartbeat=60)
-    # NOTE: as run_slot: make_pruner's pruner (SnapshotPruner around percentile or median; its
-    # snapshot age changed with --pruner-cache), and the sampler under test (default: the
-    # worker's make_sampler).
-    from search._pruner import SnapshotPruner
-
+    # NOTE: as run_slot: make_pruner's pruner (its snapshot age changed with --pruner-cache), and
+    # the sampler under test (default: the worker's make_sampler).
     pruner_name, pruner_cache = pruner
-    study.pruner = make_pruner(SimpleNamespace(pruner=pruner_name, folds=FOLDS), EPOCHS)
-    if pruner_cache is not None:
-        inner = study.pruner.inner
-        study.pruner = SnapshotPruner(inner, pruner_cache) if pruner_cache > 0 else inner
+    study.pruner = make_pruner(SimpleNamespace(pruner=pruner_name, folds=FOLDS), EPOCHS,
+                               snapshot_s=pruner_cache)
     study.sampler = make_sampler(sampler, seed=None)
     opts = WorkerOptions(study=study_name, storage=url, artifacts=None, n_trials=n_trials,
                          heartbeat=60, progress=False)
@@ -392,7 +392,7 @@ def main(argv: list[str] | None = None) -> dict:
     result = {
         "storage": redact(url).split("://", 1)[0], "workers": args.workers, "trials": args.trials,
         "finished": len(records), "sampler": args.sampler, "report_sleep_s": args.report_sleep,
-        "pruner": args.pruner, "pruner_cache_s": 10.0 if args.pruner_cache is None else args.pruner_cache,
+        "pruner": args.pruner, "pruner_cache_s": _snapshot_s(args.pruner_cache),
         "wall_s": round(wall, 1), "trials_per_s": round(len(records) / wall, 2),
         "cpus": os.cpu_count(), "load_before": load_before, "load_after": round(os.getloadavg()[0], 2),
         "bands": summarise(records, args.trials),

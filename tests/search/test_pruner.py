@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import optuna
 import pytest
 
-from search._pruner import SnapshotPruner
+from search._pruner import SnapshotPruner, _SnapshotStudy
 from search._study import make_pruner
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -65,14 +65,29 @@ def test_make_pruner_wraps_percentile_and_median(name, inner):
     assert isinstance(pruner, SnapshotPruner) and type(pruner.inner) is inner
 
 
-def test_make_pruner_other_choices():
-    settings = SimpleNamespace(folds=3)
-    assert isinstance(
-        make_pruner(SimpleNamespace(**vars(settings), pruner="none"), 4), optuna.pruners.NopPruner
-    )
-    hyperband = make_pruner(SimpleNamespace(**vars(settings), pruner="hyperband"), 4)
-    assert isinstance(hyperband, optuna.pruners.HyperbandPruner)
-    assert isinstance(
-        make_pruner(SimpleNamespace(**vars(settings), pruner="wilcoxon"), 4),
-        optuna.pruners.WilcoxonPruner,
-    )
+def test_make_pruner_without_snapshot_is_the_plain_pruner():
+    pruner = make_pruner(SimpleNamespace(pruner="percentile", folds=3), epochs=4, snapshot_s=0)
+    assert type(pruner) is optuna.pruners.PercentilePruner
+
+
+@pytest.mark.parametrize(
+    ("name", "kind"),
+    [
+        ("none", optuna.pruners.NopPruner),
+        ("hyperband", optuna.pruners.HyperbandPruner),
+        ("wilcoxon", optuna.pruners.WilcoxonPruner),
+    ],
+)
+def test_make_pruner_other_choices(name, kind):
+    assert isinstance(make_pruner(SimpleNamespace(pruner=name, folds=3), 4), kind)
+
+
+def test_snapshot_holds_only_finished_trials_and_passes_other_reads_through():
+    study = optuna.create_study(direction="maximize")
+    _finished(study, 2, 0.8)
+    running = _running(study, 0.5)
+    pruner = SnapshotPruner(_inner(), max_age_s=3600.0)
+    pruner.prune(study, running)
+    assert [t.state for t in pruner._trials] == [optuna.trial.TrialState.COMPLETE] * 2
+    view = _SnapshotStudy(study, pruner._trials)
+    assert len(view.get_trials()) == 3  # every state: read from the study, not the snapshot
