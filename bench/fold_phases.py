@@ -78,7 +78,6 @@ def _instrument(timer: Timer) -> None:
     timer.wrap(trainer._FoldRun, "validate", "validation")
     timer.wrap(trainer._Chosen, "offer", "keep best weights (offer)")
     timer.wrap(trainer._FoldRun, "holdout_probs", "holdout prediction")
-    timer.wrap(trainer.FoldResult, "model", "upload: rebuild CPU model")
     timer.wrap(model, "save_checkpoint", "upload: save checkpoint")
     timer.wrap(plots, "learning_curves_png", "upload: learning-curve png")
     timer.wrap(artifacts, "upload_file", "upload: copy to artifact store")

@@ -14,7 +14,11 @@ from torch import nn
 
 def cpu_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """A detached, contiguous CPU copy of the model's state dict (safe from later steps)."""
-    return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
+    # one copy: to() with contiguous_format also undoes channels_last on the way
+    return {
+        k: v.detach().to("cpu", copy=True, memory_format=torch.contiguous_format)
+        for k, v in model.state_dict().items()
+    }
 
 
 def _cpu_copy(value: Any) -> Any:

@@ -30,7 +30,8 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
         {"params": decay, "weight_decay": cfg.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
-    return Lion([g for g in groups if g["params"]], lr=cfg.lr)
+    # NOTE: foreach explicit: timm's default (None) resolves to it on CUDA only in newer releases
+    return Lion([g for g in groups if g["params"]], lr=cfg.lr, foreach=True)
 
 
 def build_scheduler(

@@ -15,6 +15,7 @@ import torch
 from sklearn.metrics import f1_score
 from tqdm.auto import tqdm
 
+from model._backbones import _first_line
 from model._batches import RowSource, effective_batches, epoch_order, epoch_seed, micro_chunks
 from model._bn import recalibrate_batchnorm
 from model._config import TrainConfig
@@ -43,7 +44,7 @@ class EpochMetrics:
 class FoldResult:
     state_dict: dict[str, torch.Tensor]  # CPU tensors of the chosen weights (cfg.keep)
     val_probs: np.ndarray  # (n_val, C) softmax of the chosen weights
-    holdout_probs: np.ndarray  # (n_holdout, C) softmax of the chosen weights
+    holdout_probs: np.ndarray  # (n_holdout, C) softmax of the chosen weights; (0, C) when stopped
     epochs: list[EpochMetrics]
     best_epoch: int  # the epoch whose weights were kept (0-based)
     stopped: bool  # on_epoch asked to stop
@@ -186,7 +187,7 @@ class _FoldRun:
                 self._proven_micro_batch = self.micro_batch
                 return result
             except torch.cuda.OutOfMemoryError as exc:
-                message = str(exc).splitlines()[0][:200] if str(exc) else "out of memory"
+                message = _first_line(exc)
             # outside the except block: the failed step's tensors are released first
             self._shrink_after_oom(epoch, message, restored=start is not None)
             if start is not None:
@@ -357,8 +358,11 @@ def train_fold(
             num_classes=num_classes,
         )
         history, chosen, stopped = _fit(run, on_epoch)
-        run.model.load_state_dict(chosen.state)
-        holdout_probs = run.holdout_probs()
+        if stopped:  # pruned: the caller drops the fold, so no holdout pass
+            holdout_probs = np.zeros((0, num_classes), dtype=np.float32)
+        else:
+            run.model.load_state_dict(chosen.state)
+            holdout_probs = run.holdout_probs()
     return FoldResult(
         state_dict=chosen.state,
         val_probs=chosen.val_probs,
