@@ -93,10 +93,9 @@ def export_best(opts: ExportOptions) -> dict[str, Any]:
 
 def readable_by_others(path: Path) -> None:
     """Undo mkdtemp's/mkstemp's 0700/0600: a bundle is shared like any output (umask applies)."""
-    import os
+    from storage import current_umask
 
-    umask = os.umask(0)
-    os.umask(umask)
+    umask = current_umask()
     for p in [path, *path.rglob("*")]:
         p.chmod((0o777 if p.is_dir() else 0o666) & ~umask)
 

@@ -239,10 +239,7 @@ def predict_folder(bundle_dir, images_dir, out_csv, *, tta: bool = False, batch_
     probs = ensemble_predict(bundle, images, masks, batch_size=batch_size, tta=tta, device=device,
                              progress=progress)
     out_csv = Path(out_csv)
-    atomic_write_text(out_csv, submission_text(ids, probs, bundle.classes))
-    umask = os.umask(0)
-    os.umask(umask)
-    out_csv.chmod(0o666 & ~umask)  # NOTE: mkstemp made it 0600; a submission is shared
+    atomic_write_text(out_csv, submission_text(ids, probs, bundle.classes))  # mode as open() gives
     counts = {c: 0 for c in bundle.classes}
     for k in probs.argmax(1):
         counts[bundle.classes[int(k)]] += 1

@@ -3,7 +3,13 @@
 """
 
 from storage._artifacts import open_artifact_store, resolve_artifacts
-from storage._atomic import atomic_dir, atomic_path, atomic_write_bytes, atomic_write_text
+from storage._atomic import (
+    atomic_dir,
+    atomic_path,
+    atomic_write_bytes,
+    atomic_write_text,
+    current_umask,
+)
 from storage._errors import StorageError
 from storage._queries import count_trials_by_state, heartbeat_ages, study_gate
 from storage._rdb import DEFAULT_HEARTBEAT_S, engine_options, open_storage, retry_callback
@@ -16,6 +22,7 @@ __all__ = [
     "atomic_path",
     "atomic_write_bytes",
     "atomic_write_text",
+    "current_umask",
     "count_trials_by_state",
     "heartbeat_ages",
     "study_gate",

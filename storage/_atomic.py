@@ -14,7 +14,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 
-def _umask() -> int:
+def current_umask() -> int:
+    """The process umask, read without changing it where Linux says it (os.umask(0) would
+    briefly let another thread create world-writable files)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
     mask = os.umask(0)
     os.umask(mask)
     return mask
@@ -31,7 +37,7 @@ def atomic_path(target: str | os.PathLike[str], *, suffix: str = "") -> Iterator
     try:
         yield tmp_path
         # NOTE: mkstemp makes 0600 files; give the result the permissions a plain open() would.
-        os.chmod(tmp_path, 0o666 & ~_umask())
+        os.chmod(tmp_path, 0o666 & ~current_umask())
         os.replace(tmp_path, target)
     finally:
         with contextlib.suppress(FileNotFoundError):
@@ -64,7 +70,7 @@ def atomic_dir(target: str | os.PathLike[str], *, replace: bool = False) -> Iter
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     try:
         yield tmp
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700 folders
+        os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes 0700 folders
         old = None
         if target.exists():
             old = target.parent / f".{target.name}.old-{os.getpid()}"

@@ -58,10 +58,12 @@ def open_storage(
         return storage
     except sqlalchemy.exc.OperationalError as exc:
         reason = redact_text(str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc))
-        raise StorageError(
-            f"cannot open storage {redact(url)}: {reason} "
-            "(check the host, port, user and password, and that the server is running)"
-        ) from None
+        hint = (
+            "check that the file and its folder are writable, on a local disk, and not locked"
+            if is_sqlite(url)
+            else "check the host, port, user and password, and that the server is running"
+        )
+        raise StorageError(f"cannot open storage {redact(url)}: {reason} ({hint})") from None
     except sqlalchemy.exc.ArgumentError as exc:
         raise StorageError(f"bad storage URL {redact(url)}: {redact_text(str(exc))}") from None
 

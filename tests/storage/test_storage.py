@@ -68,10 +68,31 @@ def test_artifacts_round_trip(storage_url, tmp_path):
 
 
 def test_study_gate_serialises(storage_url):
+    """Threads (each its own lock handle / connection) never hold the gate at the same time."""
+    import threading
+
     study = optuna.create_study(study_name="g", storage=storage.open_storage(storage_url))
-    with storage.study_gate(study._storage, "g"):
-        t = study.ask()
-    assert t.number == 0
+    state = {"inside": 0, "most": 0}
+    counter = threading.Lock()
+    numbers: list[int] = []
+
+    def worker() -> None:
+        for _ in range(5):
+            with storage.study_gate(study._storage, "g"):
+                with counter:
+                    state["inside"] += 1
+                    state["most"] = max(state["most"], state["inside"])
+                numbers.append(study.ask().number)  # real I/O inside the gate: others would overlap
+                with counter:
+                    state["inside"] -= 1
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert state["most"] == 1
+    assert sorted(numbers) == list(range(20))
 
 
 def test_password_is_redacted_in_connection_errors():
@@ -126,3 +147,12 @@ def test_s3_spec_builds_a_boto3_store(monkeypatch):
     store = storage.open_artifact_store("s3://bucket/some/prefix")
     assert store._key("abc") == "some/prefix/abc"
     assert store._inner.bucket == "bucket"
+
+
+def test_unopenable_sqlite_file_gets_file_advice(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    with pytest.raises(StorageError) as info:
+        storage.open_storage(f"sqlite:///{blocker}/study.db")
+    message = str(info.value)
+    assert str(blocker) in message and "writable" in message and "host, port" not in message
