@@ -20,8 +20,8 @@
 #     few GB of wheels) is not counted in the ~8 minutes.
 # Nothing is downloaded at run time: pretrained=false everywhere.
 # Env knobs: PY, VENV, WORK (scratch folder, default a temp dir), SEARCH_S (search length,
-#   default 240), SEARCH_GRACE_S (then SIGTERM, default 60), TRAIN_STEP_TIMEOUT_S (per
-#   train_step run, default 150), TRAIN_STEP (0: skip step 2), LOG (also append progress
+#   default 240), SEARCH_GRACE_S (then SIGTERM, default 30), TRAIN_STEP_TIMEOUT_S (per
+#   train_step run, default 100), TRAIN_STEP (0: skip step 2), LOG (also append progress
 #   lines to this file).
 set -euo pipefail
 
@@ -29,8 +29,8 @@ cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv-gpu}
 WORK=${WORK:-$(mktemp -d -t histosweep-gpu-check-XXXXXX)}
 SEARCH_S=${SEARCH_S:-240}
-SEARCH_GRACE_S=${SEARCH_GRACE_S:-60}
-TRAIN_STEP_TIMEOUT_S=${TRAIN_STEP_TIMEOUT_S:-150}
+SEARCH_GRACE_S=${SEARCH_GRACE_S:-30}
+TRAIN_STEP_TIMEOUT_S=${TRAIN_STEP_TIMEOUT_S:-100}
 TRAIN_STEP=${TRAIN_STEP:-1}
 LOG=${LOG:-/dev/null}
 STARTED=$(date +%s)
@@ -43,7 +43,7 @@ if [ -n "${PY:-}" ]; then
     "$PY" -c "import torch, timm, optuna, optuna_dashboard, imagehash, search, data, model, storage" \
         || { echo "error: PY=$PY cannot import the dependencies (see the Setup note at the top)" >&2; exit 1; }
 else
-    if ! "$VENV/bin/python" -c "import torch, search, data, model, storage" 2>/dev/null; then
+    if ! "$VENV/bin/python" -c "import torch, timm, optuna, optuna_dashboard, imagehash, search, data, model, storage" 2>/dev/null; then
         say "setting up $VENV (pip install torch==2.14.1 torchvision==0.29.1 -e .)"
         python3 -m venv "$VENV"
         "$VENV/bin/pip" install --quiet --upgrade pip
@@ -113,14 +113,14 @@ SEARCH_START=$(date +%s)
 # NOTE: --timeout stops starting trials; running ones finish. The outer timeout (+grace) sends
 # SIGTERM, which the workers turn into "stop and re-queue" so the script stays near 8 minutes.
 set +e
-timeout --signal=TERM $(( SEARCH_S + SEARCH_GRACE_S )) "${HS[@]}" worker gpucheck --gpus all --trials-per-gpu 2 \
+timeout --signal=TERM --kill-after=20 $(( SEARCH_S + SEARCH_GRACE_S )) "${HS[@]}" worker gpucheck --gpus all --trials-per-gpu 2 \
     --timeout "$SEARCH_S" --no-progress --log-dir "$WORK/logs" >&2
 WORKER_RC=$?
 set -e
 SEARCH_SECONDS=$(( $(date +%s) - SEARCH_START ))
 kill "$SMI_PID" 2>/dev/null || true
 wait "$SMI_PID" 2>/dev/null || true
-"${HS[@]}" status gpucheck --json > "$WORK/status.json"
+"${HS[@]}" status gpucheck --json > "$WORK/status.json" || echo '{}' > "$WORK/status.json"
 
 # --- 4. summary -------------------------------------------------------------------------------
 say "done; scratch files in $WORK"
@@ -131,6 +131,8 @@ from pathlib import Path
 work, worker_rc, search_s, total_s = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 
 def last_json(path):
+    if not path.exists():
+        return {"skipped": True}
     try:
         return json.loads(path.read_text().strip().splitlines()[-1])
     except (OSError, ValueError, IndexError):
@@ -139,7 +141,7 @@ def last_json(path):
 gpus = [row for row in csv.reader((work / "gpus.csv").read_text().splitlines()[1:]) if row]
 util = {}
 for row in csv.reader((work / "gpu_util.csv").read_text().splitlines()):
-    if len(row) == 3 and row[1].strip().isdigit():
+    if len(row) == 3 and row[1].strip().isdigit() and row[2].strip().isdigit():  # not [N/A]
         util.setdefault(row[0].strip(), []).append((int(row[1]), int(row[2])))
 print("GPU utilisation samples (every 5 s), % per GPU:", file=sys.stderr)
 for idx, samples in util.items():
@@ -147,7 +149,7 @@ for idx, samples in util.items():
 status = json.loads((work / "status.json").read_text())
 result = {
     "gpus": [{"index": g[0].strip(), "name": g[1].strip(), "memory": g[2].strip()} for g in gpus],
-    "train_step_eager": last_json(work / "train_step_eager.json"),  # an error entry when skipped
+    "train_step_eager": last_json(work / "train_step_eager.json"),
     "train_step_compile": last_json(work / "train_step_compile.json"),
     "search": {
         "seconds": search_s, "worker_exit": worker_rc, "trials": status.get("trials"),

@@ -42,6 +42,7 @@ def test_prepare_with_cache_on_a_full_disk(synth_root, full):
     line = error_line(run_cli("prepare", str(synth_root), "--resolutions", "32", "--cache",
                               str(folder), preexec_fn=preexec))
     assert str(folder) in line and "cannot write the image cache" in line
+    assert "HISTOSWEEP_CACHE" in line and "--cache" in line
     assert _files(folder) == []  # no half-written arrays, no index.json
     assert not list(folder.rglob("*.tmp"))
 

@@ -59,13 +59,11 @@ def test_sigint_mid_trial_stops_in_bounded_time_and_requeues(fresh_cache, pg_url
     try:
         wait_until(lambda: _running_with_a_step(study), timeout=300, what="a first epoch", proc=worker)
         worker.send_signal(signal.SIGINT)
-        sent = time.monotonic()
-        out = worker.communicate(timeout=60)[0]
+        out = worker.communicate(timeout=60)[0]  # raises if the worker takes longer to stop
     finally:
         if worker.poll() is None:
             worker.kill()
             worker.wait(timeout=30)
-    assert time.monotonic() - sent < 60
     assert worker.returncode == 0, out
     assert "Traceback" not in out and "received SIGINT: stopping" in out
     assert "SIGTERM" not in out  # the cache's decode pool ending is not a stop request
