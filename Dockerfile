@@ -26,9 +26,11 @@ RUN pip install "torch==${TORCH_VERSION}" "torchvision==${TORCHVISION_VERSION}" 
 
 WORKDIR /opt/histosweep
 COPY pyproject.toml README.md ./
+COPY histosweep ./histosweep
 COPY data ./data
 COPY model ./model
 COPY search ./search
+COPY bundle ./bundle
 COPY storage ./storage
 # The package itself: its dependency ranges live in pyproject.toml.
 # hadolint ignore=DL3013

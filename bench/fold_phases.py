@@ -13,13 +13,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
 
 def _args(argv: list[str] | None) -> argparse.Namespace:
@@ -65,11 +62,11 @@ class Timer:
 
 
 def _instrument(timer: Timer) -> None:
-    import model
-    import model._trainer as trainer
-    import search._artifacts as artifacts
-    import search._plots as plots
-    from model._fold_state import FoldState
+    import histosweep.model._trainer as trainer
+    import histosweep.search._artifacts as artifacts
+    import histosweep.search._plots as plots
+    from histosweep import model
+    from histosweep.model._fold_state import FoldState
 
     timer.wrap(trainer._FoldRun, "__init__", "build (model, optimizer, stage rows)")
     timer.wrap(trainer._FoldRun, "train_epoch", "train epochs")
@@ -90,9 +87,9 @@ def main(argv: list[str] | None = None) -> dict:
     import optuna
     import torch
 
-    from data import load_dataset, open_cache, synthesize
-    from model import TrainConfig, pick_device, train_fold
-    from storage import open_artifact_store
+    from histosweep.data import load_dataset, open_cache, synthesize
+    from histosweep.model import TrainConfig, pick_device, train_fold
+    from histosweep.storage import open_artifact_store
 
     device = pick_device(args.device)
     timer = Timer(device)
@@ -114,7 +111,7 @@ def main(argv: list[str] | None = None) -> dict:
         study = optuna.create_study(storage=f"sqlite:///{tmp / 's.db'}", direction="maximize")
         store = open_artifact_store(str(tmp / "artifacts"))
         _instrument(timer)
-        import search._artifacts as artifacts
+        import histosweep.search._artifacts as artifacts
 
         walls = []
         for fold in range(args.folds):

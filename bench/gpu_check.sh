@@ -52,7 +52,7 @@ else
     fi
     PY="$VENV/bin/python"
 fi
-HS=("$PY" -m search.cli)
+HS=("$PY" -m histosweep)
 "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" \
     || { echo "error: torch for $PY sees no CUDA GPU (check the driver and torch build)" >&2; exit 1; }
 "$PY" -c "import torch, timm, optuna; print('torch', torch.__version__, '| timm', timm.__version__, '| optuna', optuna.__version__)" | tee -a "$LOG" >&2

@@ -18,10 +18,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-# NOTE: a script's own folder comes first on sys.path, and bench/storage.py would shadow the
-# `storage` package; put the repository root in front.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 BATCH = 16  # TrainConfig's default batch size
 ROUNDS = 3  # alternate the two pipelines; best round of each (a shared machine is noisy)
 CACHED_ROUND_S = 1.5  # the cached pipeline is fast: time it over at least this long per round
@@ -53,7 +49,7 @@ def _parse(argv):
 
 
 def _dataset(args, tmp: Path):
-    from data import Dataset, load_dataset, synthesize
+    from histosweep.data import Dataset, load_dataset, synthesize
 
     if args.data is None:
         # NOTE: short side 1024 (long side up to 2048), like the challenge's slides.
@@ -66,7 +62,7 @@ def _dataset(args, tmp: Path):
 
 
 def _build(ds, resolution: int, cache_dir: Path):
-    from data import build_cache, open_cache
+    from histosweep.data import build_cache, open_cache
 
     _log("building the cache once (one process) ...")
     start = time.perf_counter()
@@ -77,7 +73,7 @@ def _build(ds, resolution: int, cache_dir: Path):
 
 def _rounds(ds, cache, resolution: int) -> tuple[dict, dict]:
     """Best (wall, cpu) images/s of each pipeline over ROUNDS alternating rounds."""
-    from data import BatchAugmenter
+    from histosweep.data import BatchAugmenter
 
     transform = _reference_transform(resolution)
     augment = BatchAugmenter(color_jitter_prob=0.8, cutmix_prob=0.5, cutmix_alpha=1.0, seed=0)

@@ -10,14 +10,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
-
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
-sys.path.insert(0, str(_HERE.parent))  # run from a checkout
 
 # NOTE: a wide log-lr range gives the pruner something to stop (very low/high lr learn nothing);
 # 48 px and atto/10t keep one epoch around a second on a CPU core.
@@ -69,7 +64,7 @@ def patch_workers(seed: int | None, try_pruner: str | None = None) -> None:
     """Seed the workers' sampler (both searches then draw the same first configs: only pruning
     differs) and, with --try-pruner, swap make_pruner's pruner for a candidate. run_slot looks
     both factories up in search._study when it starts, so patching the module is enough."""
-    import search._study as study_mod
+    import histosweep.search._study as study_mod
 
     if getattr(study_mod.make_pruner, "_bench_patched", False):
         return
@@ -88,7 +83,7 @@ def patch_workers(seed: int | None, try_pruner: str | None = None) -> None:
 
 
 def make_data(root: Path, n_train: int, resolution: int) -> Path:
-    from data import build_cache, load_dataset, synthesize
+    from histosweep.data import build_cache, load_dataset, synthesize
 
     data = synthesize(root / "data", n_train=n_train, n_test=4, seed=0, short_side=max(64, resolution))
     build_cache(load_dataset(data, labeled=True), resolutions=[resolution], modes=["stretch"], progress=False)
@@ -99,10 +94,10 @@ def run_search(name: str, pruner: str, args, root: Path, data: Path, space: Path
     """create_study + run_workers (one in-process CPU worker) until args.trials finished."""
     import optuna
 
-    from search._status import study_status
-    from search._study import CreateOptions, create_study
-    from search._worker import WorkerOptions, run_workers
-    from storage import open_storage
+    from histosweep.search._status import study_status
+    from histosweep.search._study import CreateOptions, create_study
+    from histosweep.search._worker import WorkerOptions, run_workers
+    from histosweep.storage import open_storage
 
     url = f"sqlite:///{root / 'studies.db'}"
     create_study(name, url, CreateOptions(data=data, space_file=space, folds=args.folds, seed=args.seed,
@@ -129,7 +124,7 @@ def candidate_pruners(steps: int, epochs: int) -> dict:
 
     import optuna.pruners as P
 
-    import search._study as study_mod
+    import histosweep.search._study as study_mod
 
     make_pruner = getattr(study_mod.make_pruner, "real", study_mod.make_pruner)  # unpatched
 
@@ -178,7 +173,7 @@ def replay(curves: list[tuple[dict[int, float], float]], make, steps: int) -> di
 def replay_all(url: str, name: str, steps: int, epochs: int) -> dict:
     import optuna
 
-    from storage import open_storage
+    from histosweep.storage import open_storage
 
     study = optuna.load_study(study_name=name, storage=open_storage(url))
     trials = sorted(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)), key=lambda t: t.number)

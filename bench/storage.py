@@ -13,17 +13,10 @@ import json
 import math
 import multiprocessing as mp
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 from types import SimpleNamespace
-
-_HERE = Path(__file__).resolve().parent
-# NOTE: this file is bench/storage.py: drop bench/ from the path so `import storage` finds the
-# package, not this script (in spawned workers too, which re-run this preamble).
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
-sys.path.insert(0, str(_HERE.parent))
 
 FOLDS, EPOCHS = 2, 5  # 10 intermediate values per trial, at step fold * EPOCHS + epoch
 TRIAL_S = 60.0  # the storage share is reported against a trial of this length
@@ -56,7 +49,7 @@ def make_sampler(name: str, seed: int | None):
     import optuna
 
     if name == "worker":
-        from search._study import make_sampler as make
+        from histosweep.search._study import make_sampler as make
 
         return make(seed)
     if name == "random":
@@ -71,7 +64,7 @@ def make_sampler(name: str, seed: int | None):
 
 
 def _snapshot_s(pruner_cache: float | None) -> float:
-    from search._pruner import SNAPSHOT_MAX_AGE_S
+    from histosweep.search._pruner import SNAPSHOT_MAX_AGE_S
 
     return SNAPSHOT_MAX_AGE_S if pruner_cache is None else pruner_cache
 
@@ -198,7 +191,7 @@ def _ms(t0: float) -> float:
 
 
 def _timed_loop_class():
-    from search._worker import TrialLoop
+    from histosweep.search._worker import TrialLoop
 
     class TimedLoop(TrialLoop):
         """The worker's TrialLoop, timing its ask and tell (the same methods, same order)."""
@@ -233,9 +226,9 @@ def worker_main(url: str, study_name: str, n_trials: int, index: int, sampler: s
 
     import optuna
 
-    from search._space import load_space
-    from search._study import make_pruner, open_study
-    from search._worker import WorkerOptions
+    from histosweep.search._space import load_space
+    from histosweep.search._study import make_pruner, open_study
+    from histosweep.search._worker import WorkerOptions
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     logging.getLogger("histosweep").setLevel(logging.WARNING)
@@ -264,7 +257,7 @@ def worker_main(url: str, study_name: str, n_trials: int, index: int, sampler: s
 def create_bench_study(url: str) -> str:
     import optuna
 
-    from storage import open_storage
+    from histosweep.storage import open_storage
 
     name = f"bench-storage-{os.getpid()}-{int(time.time())}"
     optuna.create_study(study_name=name, storage=open_storage(url), direction="maximize")
@@ -274,7 +267,7 @@ def create_bench_study(url: str) -> str:
 def delete_study(url: str, name: str) -> None:
     import optuna
 
-    from storage import open_storage
+    from histosweep.storage import open_storage
 
     optuna.delete_study(study_name=name, storage=open_storage(url))
 
@@ -376,7 +369,7 @@ def _print_table(result: dict) -> None:
 
 def main(argv: list[str] | None = None) -> dict:
     args = _args(argv)
-    from storage import redact, resolve_storage_url
+    from histosweep.storage import redact, resolve_storage_url
 
     if args.trials < 300:
         raise SystemExit("--trials must be >= 300 for three distinct bands")

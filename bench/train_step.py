@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
 
 def _args(argv: list[str] | None) -> argparse.Namespace:
@@ -68,8 +65,8 @@ def _fastest(steps_by_mode: dict, args, device) -> dict[str, float]:
 def _fold_run(args, cache, labels, device):
     import numpy as np
 
-    from model import TrainConfig
-    from model._trainer import _FoldRun
+    from histosweep.model import TrainConfig
+    from histosweep.model._trainer import _FoldRun
 
     cfg = TrainConfig(
         image_backbone=args.image_backbone,
@@ -87,8 +84,8 @@ def _model_only_step(run, batch: int, resolution: int):
     """A step of the same network/optimizer/loss on tensors that already live on the device."""
     import torch
 
-    from model._loss import soft_cross_entropy
-    from model._predict import autocast
+    from histosweep.model._loss import soft_cross_entropy
+    from histosweep.model._predict import autocast
 
     device = run.device
     images = torch.randn(batch, 3, resolution, resolution, device=device)  # (B, 3, R, R)
@@ -111,7 +108,7 @@ def _model_only_step(run, batch: int, resolution: int):
 def _end_to_end_step(run, batch: int, seed: int = 0):
     import numpy as np
 
-    from data import BatchAugmenter
+    from histosweep.data import BatchAugmenter
 
     augmenter = BatchAugmenter(
         color_jitter_prob=0.8, cutmix_prob=0.5, cutmix_alpha=1.0, seed=seed, device=run.device
@@ -129,8 +126,8 @@ def main(argv: list[str] | None = None) -> dict:
     args = _args(argv)
     import torch
 
-    from data import load_dataset, open_cache, synthesize
-    from model import pick_device
+    from histosweep.data import load_dataset, open_cache, synthesize
+    from histosweep.model import pick_device
 
     device = pick_device(args.device)
     with tempfile.TemporaryDirectory(prefix="histosweep-bench-") as tmp:

@@ -5,13 +5,13 @@ to_model_inputs, rand_bbox) load lazily, so `import data` (and the decode pool) 
 Exercise: `histosweep synth /tmp/s && histosweep prepare /tmp/s`.
 """
 
-from data._audit import AuditReport, audit_dataset
-from data._cache import CachedArrays, build_cache, default_cache_dir, open_cache
-from data._dataset import CLASSES, DataError, Dataset, Sample, load_dataset
-from data._decode import RESIZE_MODES, decode_and_resize
-from data._fingerprint import dataset_fingerprint
-from data._split import Split, make_split
-from data._synth import synthesize
+from histosweep.data._audit import AuditReport, audit_dataset
+from histosweep.data._cache import CachedArrays, build_cache, default_cache_dir, open_cache
+from histosweep.data._dataset import CLASSES, DataError, Dataset, Sample, load_dataset
+from histosweep.data._decode import RESIZE_MODES, decode_and_resize
+from histosweep.data._fingerprint import dataset_fingerprint
+from histosweep.data._split import Split, make_split
+from histosweep.data._synth import synthesize
 
 _LAZY = {
     "BatchAugmenter",
@@ -51,7 +51,7 @@ __all__ = [
 
 def __getattr__(name: str):
     if name in _LAZY:
-        from data import _augment
+        from histosweep.data import _augment
 
         return getattr(_augment, name)
-    raise AttributeError(f"module 'data' has no attribute {name!r}")
+    raise AttributeError(f"module 'histosweep.data' has no attribute {name!r}")

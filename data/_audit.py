@@ -12,10 +12,17 @@ from pathlib import Path
 
 import numpy as np
 
-from data._cache import dataset_cache_dir, empty_mask_warning, read_features, write_features
-from data._dataset import Dataset
-from data._fingerprint import dataset_fingerprint
-from data._hashes import duplicate_groups, nearest
+from histosweep.data._cache import (
+    dataset_cache_dir,
+    empty_mask_warning,
+    read_features,
+    write_features,
+)
+from histosweep.data._dataset import Dataset
+from histosweep.data._fingerprint import dataset_fingerprint
+from histosweep.data._hashes import duplicate_groups, nearest
+from histosweep.data._pool import decode_all
+from histosweep.storage import atomic_write_text
 
 AUDIT_VERSION = 1  # bump when a rule or threshold changes: cached reports are then recomputed
 AUDIT_FILE = "audit.json"
@@ -95,8 +102,6 @@ def _read_report(path: Path, fingerprint: str) -> AuditReport | None:
 
 
 def _write_report(path: Path, report: AuditReport, warnings: list[str]) -> None:
-    from storage import atomic_write_text
-
     try:
         atomic_write_text(path, json.dumps(report.to_dict(), indent=1))
     except OSError as exc:
@@ -107,7 +112,6 @@ def _write_report(path: Path, report: AuditReport, warnings: list[str]) -> None:
 
 def _features(ds: Dataset, base: Path, workers, progress, warnings: list[str]) -> dict[str, dict]:
     """Stored features, plus those missing (decoded here, stored back)."""
-    from data._pool import decode_all
 
     features = read_features(base)
     missing = [s for s in ds.samples if s.sample_index not in features]

@@ -17,13 +17,15 @@ from pathlib import Path
 
 import numpy as np
 
-from data._dataset import DataError, Dataset
-from data._decode import RESIZE_MODES, full_if_empty, load_mask, load_rgb, resize_pair
-from data._features import FEATURES_VERSION, compute_features
-from data._fingerprint import dataset_fingerprint
+from histosweep.constants import ENV_CACHE
+from histosweep.data._dataset import DataError, Dataset
+from histosweep.data._decode import RESIZE_MODES
+from histosweep.data._features import FEATURES_VERSION
+from histosweep.data._fingerprint import dataset_fingerprint
+from histosweep.data._pool import decode_all
+from histosweep.storage import atomic_dir, atomic_write_text
 
 CACHE_VERSION = 1
-ENV_CACHE = "HISTOSWEEP_CACHE"  # NOTE: same name as search.cli._common.ENV_CACHE (data never imports search)
 FEATURES_FILE = "features.json"
 _STALE_TEMP_S = 12 * 3600  # a temp folder this old belongs to a build that was killed
 
@@ -85,7 +87,6 @@ def _build(ds: Dataset, resolutions, modes, cache_dir, workers, progress) -> Non
     need_features = any(s.sample_index not in features for s in ds.samples)
     if not targets and not need_features:
         return
-    from data._pool import decode_all
 
     _sweep_stale_temps(base)
     try:
@@ -166,8 +167,6 @@ class _EntryWriter:
     """Fills (N, R, R, 3) / (N, R, R) memory-mapped arrays in a temp folder renamed on success."""
 
     def __init__(self, stack: contextlib.ExitStack, target: Path, n: int, resolution: int) -> None:
-        from storage import atomic_dir
-
         # NOTE: replace=True: two builders racing both finish; the last rename wins, readers of the
         # first keep their (unlinked) memory maps intact.
         self.tmp = stack.enter_context(atomic_dir(target, replace=True))
@@ -258,23 +257,5 @@ def read_features(base: Path) -> dict[str, dict]:
 
 
 def write_features(base: Path, features: dict[str, dict]) -> None:
-    from storage import atomic_write_text
-
     document = {"version": FEATURES_VERSION, "samples": features}
     atomic_write_text(base / FEATURES_FILE, json.dumps(document))
-
-
-def decode_sample(job: tuple) -> tuple:
-    """Pool worker: (position, image, mask, targets, want_features) -> (position, arrays, features, empty)."""
-    position, image_path, mask_path, targets, want_features = job
-    image = load_rgb(image_path)
-    raw_mask = load_mask(mask_path)
-    if raw_mask.shape != (image.height, image.width):
-        raise DataError(
-            f"{mask_path}: mask is {raw_mask.shape[1]}x{raw_mask.shape[0]} but {Path(image_path).name} is "
-            f"{image.width}x{image.height}; re-export the mask at the image's size"
-        )
-    features = compute_features(image, raw_mask) if want_features else None
-    mask, empty = full_if_empty(raw_mask)
-    arrays = {target: resize_pair(image, mask, *target) for target in targets}
-    return position, arrays, features, empty

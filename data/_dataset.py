@@ -13,7 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-CLASSES: tuple[str, ...] = ("Luminal A", "Luminal B", "HER2(+)", "Triple negative")
+from histosweep.constants import CLASSES
+from histosweep.exceptions import HistosweepError
+
 LABELS_CSV = "train_labels.csv"
 TRAIN_DIR = "train_data"
 CSV_HEADER = ("sample_index", "label")
@@ -23,7 +25,7 @@ _NAME = re.compile(r"^(img|mask)_(.+)$")
 _MAX_LISTED = 50  # problems listed in one error; a wrong folder can produce thousands
 
 
-class DataError(Exception):
+class DataError(HistosweepError):
     """A data problem written for people: one problem per line, each naming the file and the fix."""
 
 

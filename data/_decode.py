@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from data._dataset import DataError
+from histosweep.constants import RESIZE_MODES
+from histosweep.data._dataset import DataError
 
-RESIZE_MODES = ("stretch", "pad", "reflect")
 # NOTE: reducing_gap lets PIL box-reduce by an integer factor first: ~3x faster on
 # 1024 x 6000 slides and visually identical to a plain antialiased bilinear resize.
 _REDUCING_GAP = 3.0

@@ -9,7 +9,7 @@ import hashlib
 import os
 from pathlib import Path
 
-from data._dataset import Dataset
+from histosweep.data._dataset import Dataset
 
 _CHUNK = 1 << 20
 # (resolved path, size, mtime_ns) -> sha256 hex of the file's bytes, for this process

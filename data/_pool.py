@@ -9,8 +9,11 @@ import multiprocessing
 import os
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
-from data._dataset import Sample
+from histosweep.data._dataset import DataError, Sample
+from histosweep.data._decode import full_if_empty, load_mask, load_rgb, resize_pair
+from histosweep.data._features import compute_features
 
 # NOTE: below this many samples a pool costs more to start than it saves.
 _INLINE_BELOW = 8
@@ -45,8 +48,6 @@ def decode_all(
     """Yield (position, {(res, mode): (image, mask)}, features | None, mask_empty), any order."""
     from tqdm import tqdm
 
-    from data._cache import decode_sample
-
     jobs = [
         (i, s.image_path, s.mask_path, list(targets), want_features) for i, s in enumerate(samples)
     ]
@@ -66,3 +67,19 @@ def decode_all(
             for result in pool.imap_unordered(decode_sample, jobs, chunksize=1):
                 yield result
                 bar.update()
+
+
+def decode_sample(job: tuple) -> tuple:
+    """Pool worker: (position, image, mask, targets, want_features) -> (position, arrays, features, empty)."""
+    position, image_path, mask_path, targets, want_features = job
+    image = load_rgb(image_path)
+    raw_mask = load_mask(mask_path)
+    if raw_mask.shape != (image.height, image.width):
+        raise DataError(
+            f"{mask_path}: mask is {raw_mask.shape[1]}x{raw_mask.shape[0]} but {Path(image_path).name} is "
+            f"{image.width}x{image.height}; re-export the mask at the image's size"
+        )
+    features = compute_features(image, raw_mask) if want_features else None
+    mask, empty = full_if_empty(raw_mask)
+    arrays = {target: resize_pair(image, mask, *target) for target in targets}
+    return position, arrays, features, empty

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from data._dataset import CLASSES, DataError
+from histosweep.data._dataset import CLASSES, DataError
 
 
 @dataclass

@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from data import _synth_draw as draw
-from data._dataset import CLASSES, LABELS_CSV, TRAIN_DIR, DataError
+from histosweep.data import _synth_draw as draw
+from histosweep.data._dataset import CLASSES, LABELS_CSV, TRAIN_DIR, DataError
+from histosweep.storage import atomic_dir
 
 TEST_DIR = "TEST"
 TRUTH_FILE = "synth_truth.json"
@@ -28,7 +29,6 @@ def synthesize(
     out, *, n_train: int = 120, n_test: int = 24, seed: int = 0, short_side: int = 160
 ) -> Path:
     """Write OUT/train_labels.csv, OUT/train_data/, OUT/TEST/ and OUT/synth_truth.json."""
-    from storage import atomic_dir
 
     out = Path(out).expanduser()
     params = {"n_train": n_train, "n_test": n_test, "seed": seed, "short_side": short_side}

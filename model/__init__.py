@@ -1,44 +1,53 @@
-"""Dual-branch network, backbone registry, checkpoint I/O, fold trainer, TrainConfig.
+"""Dual-branch network, backbone registry, checkpoint I/O, fold trainer, TrainConfig, macro-F1.
 
-Exercise: `pytest tests/model` and `python bench/train_step.py`.
+Callers import from here, never from the private modules. The torch-based names load lazily, so
+`from histosweep.model import TrainConfig` (space files, status, the worker's parent) stays
+torch-free. Exercise: `pytest tests/model` and `python bench/train_step.py`.
 """
 
-from model._backbones import IMAGE_BACKBONES, MASK_BACKBONES, check_backbone
-from model._checkpoint import (
-    ARCHITECTURE_FIELDS,
-    load_checkpoint,
-    read_checkpoint_config,
-    read_checkpoint_metadata,
-    save_checkpoint,
-)
-from model._config import ConfigError, TrainConfig, field_names, field_types
-from model._errors import ModelError
-from model._loss import class_weights, soft_cross_entropy
-from model._net import DualBranchNet, build_model
-from model._predict import pick_device, predict_probs
-from model._trainer import EpochMetrics, FoldResult, train_fold
+from __future__ import annotations
+
+import importlib
+
+from histosweep.model._config import ConfigError, TrainConfig, field_names, field_types
+from histosweep.model._errors import ModelError
+from histosweep.model._metrics import macro_f1, macro_f1_from_confusion
+
+# name -> private module that defines it (imported on first use: these need torch/timm)
+_LAZY = {
+    "IMAGE_BACKBONES": "_backbones",
+    "MASK_BACKBONES": "_backbones",
+    "check_backbone": "_backbones",
+    "ARCHITECTURE_FIELDS": "_checkpoint",
+    "load_checkpoint": "_checkpoint",
+    "read_checkpoint_config": "_checkpoint",
+    "read_checkpoint_metadata": "_checkpoint",
+    "save_checkpoint": "_checkpoint",
+    "class_weights": "_loss",
+    "soft_cross_entropy": "_loss",
+    "DualBranchNet": "_net",
+    "build_model": "_net",
+    "pick_device": "_predict",
+    "predict_probs": "_predict",
+    "EpochMetrics": "_trainer",
+    "FoldResult": "_trainer",
+    "train_fold": "_trainer",
+}
 
 __all__ = [
-    "ARCHITECTURE_FIELDS",
-    "IMAGE_BACKBONES",
-    "MASK_BACKBONES",
     "ConfigError",
-    "DualBranchNet",
-    "EpochMetrics",
-    "FoldResult",
     "ModelError",
     "TrainConfig",
-    "build_model",
-    "check_backbone",
-    "class_weights",
     "field_names",
     "field_types",
-    "load_checkpoint",
-    "pick_device",
-    "predict_probs",
-    "read_checkpoint_config",
-    "read_checkpoint_metadata",
-    "save_checkpoint",
-    "soft_cross_entropy",
-    "train_fold",
+    "macro_f1",
+    "macro_f1_from_confusion",
+    *sorted(_LAZY),
 ]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        module = importlib.import_module(f"histosweep.model.{_LAZY[name]}")
+        return getattr(module, name)
+    raise AttributeError(f"module 'histosweep.model' has no attribute {name!r}")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from torch import nn
 
-from model._errors import ModelError
+from histosweep.model._errors import ModelError
 
 # Ordered small -> large; the reference found Small overfitting where Tiny did not.
 IMAGE_BACKBONES: tuple[str, ...] = (

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from model._predict import autocast
+from histosweep.model._predict import autocast
 
 
 def batchnorm_layers(model: nn.Module) -> list[_BatchNorm]:

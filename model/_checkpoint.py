@@ -11,9 +11,10 @@ from collections.abc import Mapping
 
 import torch
 
-from model._config import ConfigError, TrainConfig
-from model._errors import ModelError
-from model._net import DualBranchNet, build_model
+from histosweep import storage
+from histosweep.model._config import ConfigError, TrainConfig
+from histosweep.model._errors import ModelError
+from histosweep.model._net import DualBranchNet, build_model
 
 FORMAT_VERSION = "1"
 _RESERVED_KEYS = ("histosweep_format", "train_config", "num_classes")
@@ -37,7 +38,6 @@ def save_checkpoint(
     """
     import safetensors.torch
 
-    import storage
 
     if isinstance(model, torch.nn.Module):
         state, num_classes = model.state_dict(), model.num_classes

@@ -10,11 +10,13 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-RESIZE_MODES = ("stretch", "pad", "reflect")
+from histosweep.constants import RESIZE_MODES
+from histosweep.exceptions import HistosweepError
+
 KEEP_CHOICES = ("best", "last")
 
 
-class ConfigError(ValueError):
+class ConfigError(HistosweepError, ValueError):
     """A TrainConfig value that cannot work (one line, names the field)."""
 
 

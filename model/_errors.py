@@ -5,6 +5,8 @@ Exercise: `python -c "from model import check_backbone; check_backbone('convnext
 
 from __future__ import annotations
 
+from histosweep.exceptions import HistosweepError
 
-class ModelError(Exception):
+
+class ModelError(HistosweepError):
     """A model, checkpoint or training problem, phrased as one line with the fix."""

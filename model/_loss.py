@@ -9,7 +9,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from model._errors import ModelError
+from histosweep.model._errors import ModelError
 
 
 def class_weights(labels: np.ndarray, num_classes: int = 4) -> torch.Tensor:

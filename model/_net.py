@@ -7,8 +7,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from model._backbones import create_backbone
-from model._config import TrainConfig
+from histosweep.model._backbones import create_backbone
+from histosweep.model._config import TrainConfig
 
 
 def _pooled_width(backbone: nn.Module) -> int:

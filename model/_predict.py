@@ -13,8 +13,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from model._batches import RowSource
-from model._errors import ModelError
+from histosweep.model._batches import RowSource
+from histosweep.model._errors import ModelError
 
 
 def pick_device(device: str | torch.device | None = None) -> torch.device:
@@ -80,7 +80,7 @@ def probs_for_rows(
 
     CUDA out-of-memory halves the batch and retries (inference holds no state to undo).
     """
-    from data import to_model_inputs
+    from histosweep.data import to_model_inputs
 
     model.eval()
     rows = np.asarray(rows)

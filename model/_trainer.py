@@ -12,19 +12,26 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from sklearn.metrics import f1_score
 from tqdm.auto import tqdm
 
-from model._backbones import _first_line
-from model._batches import RowSource, effective_batches, epoch_order, epoch_seed, micro_chunks
-from model._bn import recalibrate_batchnorm
-from model._config import TrainConfig
-from model._errors import ModelError
-from model._fold_state import FoldState, cpu_state_dict
-from model._loss import class_weights, soft_cross_entropy, target_weight_sum
-from model._net import DualBranchNet, build_model
-from model._optim import build_optimizer, build_scheduler, step_scheduler
-from model._predict import autocast, channels_last, pick_device, probs_for_rows
+from histosweep.data import CLASSES
+from histosweep.model._backbones import _first_line
+from histosweep.model._batches import (
+    RowSource,
+    effective_batches,
+    epoch_order,
+    epoch_seed,
+    micro_chunks,
+)
+from histosweep.model._bn import recalibrate_batchnorm
+from histosweep.model._config import TrainConfig
+from histosweep.model._errors import ModelError
+from histosweep.model._fold_state import FoldState, cpu_state_dict
+from histosweep.model._loss import class_weights, soft_cross_entropy, target_weight_sum
+from histosweep.model._metrics import macro_f1
+from histosweep.model._net import DualBranchNet, build_model
+from histosweep.model._optim import build_optimizer, build_scheduler, step_scheduler
+from histosweep.model._predict import autocast, channels_last, pick_device, probs_for_rows
 
 MIN_MICRO_BATCH = 2  # BatchNorm1d in the head cannot train on one sample
 
@@ -121,7 +128,7 @@ class _FoldRun:
     # --- training ------------------------------------------------------------------------
     def train_epoch(self, epoch: int) -> tuple[float, float, int, float]:
         """One pass over the shuffled training rows -> (mean loss, last lr, images, seconds)."""
-        from data import BatchAugmenter
+        from histosweep.data import BatchAugmenter
 
         augmenter = BatchAugmenter(
             color_jitter_prob=self.cfg.color_jitter_prob,
@@ -227,7 +234,7 @@ class _FoldRun:
         recalibrate_batchnorm(self.model, self._eval_inputs(batches))
 
     def _eval_inputs(self, batches: list[np.ndarray]):
-        from data import to_model_inputs
+        from histosweep.data import to_model_inputs
 
         for rows in batches:
             images_u8, masks_u8, _ = self.source.batch(np.sort(rows))
@@ -248,14 +255,7 @@ class _FoldRun:
         loss = soft_cross_entropy(
             log_probs, onehot, weight=self.weights.cpu(), label_smoothing=self.cfg.label_smoothing
         )
-        f1 = f1_score(
-            truth,
-            probs.argmax(axis=1),
-            average="macro",
-            labels=list(range(self.num_classes)),
-            zero_division=0,
-        )
-        return probs, float(loss), float(f1)
+        return probs, float(loss), macro_f1(truth, probs, self.num_classes)
 
     def holdout_probs(self) -> np.ndarray:
         return probs_for_rows(
@@ -327,7 +327,6 @@ def train_fold(
     on_epoch(metrics) is called after every epoch's validation; returning True stops the fold
     there (stopped=True). The caller's RNG state is left untouched; runs are seeded by cfg.seed.
     """
-    from data import CLASSES
 
     num_classes = len(CLASSES)
     labels = np.asarray(labels, dtype=np.int64)

@@ -1,0 +1,41 @@
+"""The search: space files, study settings, the objective (pruned folds, out-of-fold value),
+the pruner, the worker loop and status. Imports torch only when a trial trains.
+
+Exercise: `histosweep create S --data DATA && histosweep worker S --gpus cpu --n-trials 4`.
+"""
+
+from histosweep.search._errors import UserError, WorkerStopped
+from histosweep.search._settings import PRUNERS, StudySettings, load_settings
+from histosweep.search._space import Space, SpaceError, default_space_path, load_space, parse_space
+from histosweep.search._status import format_status, study_status
+from histosweep.search._study import (
+    CreateOptions,
+    create_study,
+    make_pruner,
+    make_sampler,
+    open_study,
+)
+from histosweep.search._worker import WorkerOptions, run_slot, run_workers
+
+__all__ = [
+    "PRUNERS",
+    "CreateOptions",
+    "Space",
+    "SpaceError",
+    "StudySettings",
+    "UserError",
+    "WorkerOptions",
+    "WorkerStopped",
+    "create_study",
+    "default_space_path",
+    "format_status",
+    "load_settings",
+    "load_space",
+    "make_pruner",
+    "make_sampler",
+    "open_study",
+    "parse_space",
+    "run_slot",
+    "run_workers",
+    "study_status",
+]

@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from search._errors import UserError
+from histosweep.search._errors import UserError
+from histosweep.search._plots import learning_curves_png
 
 
 def fold_key(fold: int) -> str:
@@ -55,7 +56,7 @@ def upload_file(store, trial, path: Path) -> str:
 
 def upload_fold(store, trial, fold: int, result, cfg, val_rows, holdout_rows, *, plots=True) -> dict:
     """Upload one finished fold; returns the record stored in user attr fold_<k>."""
-    from model import save_checkpoint
+    from histosweep.model import save_checkpoint
 
     metrics = {
         "fold": fold, "epochs": [e.__dict__ for e in result.epochs], "best_epoch": result.best_epoch,
@@ -77,7 +78,6 @@ def upload_fold(store, trial, fold: int, result, cfg, val_rows, holdout_rows, *,
             "metrics": upload_file(store, trial, mfile),
         }
         if plots:
-            from search._plots import learning_curves_png
 
             png = tmp / f"trial{trial.number}-fold{fold}-curves.png"
             learning_curves_png(png, {fold: metrics["epochs"]}, title=f"trial {trial.number} fold {fold}")

@@ -12,6 +12,8 @@ import threading
 import time
 import warnings
 
+from histosweep.storage import count_trials_by_state, study_gate
+
 log = logging.getLogger("histosweep")
 DB_RETRY_S = 60.0  # ride out a database restart this long before giving up
 
@@ -27,7 +29,6 @@ def fail_stale(study) -> None:
 
 def gated_ask(study, n_trials: int | None):
     """A new RUNNING trial; None if the running trials already fill N; False when N finished."""
-    from storage import count_trials_by_state, study_gate
 
     def attempt():
         with warnings.catch_warnings():

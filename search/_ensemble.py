@@ -6,7 +6,6 @@ Top-k folds by validation macro-F1, weights ∝ exp(F1 / temperature), normalise
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import f1_score
 
 
 def fold_weights(val_f1: list[float] | np.ndarray, *, top_k: int, temperature: float) -> np.ndarray:
@@ -26,9 +25,3 @@ def ensemble_probs(probs: list[np.ndarray], weights: np.ndarray) -> np.ndarray:
     stacked = np.stack([np.asarray(p, dtype=np.float64) for p in probs])  # (F, N, C)
     return np.tensordot(np.asarray(weights, dtype=np.float64), stacked, axes=1)
 
-
-def macro_f1(labels: np.ndarray, probs_or_preds: np.ndarray, num_classes: int = 4) -> float:
-    preds = probs_or_preds.argmax(1) if probs_or_preds.ndim == 2 else probs_or_preds
-    return float(
-        f1_score(labels, preds, average="macro", labels=list(range(num_classes)), zero_division=0)
-    )

@@ -1,8 +1,8 @@
-"""The search package's error for people: one line, what is wrong, which file/value, what to do."""
+"""The search package's errors: UserError (re-exported from the one base) and WorkerStopped."""
 
+from histosweep.exceptions import UserError
 
-class UserError(Exception):
-    """An error written for people; the CLI prints it as one line and exits 1."""
+__all__ = ["UserError", "WorkerStopped"]
 
 
 class WorkerStopped(BaseException):

@@ -14,10 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
-from search._artifacts import fetch_probs, fold_key, upload_file, upload_fold
-from search._ensemble import ensemble_probs, fold_weights, macro_f1
-from search._errors import UserError, WorkerStopped  # noqa: F401 - re-exported
-from search._settings import StudySettings
+from histosweep.data import CLASSES, dataset_fingerprint, load_dataset, open_cache
+from histosweep.model import macro_f1
+from histosweep.search._artifacts import fetch_probs, fold_key, upload_file, upload_fold
+from histosweep.search._ensemble import ensemble_probs, fold_weights
+from histosweep.search._errors import UserError, WorkerStopped  # noqa: F401 - re-exported
+from histosweep.search._plots import confusion_png
+from histosweep.search._settings import StudySettings
 
 log = logging.getLogger("histosweep")
 
@@ -42,7 +45,6 @@ class Runtime:
 
     def dataset(self):
         if self._dataset is None:
-            from data import dataset_fingerprint, load_dataset
 
             root = self.settings.data_path(self.data_root)
             ds = load_dataset(root, labeled=True)
@@ -58,7 +60,6 @@ class Runtime:
         """(cached arrays, cache row of each kept sample) for the config's resolution/mode."""
         key = (cfg.resolution, cfg.resize_mode)
         if key not in self._caches:
-            from data import open_cache
 
             cache = open_cache(self.dataset(), cfg.resolution, cfg.resize_mode, progress=self.progress)
             row_of = {sid: i for i, sid in enumerate(cache.sample_ids)}
@@ -104,7 +105,7 @@ class Objective:
 
     # --- folds -----------------------------------------------------------------------------
     def _train_fold(self, trial, f: int, cfg, cache, rows):
-        from model import train_fold
+        from histosweep.model import train_fold
 
         train_idx, val_idx = self.split.folds[f]
         holdout = self.split.holdout
@@ -221,9 +222,6 @@ class Objective:
         return value
 
     def _trial_pictures(self, trial, y_hold, ens, folds) -> None:
-        from data import CLASSES
-        from search._plots import confusion_png
-
         with tempfile.TemporaryDirectory(prefix="histosweep-trial-") as tmp:
             png = Path(tmp) / f"trial{trial.number}-holdout-confusion.png"
             confusion_png(png, y_hold, ens.argmax(1), CLASSES,

@@ -12,8 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from search._errors import UserError
-from search._space import Space
+from histosweep.data import Split
+from histosweep.search._errors import UserError
+from histosweep.search._space import Space
 
 SETTINGS_KEY = "histosweep"
 FORMAT_VERSION = 1
@@ -54,8 +55,6 @@ class StudySettings:
         return Space.from_dict(self.space)
 
     def split_obj(self):
-        from data import Split
-
         return Split.from_dict(self.split)
 
     def label_array(self) -> np.ndarray:

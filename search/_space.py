@@ -15,7 +15,8 @@ from typing import Any
 
 import tomllib
 
-from model import ConfigError, TrainConfig, field_names, field_types
+from histosweep.exceptions import HistosweepError
+from histosweep.model import ConfigError, TrainConfig, field_names, field_types
 
 RANGE_KEYS = {"low", "high", "log", "step"}
 # Names people reach for from other frameworks -> our field names (for "did you mean").
@@ -33,7 +34,7 @@ REQUIRED_KEYS = (
 )
 
 
-class SpaceError(ValueError):
+class SpaceError(HistosweepError, ValueError):
     """A problem in a space file: one line, naming the file, the key and the fix."""
 
 
@@ -109,7 +110,7 @@ def _first(p: Param) -> Any:
 
 
 def default_space_path() -> Path:
-    return Path(str(resources.files("search").joinpath("default_space.toml")))
+    return Path(str(resources.files("histosweep.search").joinpath("default_space.toml")))
 
 
 def load_space(path: str | Path | None = None) -> Space:
@@ -206,7 +207,7 @@ def _check_values(source: str, params: dict[str, Param]) -> None:
 
 def check_backbones(space: Space) -> None:
     """Every backbone name in the space must be known to timm (imports timm: slow)."""
-    from model import check_backbone
+    from histosweep.model import check_backbone
 
     for name in ("image_backbone", "mask_backbone"):
         p = space.params[name]

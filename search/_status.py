@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from storage import count_trials_by_state, heartbeat_ages
+from histosweep.storage import count_trials_by_state, heartbeat_ages
 
 
 def study_status(study) -> dict[str, Any]:

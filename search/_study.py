@@ -9,9 +9,12 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from search._errors import UserError
-from search._settings import PRUNERS, StudySettings, load_settings, save_settings
-from search._space import Space, check_backbones, load_space
+from histosweep.data import CLASSES, audit_dataset, dataset_fingerprint, load_dataset, make_split
+from histosweep.search._errors import UserError
+from histosweep.search._pruner import SNAPSHOT_MAX_AGE_S, SnapshotPruner
+from histosweep.search._settings import PRUNERS, StudySettings, load_settings, save_settings
+from histosweep.search._space import Space, check_backbones, load_space
+from histosweep.storage import open_storage
 
 log = logging.getLogger("histosweep")
 
@@ -33,7 +36,6 @@ def create_study(name: str, storage_url: str | None, opts: CreateOptions, *, pro
     """Create study `name` (or accept an identical existing one); returns a summary dict."""
     import optuna
 
-    from storage import open_storage
 
     _check_options(opts)
     space = load_space(opts.space_file)
@@ -70,8 +72,6 @@ def _check_options(opts: CreateOptions) -> None:
 
 
 def build_settings(space: Space, opts: CreateOptions, *, progress=True) -> StudySettings:
-    from data import CLASSES, audit_dataset, dataset_fingerprint, load_dataset, make_split
-
     ds = load_dataset(opts.data, labeled=True, min_per_class=opts.folds)
     report = audit_dataset(ds, progress=progress)
     flagged = {e["sample_index"] for e in report.excluded}
@@ -96,7 +96,6 @@ def build_settings(space: Space, opts: CreateOptions, *, progress=True) -> Study
 
 def _check_kept_classes(labels: list[int], folds: int, *, flagged: int) -> None:
     """After the audit's exclusions every class still needs a sample per fold."""
-    from data import CLASSES
 
     short = [c for i, c in enumerate(CLASSES) if labels.count(i) < folds]
     if short and flagged:
@@ -144,7 +143,6 @@ def open_study(name: str, storage_url: str | None, *, heartbeat: int | None = No
     """Load an existing study; a missing name is one clear error listing what exists."""
     import optuna
 
-    from storage import open_storage
 
     storage = open_storage(storage_url, heartbeat=heartbeat)
     try:
@@ -167,7 +165,6 @@ def make_pruner(settings: StudySettings, epochs: int, *, snapshot_s: float | Non
     """
     import optuna
 
-    from search._pruner import SNAPSHOT_MAX_AGE_S, SnapshotPruner
 
     if settings.pruner == "none":
         return optuna.pruners.NopPruner()

@@ -17,7 +17,19 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from search._errors import UserError, WorkerStopped
+from histosweep.constants import ENV_ARTIFACTS, ENV_STORAGE
+from histosweep.search._db import fail_stale, gated_ask, heartbeat, is_db_outage, retry_db
+from histosweep.search._errors import UserError, WorkerStopped
+from histosweep.search._objective import Objective, Runtime
+from histosweep.search._settings import load_settings
+from histosweep.search._study import make_pruner, make_sampler, open_study
+from histosweep.storage import (
+    open_artifact_store,
+    redact,
+    redact_text,
+    resolve_storage_url,
+    retry_callback,
+)
 
 log = logging.getLogger("histosweep")
 IDLE_POLL_S = 5.0  # how often an idle worker re-checks whether running trials freed a slot
@@ -91,24 +103,16 @@ def _child_argv(opts: WorkerOptions) -> list[str]:
     return argv + ([] if opts.progress else ["--no-progress"])
 
 
-# NOTE: not `python -m search.cli`: -m puts the working folder first on sys.path, so a ./data or
-# ./model folder there (a dataset is often called data) would shadow our packages in the child.
-_CHILD_MAIN = (
-    "import sys; sys.path = [p for p in sys.path if p not in ('', '.')]; "
-    "from search.cli import main; sys.exit(main())"
-)
 
 
 def _spawn(opts: WorkerOptions, label: str, gpu: str, threads: int | None) -> subprocess.Popen:
-    from search.cli._common import ENV_ARTIFACTS, ENV_STORAGE
-
     env = dict(os.environ)
     # NOTE: the storage URL travels in the environment, not argv: argv is visible in `ps`.
     env[ENV_STORAGE] = opts.storage or env.get(ENV_STORAGE, "")
     env[ENV_ARTIFACTS] = opts.artifacts or env.get(ENV_ARTIFACTS, "")
     if gpu != "cpu":
         env["CUDA_VISIBLE_DEVICES"] = gpu
-    cmd = [sys.executable, "-c", _CHILD_MAIN, *_child_argv(opts), "--_slot", label, "--_gpu", gpu]
+    cmd = [sys.executable, "-m", "histosweep", *_child_argv(opts), "--_slot", label, "--_gpu", gpu]
     if threads:
         cmd += ["--_threads", str(threads)]
     return subprocess.Popen(cmd, env=env)
@@ -151,10 +155,6 @@ def setup_logging(opts: WorkerOptions, label: str) -> Path:
 
 def run_slot(opts: WorkerOptions, *, label: str, device: str, threads: int | None) -> int:
     """The trial loop of one worker process."""
-    from search._objective import Objective, Runtime
-    from search._settings import load_settings
-    from search._study import make_pruner, make_sampler, open_study
-    from storage import open_artifact_store, redact, resolve_storage_url
 
     logfile = setup_logging(opts, label)
     if threads:
@@ -235,7 +235,6 @@ class TrialLoop:
 
     def _ask(self):
         """A new trial, None when the study is full of running trials, False when done."""
-        from search._db import fail_stale, gated_ask
 
         fail_stale(self.study)
         return gated_ask(self.study, self.opts.n_trials)
@@ -244,7 +243,6 @@ class TrialLoop:
         import optuna
         from optuna.trial import TrialState
 
-        from search._db import heartbeat, is_db_outage, retry_db
 
         state, value, reason = TrialState.FAIL, None, None
         self.in_trial = True
@@ -282,8 +280,6 @@ class TrialLoop:
                         skip_if_finished=True)
 
     def _requeue(self, trial) -> None:
-        from storage import retry_callback
-
         frozen = self.study._storage.get_trial(trial._trial_id)
         retry_callback()(self.study, frozen)
 
@@ -303,7 +299,5 @@ class TrialLoop:
 
 
 def _reason(exc: BaseException) -> str:
-    from storage import redact_text
-
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return redact_text(f"{type(exc).__name__}: {text}"[:500])

@@ -2,18 +2,29 @@
 (folder or S3), atomic file writes, and password redaction. Imports nothing of ours.
 """
 
-from storage._artifacts import open_artifact_store, resolve_artifacts
-from storage._atomic import (
+from histosweep.storage._artifacts import open_artifact_store, resolve_artifacts
+from histosweep.storage._atomic import (
     atomic_dir,
     atomic_path,
     atomic_write_bytes,
     atomic_write_text,
     current_umask,
 )
-from storage._errors import StorageError
-from storage._queries import count_trials_by_state, heartbeat_ages, study_gate
-from storage._rdb import DEFAULT_HEARTBEAT_S, engine_options, open_storage, retry_callback
-from storage._url import is_sqlite, redact, redact_text, remember_secrets, resolve_storage_url
+from histosweep.storage._errors import StorageError
+from histosweep.storage._queries import count_trials_by_state, heartbeat_ages, study_gate
+from histosweep.storage._rdb import (
+    DEFAULT_HEARTBEAT_S,
+    engine_options,
+    open_storage,
+    retry_callback,
+)
+from histosweep.storage._url import (
+    is_sqlite,
+    redact,
+    redact_text,
+    remember_secrets,
+    resolve_storage_url,
+)
 
 __all__ = [
     "DEFAULT_HEARTBEAT_S",

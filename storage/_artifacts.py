@@ -8,10 +8,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from storage._errors import StorageError
-
-ENV_ARTIFACTS = "HISTOSWEEP_ARTIFACTS"
-DEFAULT_ARTIFACTS = "./artifacts"
+from histosweep.constants import DEFAULT_ARTIFACTS, ENV_ARTIFACTS
+from histosweep.storage._errors import StorageError
 
 
 def resolve_artifacts(spec: str | None = None) -> str:

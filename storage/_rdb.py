@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from storage._errors import StorageError
-from storage._url import is_grpc, is_sqlite, redact, redact_text, resolve_storage_url
+from histosweep.storage._errors import StorageError
+from histosweep.storage._url import is_grpc, is_sqlite, redact, redact_text, resolve_storage_url
 
 DEFAULT_HEARTBEAT_S = 60
 DEFAULT_MAX_RETRY = 3

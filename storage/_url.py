@@ -8,10 +8,8 @@ from __future__ import annotations
 import os
 import re
 
-from storage._errors import StorageError
-
-ENV_STORAGE = "HISTOSWEEP_STORAGE"
-DEFAULT_STORAGE = "sqlite:///histosweep.db"
+from histosweep.constants import DEFAULT_STORAGE, ENV_STORAGE
+from histosweep.storage._errors import StorageError
 
 # user:password@ inside any URL-looking text -> user:***@
 _PASSWORD_RE = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@\s]*)@")

@@ -68,7 +68,7 @@ def _isolated_cache(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def synth_root(tmp_path_factory) -> Path:
     """A small synthetic dataset in the challenge layout (read-only for tests)."""
-    from data import synthesize
+    from histosweep.data import synthesize
 
     root = tmp_path_factory.mktemp("synth")
     synthesize(root, n_train=64, n_test=12, seed=0, short_side=96)

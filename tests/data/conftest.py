@@ -26,7 +26,7 @@ def truth(synth_root: Path) -> dict:
 
 @pytest.fixture(scope="session")
 def synth_dataset(synth_root: Path):
-    from data import load_dataset
+    from histosweep.data import load_dataset
 
     return load_dataset(synth_root)
 
@@ -34,7 +34,7 @@ def synth_dataset(synth_root: Path):
 @pytest.fixture(scope="session")
 def synth_audit(synth_dataset, tmp_path_factory):
     """Cache (64 px) + audit of the synthetic set, in a cache folder of its own."""
-    from data import audit_dataset, build_cache
+    from histosweep.data import audit_dataset, build_cache
 
     cache = tmp_path_factory.mktemp("audit-cache")
     build_cache(synth_dataset, resolutions=[64], cache_dir=cache, workers=1, progress=False)

@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-import data
-from data import AuditReport, audit_dataset, build_cache, load_dataset
+from histosweep import data
+from histosweep.data import AuditReport, audit_dataset, build_cache, load_dataset
 
 
 def test_flags_every_planted_contaminant_and_nothing_else(synth_audit, truth):
@@ -65,7 +65,7 @@ def test_audit_is_cached_and_reuses_cache_features(synth_audit, synth_root, monk
     def no_decoding(job):
         raise AssertionError("decoded again")
 
-    monkeypatch.setattr(data._cache, "decode_sample", no_decoding)
+    monkeypatch.setattr(data._pool, "decode_sample", no_decoding)
     again = audit_dataset(load_dataset(synth_root), cache_dir=cache, progress=False)
     assert again.to_dict() == report.to_dict()
 
@@ -78,7 +78,7 @@ def test_features_come_from_the_cache_build(labeled_copy, tmp_path, monkeypatch)
     def no_decoding(job):
         raise AssertionError("the audit decoded an image the cache build had decoded")
 
-    monkeypatch.setattr(data._cache, "decode_sample", no_decoding)
+    monkeypatch.setattr(data._pool, "decode_sample", no_decoding)
     report = audit_dataset(ds, cache_dir=tmp_path, progress=False)
     assert report.samples == 12
 
@@ -106,7 +106,7 @@ def test_conflicting_duplicate_labels_warn(labeled_copy, truth, tmp_path):
 
 @pytest.mark.parametrize("kind", ["cartoon", "slime"])
 def test_rules_on_hand_made_features(kind):
-    from data._audit import judge
+    from histosweep.data._audit import judge
 
     clean = {
         "pixel_sha": "x",

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from data import IMAGENET_MEAN, IMAGENET_STD, BatchAugmenter, rand_bbox, to_model_inputs
+from histosweep.data import IMAGENET_MEAN, IMAGENET_STD, BatchAugmenter, rand_bbox, to_model_inputs
 
 
 def _batch(batch=8, size=16, seed=0):

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import data
-from data import (
+from histosweep import data
+from histosweep.data import (
     DataError,
     build_cache,
     dataset_fingerprint,
@@ -70,7 +70,7 @@ def test_second_open_builds_nothing(small_ds, tmp_path, monkeypatch):
     def no_decoding(job):
         raise AssertionError("the cache was rebuilt")
 
-    monkeypatch.setattr(data._cache, "decode_sample", no_decoding)
+    monkeypatch.setattr(data._pool, "decode_sample", no_decoding)
     again = open_cache(small_ds, 32, cache_dir=tmp_path, progress=False)
     build_cache(small_ds, resolutions=[32], cache_dir=tmp_path, progress=False)
     assert again.path == first.path
@@ -104,7 +104,7 @@ def test_fingerprint_covers_labels(small_ds):
 
 
 def test_failed_build_leaves_no_half_cache(small_ds, tmp_path, monkeypatch):
-    real = data._cache.decode_sample
+    real = data._pool.decode_sample
     calls = []
 
     def fail_midway(job):
@@ -113,7 +113,7 @@ def test_failed_build_leaves_no_half_cache(small_ds, tmp_path, monkeypatch):
             raise DataError("simulated decode failure")
         return real(job)
 
-    monkeypatch.setattr(data._cache, "decode_sample", fail_midway)
+    monkeypatch.setattr(data._pool, "decode_sample", fail_midway)
     with pytest.raises(DataError, match="simulated"):
         build_cache(small_ds, resolutions=[32, 48], cache_dir=tmp_path, workers=1, progress=False)
     leftovers = _entries(tmp_path)

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from search.cli import main
+from histosweep.cli import main
 
 
 def test_synth_then_prepare_json(tmp_path, capsys):

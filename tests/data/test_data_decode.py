@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from data import DataError, build_cache, decode_and_resize, load_dataset, open_cache
+from histosweep.data import DataError, build_cache, decode_and_resize, load_dataset, open_cache
 
 
 def _save_pair(folder, image: Image.Image, mask: np.ndarray, name="0000"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from data import DataError, Split, make_split
+from histosweep.data import DataError, Split, make_split
 
 
 @pytest.fixture()

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from data import CLASSES, DataError, open_cache, synthesize
+from histosweep.data import CLASSES, DataError, open_cache, synthesize
 
 
 def _digest(root) -> str:
@@ -71,7 +71,7 @@ def test_existing_folder_is_left_alone(tmp_path):
 
 
 def test_real_size_pictures_draw():
-    from data import _synth_draw as draw
+    from histosweep.data import _synth_draw as draw
 
     rng = np.random.default_rng(0)
     rgb, mask = draw.tissue(rng, 1024, 2048, 3)

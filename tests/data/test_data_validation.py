@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from data import CLASSES, DataError, load_dataset
+from histosweep.data import CLASSES, DataError, load_dataset
 
 
 def _error(root: Path, **kwargs) -> str:

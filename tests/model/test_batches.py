@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from model._batches import RowSource, effective_batches, epoch_order, epoch_seed, micro_chunks
+from histosweep.model._batches import (
+    RowSource,
+    effective_batches,
+    epoch_order,
+    epoch_seed,
+    micro_chunks,
+)
 
 
 def test_epoch_order_is_a_seeded_permutation():

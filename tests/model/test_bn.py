@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from model import TrainConfig, build_model
-from model._bn import batchnorm_layers, recalibrate_batchnorm
+from histosweep.model import TrainConfig, build_model
+from histosweep.model._bn import batchnorm_layers, recalibrate_batchnorm
 
 
 def _batches(n: int, seed: int = 0):

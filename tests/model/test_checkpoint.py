@@ -10,7 +10,7 @@ import pytest
 import safetensors.torch
 import torch
 
-from model import (
+from histosweep.model import (
     ModelError,
     TrainConfig,
     build_model,

@@ -7,8 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from model import ModelError, class_weights, soft_cross_entropy
-from model._loss import target_weight_sum
+from histosweep.model import ModelError, class_weights, soft_cross_entropy
+from histosweep.model._loss import target_weight_sum
 
 
 def test_class_weights_are_inverse_frequency_with_mean_one():

@@ -10,7 +10,7 @@ import textwrap
 import pytest
 import torch
 
-from model import (
+from histosweep.model import (
     IMAGE_BACKBONES,
     MASK_BACKBONES,
     DualBranchNet,
@@ -149,7 +149,7 @@ OFFLINE_SCRIPT = textwrap.dedent(
     socket.create_connection = refuse
     socket.getaddrinfo = refuse
 
-    from model import ModelError, TrainConfig, build_model
+    from histosweep.model import ModelError, TrainConfig, build_model
 
     cfg = TrainConfig(image_backbone="convnext_atto", mask_backbone="resnet10t", pretrained=True)
     try:

@@ -6,8 +6,8 @@ import pytest
 import torch
 from timm.optim import Lion
 
-from model import TrainConfig
-from model._optim import build_optimizer, build_scheduler, step_scheduler
+from histosweep.model import TrainConfig
+from histosweep.model._optim import build_optimizer, build_scheduler, step_scheduler
 
 
 def _tiny() -> torch.nn.Module:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from model import ModelError, TrainConfig, build_model, pick_device, predict_probs
+from histosweep.model import ModelError, TrainConfig, build_model, pick_device, predict_probs
 
 
 @pytest.fixture(scope="module")

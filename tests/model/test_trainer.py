@@ -10,7 +10,7 @@ import pytest
 import torch
 from sklearn.metrics import f1_score
 
-from model import (
+from histosweep.model import (
     DualBranchNet,
     EpochMetrics,
     ModelError,
@@ -18,7 +18,7 @@ from model import (
     predict_probs,
     train_fold,
 )
-from model._fold_state import FoldState
+from histosweep.model._fold_state import FoldState
 
 TINY = TrainConfig(
     resolution=32,
@@ -35,7 +35,7 @@ TINY = TrainConfig(
 
 @pytest.fixture(scope="module")
 def synth(synth_root):
-    from data import load_dataset
+    from histosweep.data import load_dataset
 
     ds = load_dataset(synth_root)
     return ds, ds.labels()
@@ -43,7 +43,7 @@ def synth(synth_root):
 
 @pytest.fixture(scope="module")
 def cache32(synth):
-    from data import open_cache
+    from histosweep.data import open_cache
 
     return open_cache(synth[0], 32, "stretch", progress=False)
 
@@ -67,7 +67,7 @@ def _losses(result) -> list[tuple]:
 @pytest.mark.slow
 def test_fold_learns_the_synthetic_signal_at_64px(synth, synth_root):
     """64 px, 5 epochs from scratch: training-set macro-F1 far above chance (0.25)."""
-    from data import open_cache
+    from histosweep.data import open_cache
 
     ds, labels = synth
     cache = open_cache(ds, 64, "stretch", progress=False)
@@ -146,14 +146,14 @@ def test_kept_weights_reproduce_val_and_holdout_probs(cache32, synth, small_spli
     f1s = iter([0.5, 0.5, 0.25])  # forced val F1 per epoch: a tie, then worse
 
     cfg = TINY.replace(epochs=3, t0=3, keep=keep)
-    import model._trainer as trainer
+    import histosweep.model._trainer as trainer
 
-    original = trainer.f1_score
+    original = trainer.macro_f1
     try:
-        trainer.f1_score = lambda *a, **k: next(f1s)
+        trainer.macro_f1 = lambda *a, **k: next(f1s)
         result = train_fold(cfg, cache32, labels, **small_split, progress=False)
     finally:
-        trainer.f1_score = original
+        trainer.macro_f1 = original
     assert result.best_epoch == (0 if keep == "best" else 2)  # ties -> the earlier epoch
     assert result.best_val_f1 == (0.5 if keep == "best" else 0.25)
     net = result.model()

@@ -21,7 +21,7 @@ def histosweep_cmd() -> list[str]:
     script = shutil.which("histosweep", path=str(Path(sys.executable).parent))
     if script:
         return [script]
-    return [sys.executable, "-c", "import sys; from search.cli import main; sys.exit(main())"]
+    return [sys.executable, "-c", "import sys; from histosweep.cli import main; sys.exit(main())"]
 
 
 def free_port() -> int:

@@ -34,7 +34,7 @@ def make_finished_study(url: str, artifacts: Path) -> None:
     import optuna
     from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 
-    from storage import open_storage
+    from histosweep.storage import open_storage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     artifacts.mkdir(parents=True, exist_ok=True)
@@ -208,6 +208,6 @@ def _assert_not_blank(png: Path) -> None:
     ],
 )
 def test_dashboard_url_is_one_a_person_can_open(host: str, url: str) -> None:
-    from search._dashboard import dashboard_url
+    from histosweep.search._dashboard import dashboard_url
 
     assert dashboard_url(host, 8080) == url

@@ -12,6 +12,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import tomllib
 import yaml
 
 from tests.ops._helpers import require_tool, venv_tool
@@ -54,13 +55,13 @@ def test_dockerfile_builds_the_package_as_a_non_root_histosweep_entrypoint() -> 
     assert user.isdigit() and int(user) != 0, "numeric non-root user (Kubernetes runAsNonRoot)"
     runs = " ".join(rest for word, rest in steps if word == "RUN")
     assert 'pip install ".[s3]"' in runs
-    # Every package the distribution ships is copied into the image.
-    pyproject = (ROOT / "pyproject.toml").read_text()
-    listed = re.search(r"^packages\s*=\s*\[(.*?)\]", pyproject, flags=re.M | re.S).group(1)
-    packages = re.findall(r'"([^"]+)"', listed)
+    # Every folder the distribution ships a package from is copied into the image.
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    packages, dirs = setuptools["packages"], setuptools.get("package-dir", {})
     assert packages
+    sources = {dirs.get(p, p.replace(".", "/")).split("/")[0] for p in packages}
     copied = {rest.split()[0] for word, rest in steps if word == "COPY"}
-    assert {p.split(".")[0] for p in packages} <= copied
+    assert sources <= copied
 
 
 def test_dockerfile_pins_the_same_torch_as_the_test_script() -> None:

@@ -16,7 +16,7 @@ STUDY = "ops-proxy"
 def test_storage_proxy_without_grpc_is_one_clear_line(tmp_path: Path) -> None:
     # NOTE: None in sys.modules makes `import grpc` fail, whether or not grpcio is installed.
     code = (
-        "import sys; sys.modules['grpc'] = None; from search.cli import main; "
+        "import sys; sys.modules['grpc'] = None; from histosweep.cli import main; "
         "sys.exit(main(sys.argv[1:]))"
     )
     result = subprocess.run(
@@ -47,7 +47,7 @@ def test_storage_proxy_round_trip(tmp_path: Path) -> None:
     import optuna
     from optuna.storages import GrpcStorageProxy
 
-    from storage import open_storage
+    from histosweep.storage import open_storage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     url = f"sqlite:///{tmp_path / 'proxied.db'}"

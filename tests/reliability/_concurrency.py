@@ -32,8 +32,8 @@ def worker_main(study_name: str, url: str, label: str, n_trials: int, log_path: 
     logging.getLogger("histosweep").setLevel(logging.INFO)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-    from search._worker import TrialLoop, WorkerOptions
-    from storage import open_storage
+    from histosweep.search._worker import TrialLoop, WorkerOptions
+    from histosweep.storage import open_storage
 
     study = optuna.load_study(study_name=study_name, storage=open_storage(url, heartbeat=60))
     opts = WorkerOptions(study=study_name, storage=url, artifacts=None, n_trials=n_trials,

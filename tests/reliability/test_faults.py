@@ -32,7 +32,7 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
 def _create(name: str, url: str, data: Path, tmp_path: Path, *, epochs: int) -> None:
-    from search._study import CreateOptions, create_study
+    from histosweep.search._study import CreateOptions, create_study
 
     create_study(name, url, CreateOptions(data=data, space_file=tiny_space(tmp_path, epochs=epochs),
                                           folds=2, pruner="none"), progress=False)
@@ -78,7 +78,7 @@ def test_a_forked_helper_ends_on_sigterm_without_stopping_the_trial():
     handler; its pool's SIGTERM must end it plainly, not run the stop logic in the copy."""
     import os
 
-    from search._worker import TrialLoop, WorkerOptions
+    from histosweep.search._worker import TrialLoop, WorkerOptions
 
     status = {}
 
@@ -204,7 +204,7 @@ BAD_WORDS = ("Traceback", "deadlock", "Deadlock", "could not serialize", "Serial
 
 
 def test_eight_processes_two_hundred_trials_exact_and_unique(pg_url, tmp_path):
-    from storage import open_storage
+    from histosweep.storage import open_storage
 
     optuna.create_study(study_name="race", storage=open_storage(pg_url), direction="maximize")
     ctx = multiprocessing.get_context("spawn")

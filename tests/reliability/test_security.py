@@ -21,7 +21,7 @@ from tests.search._helpers import load
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 REPO = Path(__file__).resolve().parents[2]
-PRODUCT = ("data", "model", "search", "storage", "bench", "scripts")
+PRODUCT = ("histosweep", "data", "model", "search", "bundle", "storage", "bench", "scripts")
 
 
 class Planted:

@@ -38,7 +38,7 @@ def tiny_space(tmp_path: Path, *, epochs: int = 2) -> Path:
 def cli(*args: str, check: bool = True, env: dict | None = None, timeout: float = 600):
     """Run the real `histosweep` command; returns the CompletedProcess."""
     proc = subprocess.run(
-        [sys.executable, "-m", "search.cli", *args], capture_output=True, text=True,
+        [sys.executable, "-m", "histosweep.cli", *args], capture_output=True, text=True,
         env={**os.environ, **(env or {})}, timeout=timeout,
     )
     if check and proc.returncode != 0:
@@ -48,7 +48,7 @@ def cli(*args: str, check: bool = True, env: dict | None = None, timeout: float 
 
 def start_worker(study: str, storage: str, artifacts: Path, *extra: str, log_dir: Path) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "search.cli", "worker", study, "--storage", storage,
+        [sys.executable, "-m", "histosweep.cli", "worker", study, "--storage", storage,
          "--artifacts", str(artifacts), "--gpus", "cpu", "--no-progress",
          "--log-dir", str(log_dir), *extra],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -70,7 +70,7 @@ def wait_for(predicate, *, timeout: float, what: str, proc: subprocess.Popen | N
 
 
 def load(study: str, storage: str) -> optuna.Study:
-    from storage import open_storage
+    from histosweep.storage import open_storage
 
     return optuna.load_study(study_name=study, storage=open_storage(storage))
 

@@ -10,8 +10,8 @@ import time
 import pytest
 from optuna.trial import TrialState
 
-from search._demo import MARKER, DemoPaths, claim_workdir
-from search._errors import UserError
+from histosweep._demo import MARKER, DemoPaths, claim_workdir
+from histosweep.search._errors import UserError
 from tests.search._helpers import cli, load
 
 

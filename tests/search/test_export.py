@@ -11,7 +11,7 @@ import numpy as np
 import optuna
 import pytest
 
-from search.cli import main
+from histosweep.cli import main
 from tests.search._helpers import load
 
 SPACE_64 = """
@@ -34,8 +34,8 @@ ensemble_temperature = 0.1
 
 def build_tiny_study(root: Path):
     """Synthesise ~40 samples, create study 'demo' (2 folds, no pruner), run 2 trials in-process."""
-    from data import synthesize
-    from search._demo import DemoPaths, create_demo_study, run_demo_workers
+    from histosweep._demo import DemoPaths, create_demo_study, run_demo_workers
+    from histosweep.data import synthesize
 
     paths = DemoPaths(root)
     synthesize(paths.data, n_train=40, n_test=8, seed=0, short_side=96)
@@ -113,10 +113,10 @@ def test_no_pickle_in_the_bundle(bundle):
 
 def test_holdout_f1_reproduced_from_the_bundle(study, bundle):
     """Load the bundle's checkpoints, predict the holdout images afresh, score it."""
-    from data import load_dataset
-    from search._ensemble import macro_f1
-    from search._predict import decode_samples, ensemble_predict, load_bundle
-    from search._settings import load_settings
+    from histosweep.bundle._predict import decode_samples, ensemble_predict, load_bundle
+    from histosweep.data import load_dataset
+    from histosweep.model import macro_f1
+    from histosweep.search._settings import load_settings
 
     best = load("demo", study.storage).best_trial
     settings = load_settings(load("demo", study.storage))
@@ -165,7 +165,7 @@ def test_trial_not_found_or_not_complete(study, tmp_path, capsys):
 
 
 def test_study_without_complete_trial(study, tmp_path, capsys):
-    from search._study import CreateOptions, create_study
+    from histosweep.search._study import CreateOptions, create_study
 
     create_study("empty", study.storage, CreateOptions(data=study.data, space_file=study.root / "space.toml",
                                                        folds=2, pruner="none"), progress=False)
@@ -233,13 +233,18 @@ def test_existing_out_needs_overwrite(study, bundle, tmp_path, capsys):
 
 
 def test_bootstrap_helpers_agree_with_the_ensemble_metric():
-    from search._ensemble import macro_f1
-    from search._report import bootstrap_ci, macro_f1_counts
+    from sklearn.metrics import f1_score
+
+    from histosweep.bundle._report import bootstrap_ci
+    from histosweep.model import macro_f1
 
     rng = np.random.default_rng(3)
     labels, preds = rng.integers(0, 4, 50), rng.integers(0, 4, 50)
     preds[:25] = labels[:25]
-    assert macro_f1_counts(labels, preds, 4) == pytest.approx(macro_f1(labels, preds), abs=1e-12)
+    sklearn_f1 = f1_score(labels, preds, average="macro", labels=[0, 1, 2, 3], zero_division=0)
+    assert macro_f1(labels, preds) == pytest.approx(sklearn_f1, abs=1e-12)
+    assert macro_f1(labels[:4], np.array([0, 0, 0, 0])) == pytest.approx(
+        f1_score(labels[:4], [0, 0, 0, 0], average="macro", labels=[0, 1, 2, 3], zero_division=0))
     low, high = bootstrap_ci(labels, preds, 4)
     assert (low, high) == bootstrap_ci(labels, preds, 4)
     assert low < macro_f1(labels, preds) < high

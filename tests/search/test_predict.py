@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from search.cli import main
+from histosweep.cli import main
 
 # a module import, so that test_export's tests are not collected a second time here
 from tests.search import test_export as export_tests
@@ -39,7 +39,7 @@ def read_rows(path: Path) -> tuple[list[str], list[list[str]]]:
 
 
 def test_predict_writes_one_sorted_row_per_test_image(bundle, tmp_path, capsys):
-    from data import CLASSES
+    from histosweep.data import CLASSES
 
     paths, b = bundle
     out = tmp_path / "sub" / "submission.csv"
@@ -70,7 +70,7 @@ def test_predict_tta_and_json(bundle, tmp_path, capsys):
 
 
 def test_bundle_loads_with_normalised_weights(bundle):
-    from search._predict import load_bundle
+    from histosweep.bundle._predict import load_bundle
 
     _, b = bundle
     loaded = load_bundle(b)

@@ -7,8 +7,8 @@ from types import SimpleNamespace
 import optuna
 import pytest
 
-from search._pruner import SnapshotPruner, _SnapshotStudy
-from search._study import make_pruner
+from histosweep.search._pruner import SnapshotPruner, _SnapshotStudy
+from histosweep.search._study import make_pruner
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import optuna
 import pytest
 
-from model import TrainConfig
-from search._space import Space, SpaceError, load_space
+from histosweep.model import TrainConfig
+from histosweep.search._space import Space, SpaceError, load_space
 
 
 def write(tmp_path, body: str):

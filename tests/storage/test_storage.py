@@ -5,8 +5,8 @@ from __future__ import annotations
 import optuna
 import pytest
 
-import storage
-from storage import StorageError
+from histosweep import storage
+from histosweep.storage import StorageError
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

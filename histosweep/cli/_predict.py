@@ -4,7 +4,7 @@ test folder, written as `sample_index,label`. Exercise: `histosweep predict b --
 
 from __future__ import annotations
 
-from search.cli._common import print_json
+from histosweep.cli._common import print_json
 
 
 def add_arguments(parser) -> None:
@@ -19,7 +19,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from search._predict import predict_folder
+    from histosweep.bundle._predict import predict_folder
 
     summary = predict_folder(
         args.bundle, args.images, args.out, tta=args.tta, batch_size=args.batch_size,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from search.cli._common import print_json, storage_arg
+from histosweep.cli._common import print_json, storage_arg
 
 
 def add_arguments(parser) -> None:
@@ -10,9 +10,9 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from search._status import format_status, study_status
-    from search._study import open_study
-    from storage import redact, resolve_storage_url
+    from histosweep.search._status import format_status, study_status
+    from histosweep.search._study import open_study
+    from histosweep.storage import redact, resolve_storage_url
 
     url = storage_arg(args)
     status = study_status(open_study(args.study, url))

@@ -15,10 +15,34 @@ from typing import Any
 
 import numpy as np
 
-from search._artifacts import fetch_checkpoint, fetch_metrics, fetch_probs, fold_key
-from search._ensemble import ensemble_probs, fold_weights, macro_f1
-from search._errors import UserError
-from search._predict import BUNDLE_FORMAT, FOLDS_DIR, MANIFEST, Bundle, BundleFold, file_sha256
+from histosweep.bundle._predict import (
+    BUNDLE_FORMAT,
+    FOLDS_DIR,
+    MANIFEST,
+    Bundle,
+    BundleFold,
+    decode_samples,
+    ensemble_predict,
+    file_sha256,
+    predict_folder,
+)
+from histosweep.bundle._report import (
+    BOOTSTRAP_RESAMPLES,
+    BOOTSTRAP_SEED,
+    ReportInputs,
+    bootstrap_ci,
+    per_class_scores,
+    render_report,
+)
+from histosweep.data import CLASSES, DataError, load_dataset
+from histosweep.model import ConfigError, TrainConfig, macro_f1
+from histosweep.search._artifacts import fetch_checkpoint, fetch_metrics, fetch_probs, fold_key
+from histosweep.search._ensemble import ensemble_probs, fold_weights
+from histosweep.search._errors import UserError
+from histosweep.search._plots import confusion_png, learning_curves_png
+from histosweep.search._settings import load_settings
+from histosweep.search._study import open_study
+from histosweep.storage import atomic_dir, current_umask, open_artifact_store
 
 REPORT = "report.html"
 SUBMISSION = "submission.csv"
@@ -56,7 +80,6 @@ class _Source:
 
 def export_best(opts: ExportOptions) -> dict[str, Any]:
     """Write the bundle for opts.study into opts.out; returns a summary (paths, metrics, warnings)."""
-    from storage import atomic_dir, open_artifact_store
 
     if opts.batch_size < 1:
         raise UserError(f"--batch-size {opts.batch_size}: must be >= 1")
@@ -93,7 +116,6 @@ def export_best(opts: ExportOptions) -> dict[str, Any]:
 
 def readable_by_others(path: Path) -> None:
     """Undo mkdtemp's/mkstemp's 0700/0600: a bundle is shared like any output (umask applies)."""
-    from storage import current_umask
 
     umask = current_umask()
     for p in [path, *path.rglob("*")]:
@@ -112,9 +134,6 @@ def _warn(warnings: list[str], text: str) -> None:
 
 # --- reading the study ---------------------------------------------------------------------
 def _read_source(opts: ExportOptions) -> _Source:
-    from search._settings import load_settings
-    from search._study import open_study
-
     study = open_study(opts.study, opts.storage)
     settings = load_settings(study)
     trial = pick_trial(study, opts.trial)
@@ -158,8 +177,6 @@ def _state_counts(trials) -> str:
 
 
 def _trial_config(trial):
-    from model import ConfigError, TrainConfig
-
     raw = trial.user_attrs.get("config")
     if not isinstance(raw, dict):
         raise UserError(f"trial {trial.number} has no stored config (user attr 'config'); it was not run by a histosweep worker")
@@ -216,7 +233,7 @@ def _write_folds(tmp: Path, store, src: _Source) -> list[dict[str, Any]]:
 
 def _verify_checkpoint(path: Path, cfg, *, what: str) -> None:
     """The checkpoint must hold exactly the trial's config and load into its network."""
-    from model import ModelError, load_checkpoint, read_checkpoint_config
+    from histosweep.model import ModelError, load_checkpoint, read_checkpoint_config
 
     try:
         stored = read_checkpoint_config(path)
@@ -244,7 +261,6 @@ def _stored_holdout(store, src: _Source) -> tuple[np.ndarray, np.ndarray]:
 
 def _recompute_holdout(opts, src: _Source, tmp: Path, folds, labels, warnings) -> float | None:
     """Holdout macro-F1 of the bundle's own checkpoints on freshly decoded holdout images."""
-    from search._predict import decode_samples, ensemble_predict
 
     samples = _holdout_samples(opts, src, warnings)
     if samples is None:
@@ -263,8 +279,6 @@ def _recompute_holdout(opts, src: _Source, tmp: Path, folds, labels, warnings) -
 
 
 def _holdout_samples(opts, src: _Source, warnings):
-    from data import DataError, load_dataset
-
     root = src.settings.data_path(opts.data)
     try:
         by_id = {s.sample_index: s for s in load_dataset(root, labeled=True).samples}
@@ -282,8 +296,6 @@ def _holdout_samples(opts, src: _Source, warnings):
 
 
 def _metrics(src: _Source, labels, ens, bundle_f1) -> dict[str, Any]:
-    from search._report import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, bootstrap_ci
-
     value = float(src.trial.value)
     low, high = bootstrap_ci(labels, ens.argmax(1), ens.shape[1])
     return {
@@ -300,8 +312,6 @@ def _metrics(src: _Source, labels, ens, bundle_f1) -> dict[str, Any]:
 
 # --- manifest, report, submission -----------------------------------------------------------
 def _manifest(src: _Source, folds, metrics) -> dict[str, Any]:
-    from data import CLASSES
-
     cfg = src.config
     return {
         "format": BUNDLE_FORMAT,
@@ -337,10 +347,6 @@ def _write_json(path: Path, doc: dict[str, Any]) -> None:
 
 
 def _write_report(tmp: Path, store, src: _Source, manifest, labels, ens) -> None:
-    from data import CLASSES
-    from search._plots import confusion_png, learning_curves_png
-    from search._report import ReportInputs, per_class_scores, render_report
-
     preds = ens.argmax(1)
     n = src.trial.number
     with tempfile.TemporaryDirectory(prefix="histosweep-report-") as pictures:
@@ -359,8 +365,6 @@ def _write_report(tmp: Path, store, src: _Source, manifest, labels, ens) -> None
 
 
 def _write_submission(opts: ExportOptions, tmp: Path) -> dict[str, Any]:
-    from search._predict import predict_folder
-
     return predict_folder(tmp, opts.test, tmp / SUBMISSION, tta=opts.tta, batch_size=opts.batch_size,
                           device=opts.device, progress=opts.progress)
 

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from search.cli._common import UserError, print_json
+from histosweep.cli._common import UserError, print_json
+from histosweep.constants import DEMO_WORKDIR as DEFAULT_WORKDIR
 
 
 def add_arguments(parser) -> None:
-    from search._demo import DEFAULT_WORKDIR
-
     parser.add_argument("--workdir", default=DEFAULT_WORKDIR,
                         help=f"folder for data, study, artifacts and bundle (default ./{DEFAULT_WORKDIR}); "
                              "a rerun replaces the study and bundle in it")
@@ -24,7 +23,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from search._demo import DemoOptions, format_summary, run_demo
+    from histosweep._demo import DemoOptions, format_summary, run_demo
 
     if args.storage or args.artifacts:
         raise UserError("demo keeps its study in WORKDIR/demo.db and WORKDIR/artifacts; "

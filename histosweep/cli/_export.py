@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from search.cli._common import artifacts_arg, print_json, storage_arg
+from histosweep.cli._common import artifacts_arg, print_json, storage_arg
 
 
 def add_arguments(parser) -> None:
@@ -22,7 +22,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from search._export import ExportOptions, export_best
+    from histosweep.bundle._export import ExportOptions, export_best
 
     opts = ExportOptions(
         study=args.study, out=Path(args.out), storage=storage_arg(args), artifacts=artifacts_arg(args),

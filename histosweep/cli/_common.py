@@ -8,19 +8,19 @@ import os
 import sys
 from typing import Any
 
-from search._errors import UserError
+from histosweep.constants import (
+    DEFAULT_ARTIFACTS,
+    DEFAULT_STORAGE,
+    ENV_ARTIFACTS,
+    ENV_DEBUG,
+    ENV_STORAGE,
+)
+from histosweep.exceptions import UserError
 
 __all__ = ["UserError"]  # re-exported for command modules
 
-# Env-var names live here and nowhere else.
-ENV_STORAGE = "HISTOSWEEP_STORAGE"
-ENV_ARTIFACTS = "HISTOSWEEP_ARTIFACTS"
-ENV_CACHE = "HISTOSWEEP_CACHE"
-ENV_DEBUG = "HISTOSWEEP_DEBUG"
-DEFAULT_STORAGE = "sqlite:///histosweep.db"
-DEFAULT_ARTIFACTS = "./artifacts"
 
-# name -> (module in search.cli, one-line summary)
+# name -> (module in histosweep.cli, one-line summary)
 COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("_synth", "write a synthetic dataset in the challenge layout"),
     "prepare": ("_prepare", "validate and audit a dataset, build its caches"),
@@ -65,7 +65,7 @@ def debug_enabled(args: argparse.Namespace | None) -> bool:
 
 
 def print_error(message: str) -> None:
-    from storage import redact_text
+    from histosweep.storage import redact_text
 
     lines = redact_text(message).rstrip().splitlines() or ["error"]
     print(f"error: {lines[0]}", file=sys.stderr)

@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from search.cli._common import ENV_CACHE, print_json
+from histosweep.cli._common import print_json
+from histosweep.constants import ENV_CACHE
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import data
+    from histosweep import data
 
     resolutions = _ints(args.resolutions, "--resolutions")
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
@@ -57,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _ints(text: str, option: str) -> list[int]:
-    from data import DataError
+    from histosweep.data import DataError
 
     try:
         values = [int(part) for part in text.split(",") if part.strip()]
@@ -76,7 +77,7 @@ def _looks_labeled(root: Path) -> bool:
 
 
 def _document(ds, report, resolutions, modes, args) -> dict:
-    import data
+    from histosweep import data
 
     flagged = report.excluded
     excluded = [] if args.keep_flagged else flagged

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from search.cli._common import print_json, storage_arg
+from histosweep.cli._common import print_json, storage_arg
 
 
 def add_arguments(parser) -> None:
@@ -21,8 +21,8 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from search._study import CreateOptions, create_study
-    from storage import redact, resolve_storage_url
+    from histosweep.search._study import CreateOptions, create_study
+    from histosweep.storage import redact, resolve_storage_url
 
     opts = CreateOptions(
         data=Path(args.data), space_file=Path(args.space) if args.space else None,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from search.cli._common import print_json
+from histosweep.cli._common import print_json
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from data import synthesize
+    from histosweep.data import synthesize
 
     root = synthesize(
         args.out,

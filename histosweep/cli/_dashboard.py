@@ -9,7 +9,7 @@ import argparse
 import errno
 import sys
 
-from search.cli._common import UserError, artifacts_arg, storage_arg
+from histosweep.cli._common import UserError, artifacts_arg, storage_arg
 
 DEFAULT_HOST = "127.0.0.1"  # NOTE: loopback by default: the dashboard can delete studies
 DEFAULT_PORT = 8080
@@ -27,8 +27,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from search._dashboard import dashboard_url, make_dashboard_server, serve_until_stopped
-    from storage import open_artifact_store, open_storage, redact, resolve_storage_url
+    from histosweep.search._dashboard import (
+        dashboard_url,
+        make_dashboard_server,
+        serve_until_stopped,
+    )
+    from histosweep.storage import open_artifact_store, open_storage, redact, resolve_storage_url
 
     if not 0 < args.port < 65536:
         raise UserError(f"--port {args.port} is not a TCP port: pass 1..65535")

@@ -15,8 +15,11 @@ from typing import Any
 
 import numpy as np
 
-from search._ensemble import ensemble_probs
-from search._errors import UserError
+from histosweep.data import CLASSES, decode_and_resize, load_dataset
+from histosweep.model import ConfigError, TrainConfig
+from histosweep.search._ensemble import ensemble_probs
+from histosweep.search._errors import UserError
+from histosweep.storage import atomic_write_text
 
 log = logging.getLogger("histosweep")
 
@@ -86,8 +89,6 @@ def _read_manifest(path: Path) -> dict[str, Any]:
 
 
 def _manifest_config(root: Path, manifest: dict[str, Any]):
-    from model import ConfigError, TrainConfig
-
     try:
         return TrainConfig.from_dict(manifest["config"])
     except (ConfigError, TypeError, AttributeError) as exc:
@@ -95,8 +96,6 @@ def _manifest_config(root: Path, manifest: dict[str, Any]):
 
 
 def _manifest_classes(root: Path, manifest: dict[str, Any]) -> tuple[str, ...]:
-    from data import CLASSES
-
     classes = tuple(manifest["classes"]) if isinstance(manifest["classes"], list) else ()
     if classes != tuple(CLASSES):
         raise UserError(
@@ -149,7 +148,6 @@ def file_sha256(path: Path) -> str:
 def load_test_folder(folder, resolution: int, mode: str, *, workers: int | None = None,
                      progress: bool = True) -> tuple[list[str], np.ndarray, np.ndarray]:
     """Validate TEST (every img_X needs its mask_X) and decode it: ids, (N,R,R,3), (N,R,R) uint8."""
-    from data import load_dataset
 
     folder = Path(folder)
     if not folder.is_dir():
@@ -192,8 +190,6 @@ def _decode_jobs(jobs: list[tuple], workers: int | None):
 
 
 def _decode_one(job: tuple) -> tuple[np.ndarray, np.ndarray]:
-    from data import decode_and_resize
-
     image_path, mask_path, resolution, mode = job
     return decode_and_resize(image_path, mask_path, resolution, mode)
 
@@ -202,7 +198,7 @@ def _decode_one(job: tuple) -> tuple[np.ndarray, np.ndarray]:
 def ensemble_predict(bundle: Bundle, images: np.ndarray, masks: np.ndarray, *, batch_size: int = 32,
                      tta: bool = False, device: str | None = None, progress: bool = True) -> np.ndarray:
     """Weighted mean of the shipped folds' softmax: (N, C) float64 (the trial's ensemble rule)."""
-    from model import ModelError, load_checkpoint, pick_device, predict_probs
+    from histosweep.model import ModelError, load_checkpoint, pick_device, predict_probs
 
     if batch_size < 1:
         raise UserError(f"--batch-size {batch_size}: must be >= 1")
@@ -230,7 +226,6 @@ def predict_folder(bundle_dir, images_dir, out_csv, *, tta: bool = False, batch_
                    device: str | None = None, workers: int | None = None,
                    progress: bool = True) -> dict[str, Any]:
     """Bundle + test folder -> submission CSV written atomically; returns a summary."""
-    from storage import atomic_write_text
 
     bundle = load_bundle(bundle_dir)
     cfg = bundle.config

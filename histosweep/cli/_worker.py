@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from search.cli._common import artifacts_arg, storage_arg
+from histosweep.cli._common import artifacts_arg, storage_arg
 
 
 def add_arguments(parser) -> None:
@@ -24,7 +24,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from search._worker import WorkerOptions, run_slot, run_workers
+    from histosweep.search._worker import WorkerOptions, run_slot, run_workers
 
     opts = WorkerOptions(
         study=args.study, storage=storage_arg(args), artifacts=artifacts_arg(args), gpus=args.gpus,

@@ -13,23 +13,10 @@ from typing import Any
 
 import numpy as np
 
+from histosweep.model import macro_f1_from_confusion
+
 BOOTSTRAP_RESAMPLES = 1000
 BOOTSTRAP_SEED = 0  # NOTE: fixed so that two exports of one trial give identical files
-
-
-def macro_f1_counts(labels: np.ndarray, preds: np.ndarray, num_classes: int) -> float:
-    """Macro-F1 over all classes, 0 for a class with no support and no prediction (sklearn's
-    zero_division=0): the vectorisable twin of search._ensemble.macro_f1."""
-    cm = np.bincount(labels * num_classes + preds, minlength=num_classes**2).reshape(num_classes, -1)
-    return float(_f1_from_confusion(cm[None])[0])
-
-
-def _f1_from_confusion(cms: np.ndarray) -> np.ndarray:
-    """(B, C, C) confusion matrices (rows true) -> (B,) macro-F1."""
-    tp = np.diagonal(cms, axis1=1, axis2=2).astype(np.float64)  # (B, C)
-    denom = cms.sum(axis=2) + cms.sum(axis=1)  # 2TP + FP + FN, (B, C)
-    f1 = np.divide(2 * tp, denom, out=np.zeros_like(tp), where=denom > 0)
-    return f1.mean(axis=1)
 
 
 def bootstrap_ci(labels: np.ndarray, preds: np.ndarray, num_classes: int, *,
@@ -45,7 +32,7 @@ def bootstrap_ci(labels: np.ndarray, preds: np.ndarray, num_classes: int, *,
     cells = labels[idx] * num_classes + preds[idx]  # (B, n)
     offsets = np.arange(resamples)[:, None] * num_classes**2
     cms = np.bincount((cells + offsets).ravel(), minlength=resamples * num_classes**2)
-    scores = _f1_from_confusion(cms.reshape(resamples, num_classes, num_classes))
+    scores = macro_f1_from_confusion(cms.reshape(resamples, num_classes, num_classes))
     alpha = (1 - level) / 2
     low, high = np.quantile(scores, [alpha, 1 - alpha])
     return (round(float(low), 6), round(float(high), 6))

@@ -11,20 +11,24 @@ import importlib
 import sys
 import traceback
 
-from search.cli._common import COMMANDS, UserError, common_parent, debug_enabled, print_error
+from histosweep.cli._common import COMMANDS, common_parent, debug_enabled, print_error
+from histosweep.exceptions import HistosweepError
 
-__all__ = ["main", "build_parser", "UserError"]
+__all__ = ["main", "build_parser"]
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from histosweep import __version__
+
     parser = argparse.ArgumentParser(
         prog="histosweep",
         description="Hyperparameter search for dual-branch histology subtype classifiers.",
     )
+    parser.add_argument("--version", action="version", version=f"histosweep {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     parent = common_parent()
     for name, (module_name, summary) in COMMANDS.items():
-        module = importlib.import_module(f"search.cli.{module_name}")
+        module = importlib.import_module(f"histosweep.cli.{module_name}")
         sub = subparsers.add_parser(name, help=summary, description=summary, parents=[parent])
         module.add_arguments(sub)
         sub.set_defaults(_module=module)
@@ -49,16 +53,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _one_line(exc: BaseException) -> str:
-    if _is_user_error(exc):
+    """Our errors are written for people; anything else is a bug, named as such."""
+    if isinstance(exc, HistosweepError):
         return str(exc)
     name = type(exc).__name__
     return f"unexpected {name}: {exc} (rerun with --debug for a traceback)"
-
-
-def _is_user_error(exc: BaseException) -> bool:
-    """Errors whose message is written for people: ours from every package."""
-    names = {"UserError", "DataError", "ModelError", "StorageError", "ConfigError", "SpaceError"}
-    return any(cls.__name__ in names for cls in type(exc).__mro__)
 
 
 if __name__ == "__main__":  # pragma: no cover

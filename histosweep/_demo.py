@@ -17,11 +17,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from search._errors import UserError
+from histosweep.constants import DEMO_WORKDIR
+from histosweep.exceptions import UserError
 
 STUDY = "demo"
 MARKER = ".histosweep-demo"
-DEFAULT_WORKDIR = "histosweep-demo"
+DEFAULT_WORKDIR = DEMO_WORKDIR
 # NOTE: 96 train images at short side 128 keep decoding cheap while 3 folds still see every class.
 DEMO_N_TRAIN = 96
 DEMO_N_TEST = 16
@@ -84,12 +85,12 @@ class DemoPaths:
 
 
 def demo_space_path() -> Path:
-    return Path(str(resources.files("search") / "demo_space.toml"))
+    return Path(str(resources.files("histosweep.search") / "demo_space.toml"))
 
 
 def run_demo(opts: DemoOptions) -> dict[str, Any]:
     """Run every stage; returns the summary (best trial, paths, dashboard command, seconds)."""
-    from search._export import ExportOptions, export_best
+    from histosweep.bundle._export import ExportOptions, export_best
 
     start = time.monotonic()
     paths = DemoPaths(Path(opts.workdir).expanduser().resolve())
@@ -142,13 +143,13 @@ def _use_cache(paths: DemoPaths) -> None:
     """Keep the image cache inside DIR unless HISTOSWEEP_CACHE says otherwise (workers inherit it)."""
     import os
 
-    from search.cli._common import ENV_CACHE
+    from histosweep.constants import ENV_CACHE
 
     os.environ.setdefault(ENV_CACHE, str(paths.cache))
 
 
 def make_data(paths: DemoPaths, opts: DemoOptions) -> Path:
-    from data import synthesize
+    from histosweep.data import synthesize
 
     return synthesize(paths.data, n_train=opts.n_train, n_test=opts.n_test, seed=0,
                       short_side=opts.short_side)
@@ -156,8 +157,8 @@ def make_data(paths: DemoPaths, opts: DemoOptions) -> Path:
 
 def prepare_data(root: Path, space_file: Path, *, progress: bool = True) -> None:
     """What `histosweep prepare` does: validate, build the caches the space can ask for, audit."""
-    import data
-    from search._space import load_space
+    from histosweep import data
+    from histosweep.search._space import load_space
 
     ds = data.load_dataset(root, labeled=True)
     resolutions, modes = _cache_targets(load_space(space_file))
@@ -180,7 +181,7 @@ def _cache_targets(space) -> tuple[list[int], list[str]]:
 
 def create_demo_study(paths: DemoPaths, space_file: Path, *, folds: int, pruner: str,
                       progress: bool = True) -> dict[str, Any]:
-    from search._study import CreateOptions, create_study
+    from histosweep.search._study import CreateOptions, create_study
 
     opts = CreateOptions(data=paths.data, space_file=Path(space_file), folds=folds, pruner=pruner,
                          force=True)
@@ -190,7 +191,7 @@ def create_demo_study(paths: DemoPaths, space_file: Path, *, folds: int, pruner:
 def run_demo_workers(paths: DemoPaths, *, trials: int, workers: int, heartbeat: int = 20,
                      progress: bool = True) -> int:
     """`workers` CPU worker processes (one in-process when 1) until `trials` trials finished."""
-    from search._worker import WorkerOptions, run_workers
+    from histosweep.search._worker import WorkerOptions, run_workers
 
     return run_workers(WorkerOptions(
         study=STUDY, storage=paths.storage, artifacts=str(paths.artifacts), gpus="cpu",
@@ -205,8 +206,8 @@ def dashboard_command(paths: DemoPaths) -> str:
 
 
 def _summary(paths: DemoPaths, export: dict[str, Any], seconds: float) -> dict[str, Any]:
-    from search._status import study_status
-    from search._study import open_study
+    from histosweep.search._status import study_status
+    from histosweep.search._study import open_study
 
     status = study_status(open_study(STUDY, paths.storage))
     return {

@@ -13,7 +13,7 @@ import socket
 import sys
 import warnings
 
-from search.cli._common import UserError, storage_arg
+from histosweep.cli._common import UserError, storage_arg
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 13000  # Optuna's own default for run_grpc_proxy_server
@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     _require_grpc()
     import optuna
 
-    from storage import open_storage, redact, resolve_storage_url
+    from histosweep.storage import open_storage, redact, resolve_storage_url
 
     if not 0 < args.port < 65536:
         raise UserError(f"--port {args.port} is not a TCP port: pass 1..65535")

@@ -1,0 +1,30 @@
+"""The exported ensemble: export-best (bundle, manifest, report), predict, the report's figures.
+
+Reads a finished search through `histosweep.search`; the CLI is a thin layer over both.
+Exercise: `histosweep export-best STUDY --out bundle --test TEST` and `histosweep predict`.
+"""
+
+from histosweep.bundle._export import ExportOptions, export_best, pick_trial
+from histosweep.bundle._predict import (
+    Bundle,
+    BundleFold,
+    decode_samples,
+    ensemble_predict,
+    load_bundle,
+    predict_folder,
+)
+from histosweep.bundle._report import bootstrap_ci, per_class_scores
+
+__all__ = [
+    "Bundle",
+    "BundleFold",
+    "ExportOptions",
+    "bootstrap_ci",
+    "decode_samples",
+    "ensemble_predict",
+    "export_best",
+    "load_bundle",
+    "per_class_scores",
+    "pick_trial",
+    "predict_folder",
+]

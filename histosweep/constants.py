@@ -1,0 +1,24 @@
+"""Names defined once: environment variables and their defaults, the class list, resize modes.
+
+Every package reads these from here; nothing below the CLI imports from `histosweep.cli`.
+"""
+
+from __future__ import annotations
+
+# Environment variables (hatch keeps them in one `config/constants.py`; so do we).
+ENV_STORAGE = "HISTOSWEEP_STORAGE"
+ENV_ARTIFACTS = "HISTOSWEEP_ARTIFACTS"
+ENV_CACHE = "HISTOSWEEP_CACHE"
+ENV_DEBUG = "HISTOSWEEP_DEBUG"
+DEFAULT_STORAGE = "sqlite:///histosweep.db"
+DEFAULT_ARTIFACTS = "./artifacts"
+
+# The challenge's classes, in label-id order (the submission writes them as text).
+CLASSES: tuple[str, ...] = ("Luminal A", "Luminal B", "HER2(+)", "Triple negative")
+NUM_CLASSES = len(CLASSES)
+
+# `histosweep demo` works in this folder unless --workdir says otherwise.
+DEMO_WORKDIR = "histosweep-demo"
+
+# How an image becomes a square of `resolution` px.
+RESIZE_MODES: tuple[str, ...] = ("stretch", "pad", "reflect")
