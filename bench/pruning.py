@@ -1,4 +1,4 @@
-"""Epochs the study's pruner saves, and what it costs in best holdout F1: the same budget of
+"""Epochs the study's pruner saves, and what it costs in best out-of-fold F1: the same budget of
 trials on synthetic data with tiny CPU models, once with the pruner and once with `none`.
 
 Run: `python bench/pruning.py [--trials 20] [--pruner percentile]` (CPU, ~10 min on 2 cores). Uses the
@@ -32,8 +32,6 @@ weight_decay = {{ low = 1e-3, high = 1e-1, log = true }}
 dropout = {{ low = 0.0, high = 0.5 }}
 color_jitter_prob = {{ low = 0.0, high = 1.0 }}
 cutmix_prob = [0.0, 0.5]
-ensemble_top_k = [1, 2]
-ensemble_temperature = 0.1
 """
 
 
@@ -64,7 +62,8 @@ def patch_workers(seed: int | None, try_pruner: str | None = None) -> None:
     """Seed the workers' sampler (both searches then draw the same first configs: only pruning
     differs) and, with --try-pruner, swap make_pruner's pruner for a candidate. run_slot looks
     both factories up in search._study when it starts, so patching the module is enough."""
-    import histosweep.search._study as study_mod
+    # NOTE: the worker module's own names: run_slot calls make_pruner/make_sampler from there
+    import histosweep.search._worker as study_mod
 
     if getattr(study_mod.make_pruner, "_bench_patched", False):
         return
@@ -113,7 +112,7 @@ def run_search(name: str, pruner: str, args, root: Path, data: Path, space: Path
     status = study_status(study)
     return {
         "pruner": pruner, "trials": status["trials"], "epochs_run": status["epochs"]["finished_trials_run"],
-        "epochs_full": status["epochs"]["finished_trials_full"], "best_holdout_f1": round(study.best_value, 4),
+        "epochs_full": status["epochs"]["finished_trials_full"], "best_oof_f1": round(study.best_value, 4),
         "best_trial": study.best_trial.number, "seconds": round(seconds, 1),
     }
 
@@ -146,7 +145,7 @@ def candidate_pruners(steps: int, epochs: int) -> dict:
 
 def replay(curves: list[tuple[dict[int, float], float]], make, steps: int) -> dict:
     """Feed the unpruned trials' per-epoch F1, in order, to a pruner: epochs it would run and the
-    best holdout F1 among the trials it lets finish (same configs: TPE divergence not modelled)."""
+    best out-of-fold F1 among the trials it lets finish (same configs: TPE divergence not modelled)."""
     import warnings
 
     import optuna
@@ -167,7 +166,7 @@ def replay(curves: list[tuple[dict[int, float], float]], make, steps: int) -> di
             study.tell(trial, None if pruned else holdout,
                        state=optuna.trial.TrialState.PRUNED if pruned else None)
             best = best if pruned else max(best, holdout)
-    return {"epochs_run": run, "best_holdout_f1": round(best, 4)}
+    return {"epochs_run": run, "best_oof_f1": round(best, 4)}
 
 
 def replay_all(url: str, name: str, steps: int, epochs: int) -> dict:
@@ -189,7 +188,7 @@ def replay_all(url: str, name: str, steps: int, epochs: int) -> dict:
 
 def compare(pruned: dict, unpruned: dict) -> dict:
     saved = 1.0 - pruned["epochs_run"] / unpruned["epochs_run"] if unpruned["epochs_run"] else 0.0
-    gap = unpruned["best_holdout_f1"] - pruned["best_holdout_f1"]
+    gap = unpruned["best_oof_f1"] - pruned["best_oof_f1"]
     return {"epochs_saved_share": round(saved, 4), "best_f1_gap": round(gap, 4),
             "target_met": saved >= 0.40 and gap <= 0.02}
 
@@ -225,11 +224,11 @@ def main(argv: list[str] | None = None) -> dict:
     if not args.json:
         for r in (pruned, unpruned):
             print(f"{r['pruner']:<8} epochs run {r['epochs_run']:>4} of {r['epochs_full']:>4}  "
-                  f"pruned {r['trials']['PRUNED']:>2}/{args.trials}  best holdout F1 {r['best_holdout_f1']:.4f}  "
+                  f"pruned {r['trials']['PRUNED']:>2}/{args.trials}  best out-of-fold F1 {r['best_oof_f1']:.4f}  "
                   f"{r['seconds']:.0f} s")
         print("replay of the unpruned search's curves (same configs, in order):")
         for label, r in replayed.items():
-            print(f"  {label:<15} saves {r['epochs_saved_share']:6.1%}  best holdout F1 {r['best_holdout_f1']:.4f}")
+            print(f"  {label:<15} saves {r['epochs_saved_share']:6.1%}  best out-of-fold F1 {r['best_oof_f1']:.4f}")
         print(f"epochs saved {result['epochs_saved_share']:.1%}  best-F1 gap {result['best_f1_gap']:+.4f}  "
               f"target (>=40% saved, gap <= 0.02) {'met' if result['target_met'] else 'NOT met'}")
     print(json.dumps(result))

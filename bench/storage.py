@@ -176,8 +176,7 @@ class TimedObjective:
                     raise optuna.TrialPruned("bench")
             self._attrs(trial, epochs_run=len(curve), **{f"fold_{f}": {"val_f1": value, "curve": curve[-EPOCHS:]}})
         pair = [curve[EPOCHS - 1], curve[-1]]
-        self._attrs(trial, fold_val_f1=pair, fold_holdout_f1=pair, fold_weights=[0.5, 0.5],
-                    fold_seconds=[1.0, 1.0], oof_f1=curve[-1], holdout_f1=curve[-1])
+        self._attrs(trial, fold_val_f1=pair, fold_seconds=[1.0, 1.0], oof_f1=curve[-1])
         return curve[-1]
 
     def _attrs(self, trial, **attrs) -> None:

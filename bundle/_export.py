@@ -1,7 +1,8 @@
-"""export-best: the best complete trial (or trial N) as a bundle — manifest, fold safetensors,
-report.html and optionally submission.csv — written in a temp folder and renamed at the end.
+"""export-best: the final ensemble, searched across the top trials after training, as a bundle —
+manifest, fold safetensors, report.html and optionally submission.csv — written in a temp
+folder and renamed at the end. The holdout (lockbox) is read here, once, to score the bundle.
 
-Exercise: `histosweep export-best STUDY --out bundle --test TEST`.
+Exercise: `histosweep export-best STUDY --out bundle --test TEST [--candidates N | --single | --trial N]`.
 """
 
 from __future__ import annotations
@@ -9,18 +10,26 @@ from __future__ import annotations
 import json
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from histosweep.bundle._ensemble import (
+    SELECTION_ROUNDS,
+    decide,
+    ensemble_probs,
+    fit_offsets,
+    greedy_selection,
+)
 from histosweep.bundle._predict import (
     BUNDLE_FORMAT,
     FOLDS_DIR,
     MANIFEST,
     Bundle,
     BundleFold,
+    BundleMember,
     decode_samples,
     ensemble_predict,
     file_sha256,
@@ -34,20 +43,24 @@ from histosweep.bundle._report import (
     per_class_scores,
     render_report,
 )
+from histosweep.constants import DEFAULT_CANDIDATES
 from histosweep.data import CLASSES, DataError, load_dataset
+from histosweep.exceptions import UserError
 from histosweep.model import ConfigError, TrainConfig, macro_f1
+from histosweep.search import check_current, load_settings, open_study
 from histosweep.search._artifacts import fetch_checkpoint, fetch_metrics, fetch_probs, fold_key
-from histosweep.search._ensemble import ensemble_probs, fold_weights
-from histosweep.search._errors import UserError
 from histosweep.search._plots import confusion_png, learning_curves_png
-from histosweep.search._settings import load_settings
-from histosweep.search._study import open_study
 from histosweep.storage import atomic_dir, current_umask, open_artifact_store
 
 REPORT = "report.html"
 SUBMISSION = "submission.csv"
-REPRODUCE_TOLERANCE = 1e-6  # |bundle holdout F1 - trial value| on the CPU
+REPRODUCE_TOLERANCE = 1e-6  # |bundle lockbox F1 - stored-probabilities lockbox F1| on the CPU
 VERSIONED = ("histosweep", "torch", "timm", "optuna", "numpy")
+LOCKBOX_NOTE = (
+    "The lockbox (holdout) selected nothing: trials were ranked, the ensemble was selected and "
+    "the decision offsets were fitted on out-of-fold predictions only; the lockbox was scored "
+    "once, here, for this estimate."
+)
 
 
 @dataclass(frozen=True)
@@ -56,7 +69,10 @@ class ExportOptions:
     out: Path
     storage: str | None = None
     artifacts: str | None = None
-    trial: int | None = None
+    trials: tuple[int, ...] = ()  # one: that trial alone; several: their equal-weight ensemble
+    single: bool = False  # a single-trial bundle of the best trial
+    candidates: int = DEFAULT_CANDIDATES  # top-N complete trials the ensemble selects from
+    calibrate: bool = True  # per-class decision offsets fitted on OOF
     test: Path | None = None
     data: str | None = None  # the training data, when it moved since create
     batch_size: int = 32
@@ -67,44 +83,65 @@ class ExportOptions:
 
 
 @dataclass
-class _Source:
-    """What export reads from the study: the trial, its settings, config and fold records."""
+class _Candidate:
+    """One complete trial: its config, fold records and stored probabilities."""
 
+    trial: Any
+    config: TrainConfig
+    records: list[dict[str, Any]]  # fold_<k> user attrs, k = 0..folds-1
+    oof: np.ndarray  # (N_oof, C), rows in the order of _Source.oof_rows
+    holdout: np.ndarray  # (N_holdout, C), equal mean of the folds
+    weight: float = 0.0
+
+
+@dataclass
+class _Source:
     study: Any
     settings: Any
-    trial: Any
-    config: Any  # model.TrainConfig
-    records: list[dict[str, Any]]  # fold_<k> user attrs, k = 0..folds-1
-    weights: np.ndarray
+    candidates: list[_Candidate]  # best first
+    oof_rows: np.ndarray
+    holdout_rows: np.ndarray
+    selection: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def members(self) -> list[_Candidate]:
+        return [c for c in self.candidates if c.weight > 0]
+
+    def labels(self, rows: np.ndarray) -> np.ndarray:
+        return self.settings.label_array()[rows]
 
 
 def export_best(opts: ExportOptions) -> dict[str, Any]:
     """Write the bundle for opts.study into opts.out; returns a summary (paths, metrics, warnings)."""
-
-    if opts.batch_size < 1:
-        raise UserError(f"--batch-size {opts.batch_size}: must be >= 1")
-    if opts.test is not None and not Path(opts.test).is_dir():
-        raise UserError(f"--test {opts.test}: no such folder; pass the folder of img_*.png + mask_*.png")
-    src = _read_source(opts)
+    _check_options(opts)
     out = Path(opts.out)
     _check_out(out, opts.overwrite)
     store = open_artifact_store(opts.artifacts)
+    src = _read_source(opts, store)
+    _stage(opts, f"selecting the ensemble from {len(src.candidates)} trial(s) on out-of-fold data")
+    offsets = _select(opts, src)
     warnings: list[str] = []
     try:
         with atomic_dir(out, replace=True) as tmp:
             _stage(opts, "fetching fold checkpoints")
-            folds = _write_folds(tmp, store, src)
-            labels, ens = _stored_holdout(store, src)
-            _stage(opts, "recomputing the holdout ensemble from the bundle's checkpoints")
-            bundle_f1 = _recompute_holdout(opts, src, tmp, folds, labels, warnings)
-            manifest = _manifest(src, folds, _metrics(src, labels, ens, bundle_f1))
+            members = _write_folds(tmp, store, src)
+            _stage(opts, "scoring the lockbox (holdout), once")
+            metrics = _metrics(src, offsets)
+            metrics["lockbox_f1_bundle"] = _recompute_lockbox(opts, src, tmp, members, offsets, warnings)
+            metrics["lockbox_f1_reproduced"] = (
+                None if metrics["lockbox_f1_bundle"] is None
+                else abs(metrics["lockbox_f1_bundle"] - metrics["lockbox_f1"]) <= REPRODUCE_TOLERANCE
+            )
+            manifest = _manifest(src, members, offsets, metrics, opts.calibrate)
             _write_json(tmp / MANIFEST, manifest)
             _stage(opts, "writing report.html")
-            _write_report(tmp, store, src, manifest, labels, ens)
+            _write_report(tmp / REPORT, store, src, manifest, offsets)
             submission = None
             if opts.test is not None:
                 _stage(opts, f"predicting {opts.test}")
-                submission = _write_submission(opts, tmp)
+                submission = predict_folder(tmp, opts.test, tmp / SUBMISSION, tta=opts.tta,
+                                            batch_size=opts.batch_size, device=opts.device,
+                                            progress=opts.progress)
             readable_by_others(tmp)
     except OSError as exc:  # disk full, read-only or missing parent: atomic_dir left nothing
         raise UserError(
@@ -114,9 +151,21 @@ def export_best(opts: ExportOptions) -> dict[str, Any]:
     return _summary(opts, src, manifest, submission, warnings)
 
 
+def _check_options(opts: ExportOptions) -> None:
+    if opts.batch_size < 1:
+        raise UserError(f"--batch-size {opts.batch_size}: must be >= 1")
+    if opts.candidates < 1:
+        raise UserError(f"--candidates {opts.candidates}: must be >= 1")
+    if opts.single and opts.trials:
+        raise UserError("--single and --trial N both choose the members; pass one of them")
+    if len(set(opts.trials)) != len(opts.trials):
+        raise UserError(f"--trial {' '.join(map(str, opts.trials))}: a trial is named twice")
+    if opts.test is not None and not Path(opts.test).is_dir():
+        raise UserError(f"--test {opts.test}: no such folder; pass the folder of img_*.png + mask_*.png")
+
+
 def readable_by_others(path: Path) -> None:
     """Undo mkdtemp's/mkstemp's 0700/0600: a bundle is shared like any output (umask applies)."""
-
     umask = current_umask()
     for p in [path, *path.rglob("*")]:
         p.chmod((0o777 if p.is_dir() else 0o666) & ~umask)
@@ -133,19 +182,33 @@ def _warn(warnings: list[str], text: str) -> None:
 
 
 # --- reading the study ---------------------------------------------------------------------
-def _read_source(opts: ExportOptions) -> _Source:
+def _read_source(opts: ExportOptions, store) -> _Source:
     study = open_study(opts.study, opts.storage)
     settings = load_settings(study)
-    trial = pick_trial(study, opts.trial)
-    config = _trial_config(trial)
-    records = _fold_records(trial, settings.folds)
-    val_f1 = [float(r["val_f1"]) for r in records]
-    weights = fold_weights(val_f1, top_k=config.ensemble_top_k, temperature=config.ensemble_temperature)
-    return _Source(study, settings, trial, config, records, weights)
+    check_current(study, settings)
+    split = settings.split_obj()
+    oof_rows = np.concatenate([np.asarray(split.folds[k][1], np.int64) for k in range(settings.folds)])
+    holdout_rows = np.asarray(split.holdout, dtype=np.int64)
+    trials = _candidate_trials(study, opts)
+    candidates = [_candidate(store, t, settings.folds, oof_rows.size) for t in trials]
+    return _Source(study, settings, candidates, oof_rows, holdout_rows)
+
+
+def _candidate_trials(study, opts: ExportOptions) -> list:
+    if opts.trials:
+        return [pick_trial(study, n) for n in opts.trials]
+    best = pick_trial(study, None)
+    if opts.single:
+        return [best]
+    from optuna.trial import TrialState
+
+    complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+    ranked = sorted(complete, key=lambda t: (-float(t.value), t.number))
+    return ranked[: opts.candidates]
 
 
 def pick_trial(study, number: int | None):
-    """Trial `number` (must be COMPLETE), or the best COMPLETE trial."""
+    """Trial `number` (must be COMPLETE), or the best COMPLETE trial (highest OOF macro-F1)."""
     from optuna.trial import TrialState
 
     trials = study.get_trials(deepcopy=False)
@@ -176,7 +239,19 @@ def _state_counts(trials) -> str:
     return ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no trials"
 
 
-def _trial_config(trial):
+def _candidate(store, trial, folds: int, n_oof: int) -> _Candidate:
+    config = _trial_config(trial)
+    records = _fold_records(trial, folds)
+    probs = [fetch_probs(store, r, what=f"trial {trial.number} fold {k}") for k, r in enumerate(records)]
+    oof = np.concatenate([p["val_probs"] for p in probs]).astype(np.float64)
+    if oof.shape[0] != n_oof:
+        raise UserError(f"trial {trial.number}: its folds predicted {oof.shape[0]} out-of-fold "
+                        f"samples, the study's split has {n_oof}; was the study re-created?")
+    holdout = np.mean([p["holdout_probs"] for p in probs], axis=0, dtype=np.float64)
+    return _Candidate(trial, config, records, oof, holdout)
+
+
+def _trial_config(trial) -> TrainConfig:
     raw = trial.user_attrs.get("config")
     if not isinstance(raw, dict):
         raise UserError(f"trial {trial.number} has no stored config (user attr 'config'); it was not run by a histosweep worker")
@@ -211,24 +286,51 @@ def _check_out(out: Path, overwrite: bool) -> None:
         raise UserError(f"--out {out} is not an export-best bundle (no {MANIFEST}); refusing to replace it")
 
 
+# --- selection (out-of-fold only) -------------------------------------------------------------
+def _select(opts: ExportOptions, src: _Source) -> np.ndarray:
+    """Member weights (greedy selection on OOF) and the decision offsets (fitted on OOF)."""
+    labels = src.labels(src.oof_rows)
+    oof = [c.oof for c in src.candidates]
+    if opts.trials or len(oof) == 1:  # the user chose the members: equal weights, no selection
+        weights, path, rounds = np.full(len(oof), 1 / len(oof)), list(range(len(oof))), len(oof)
+    else:
+        sel = greedy_selection(oof, labels)
+        weights, path, rounds = sel.weights, sel.path, SELECTION_ROUNDS
+    for c, w in zip(src.candidates, weights, strict=True):
+        c.weight = float(w)
+    src.selection = {
+        "method": "single trial" if len(oof) == 1 else
+        "the trials named by --trial, equal weights" if opts.trials else
+        "greedy ensemble selection with replacement (Caruana et al. 2004) on out-of-fold macro-F1, "
+        "log loss as tie-break, best prefix kept; weights = picks / prefix length",
+        "candidates": [c.trial.number for c in src.candidates],
+        "rounds": rounds,
+        "path": [src.candidates[i].trial.number for i in path],
+    }
+    ensemble = ensemble_probs(oof, weights)
+    return fit_offsets(ensemble, labels) if opts.calibrate else np.zeros(len(CLASSES))
+
+
 # --- fold files ----------------------------------------------------------------------------
 def _write_folds(tmp: Path, store, src: _Source) -> list[dict[str, Any]]:
-    """Fetch and verify each fold with weight > 0 into tmp/folds; the manifest's fold entries."""
+    """Fetch and verify every member's folds into tmp/folds; the manifest's member entries."""
     (tmp / FOLDS_DIR).mkdir()
-    entries = []
-    for k, (record, weight) in enumerate(zip(src.records, src.weights, strict=True)):
-        rel = None
-        if weight > 0:
-            rel = f"{FOLDS_DIR}/fold_{k}.safetensors"
-            what = f"trial {src.trial.number} fold {k}"
+    members = []
+    for c in src.members:
+        n = c.trial.number
+        folds = []
+        for k, record in enumerate(c.records):
+            rel = f"{FOLDS_DIR}/trial{n}_fold{k}.safetensors"
+            what = f"trial {n} fold {k}"
             fetch_checkpoint(store, record, tmp / rel, what=what)
-            _verify_checkpoint(tmp / rel, src.config, what=f"{what} checkpoint {record['checkpoint']}")
-        entries.append({
-            "fold": k, "file": rel, "val_f1": float(record["val_f1"]),
-            "holdout_f1": float(record["holdout_f1"]), "weight": float(weight),
-            "sha256": file_sha256(tmp / rel) if rel else None,
+            _verify_checkpoint(tmp / rel, c.config, what=f"{what} checkpoint {record['checkpoint']}")
+            folds.append({"fold": k, "file": rel, "val_f1": float(record["val_f1"]),
+                          "sha256": file_sha256(tmp / rel)})
+        members.append({
+            "trial": n, "weight": c.weight, "oof_f1": float(c.trial.value),
+            "config": c.config.to_dict(), "params": dict(c.trial.params), "folds": folds,
         })
-    return entries
+    return members
 
 
 def _verify_checkpoint(path: Path, cfg, *, what: str) -> None:
@@ -247,34 +349,56 @@ def _verify_checkpoint(path: Path, cfg, *, what: str) -> None:
         raise UserError(f"{what} cannot be loaded: {str(exc).replace(repr(str(path)), 'it')}") from None
 
 
-# --- holdout ---------------------------------------------------------------------------------
-def _stored_holdout(store, src: _Source) -> tuple[np.ndarray, np.ndarray]:
-    """Holdout labels and the trial's own ensemble probabilities (from its probs artifacts)."""
-    holdout = np.asarray(src.settings.split_obj().holdout, dtype=np.int64)
-    labels = src.settings.label_array()[holdout]
-    probs = [
-        fetch_probs(store, r, what=f"trial {src.trial.number} fold {k}")["holdout_probs"]
-        for k, r in enumerate(src.records)
-    ]
-    return labels, ensemble_probs(probs, src.weights)
+# --- the lockbox, read once ------------------------------------------------------------------
+def lockbox_probs(src: _Source) -> np.ndarray:
+    """The ensemble's holdout probabilities from the members' stored fold predictions."""
+    return ensemble_probs([c.holdout for c in src.members], [c.weight for c in src.members])
 
 
-def _recompute_holdout(opts, src: _Source, tmp: Path, folds, labels, warnings) -> float | None:
-    """Holdout macro-F1 of the bundle's own checkpoints on freshly decoded holdout images."""
+def _metrics(src: _Source, offsets: np.ndarray) -> dict[str, Any]:
+    y_oof, y_hold = src.labels(src.oof_rows), src.labels(src.holdout_rows)
+    oof = ensemble_probs([c.oof for c in src.members], [c.weight for c in src.members])
+    hold = lockbox_probs(src)
+    best = max(src.candidates, key=lambda c: (float(c.trial.value), -c.trial.number))
+    return {
+        "oof_f1": macro_f1(y_oof, oof),
+        "oof_f1_calibrated": macro_f1(y_oof, decide(oof, offsets)),
+        "lockbox_f1": macro_f1(y_hold, decide(hold, offsets)),
+        "lockbox_f1_ci95": list(bootstrap_ci(y_hold, decide(hold, offsets), len(CLASSES))),
+        "lockbox_f1_uncalibrated": macro_f1(y_hold, hold),
+        "lockbox_f1_uncalibrated_ci95": list(bootstrap_ci(y_hold, hold.argmax(1), len(CLASSES))),
+        "single_best": {
+            "trial": best.trial.number, "oof_f1": float(best.trial.value),
+            "lockbox_f1": macro_f1(y_hold, best.holdout),
+            "lockbox_f1_ci95": list(bootstrap_ci(y_hold, best.holdout.argmax(1), len(CLASSES))),
+        },
+        "holdout_size": int(y_hold.size),
+        "oof_size": int(y_oof.size),
+        "bootstrap_resamples": BOOTSTRAP_RESAMPLES,
+        "bootstrap_seed": BOOTSTRAP_SEED,
+        "note": LOCKBOX_NOTE,
+    }
 
+
+def _recompute_lockbox(opts, src: _Source, tmp: Path, members, offsets, warnings) -> float | None:
+    """Lockbox macro-F1 of the bundle's own checkpoints on freshly decoded holdout images."""
     samples = _holdout_samples(opts, src, warnings)
     if samples is None:
         return None
-    images, masks = decode_samples(samples, src.config.resolution, src.config.resize_mode,
-                                   progress=opts.progress)
-    shipped = [BundleFold(f["fold"], tmp / f["file"], f["weight"]) for f in folds if f["file"]]
-    bundle = Bundle(tmp, {}, src.config, (), shipped)
-    probs = ensemble_predict(bundle, images, masks, batch_size=opts.batch_size, device=opts.device,
+    shipped = [
+        BundleMember(m["trial"], TrainConfig.from_dict(m["config"]), m["weight"],
+                     [BundleFold(f["fold"], tmp / f["file"]) for f in m["folds"]])
+        for m in members
+    ]
+    bundle = Bundle(tmp, {}, tuple(CLASSES), shipped, offsets)
+    arrays = decode_samples(samples, bundle.targets(), progress=opts.progress)
+    probs = ensemble_predict(bundle, arrays, batch_size=opts.batch_size, device=opts.device,
                              progress=opts.progress)
-    value = macro_f1(labels, probs)
-    if abs(value - float(src.trial.value)) > REPRODUCE_TOLERANCE:
-        _warn(warnings, f"the bundle's holdout macro-F1 {value:.6f} differs from trial "
-              f"{src.trial.number}'s {src.trial.value:.6f} (non-CPU numerics, or the data changed)")
+    value = macro_f1(src.labels(src.holdout_rows), decide(probs, offsets))
+    stored = macro_f1(src.labels(src.holdout_rows), decide(lockbox_probs(src), offsets))
+    if abs(value - stored) > REPRODUCE_TOLERANCE:
+        _warn(warnings, f"the bundle's lockbox macro-F1 {value:.6f} differs from the one its "
+              f"trials' stored predictions give, {stored:.6f} (non-CPU numerics, or the data changed)")
     return value
 
 
@@ -283,48 +407,55 @@ def _holdout_samples(opts, src: _Source, warnings):
     try:
         by_id = {s.sample_index: s for s in load_dataset(root, labeled=True).samples}
     except DataError as exc:
-        _warn(warnings, f"holdout F1 not recomputed: training data at {root} is not readable "
-              f"({str(exc).splitlines()[0]}); pass --data DATA where it moved")
+        _warn(warnings, f"lockbox F1 not recomputed from the bundle: training data at {root} is "
+              f"not readable ({str(exc).splitlines()[0]}); pass --data DATA where it moved")
         return None
-    ids = [src.settings.sample_ids[int(i)] for i in src.settings.split_obj().holdout]
+    ids = [src.settings.sample_ids[int(i)] for i in src.holdout_rows]
     absent = [i for i in ids if i not in by_id]
     if absent:
-        _warn(warnings, f"holdout F1 not recomputed: {len(absent)} holdout image(s) such as "
-              f"{absent[0]} are gone from {root}")
+        _warn(warnings, f"lockbox F1 not recomputed from the bundle: {len(absent)} holdout "
+              f"image(s) such as {absent[0]} are gone from {root}")
         return None
     return [by_id[i] for i in ids]
 
 
-def _metrics(src: _Source, labels, ens, bundle_f1) -> dict[str, Any]:
-    value = float(src.trial.value)
-    low, high = bootstrap_ci(labels, ens.argmax(1), ens.shape[1])
-    return {
-        "holdout_f1": value,
-        "holdout_f1_bundle": bundle_f1,
-        "holdout_f1_reproduced": None if bundle_f1 is None else abs(bundle_f1 - value) <= REPRODUCE_TOLERANCE,
-        "holdout_f1_ci95": [low, high],
-        "bootstrap_resamples": BOOTSTRAP_RESAMPLES,
-        "bootstrap_seed": BOOTSTRAP_SEED,
-        "oof_f1": src.trial.user_attrs.get("oof_f1"),
-        "holdout_size": int(len(labels)),
-    }
+# --- report -----------------------------------------------------------------------------------
+def _write_report(path: Path, store, src: _Source, manifest, offsets) -> None:
+    labels = src.labels(src.holdout_rows)
+    preds = decide(lockbox_probs(src), offsets)
+    top = max(src.members, key=lambda c: (c.weight, -c.trial.number))
+    n = top.trial.number
+    with tempfile.TemporaryDirectory(prefix="histosweep-report-") as pictures:
+        cm = confusion_png(Path(pictures) / "cm.png", labels, preds, CLASSES,
+                           title="final ensemble on the lockbox (holdout)").read_bytes()
+        epochs = {k: fetch_metrics(store, r, what=f"trial {n} fold {k}")["epochs"]
+                  for k, r in enumerate(top.records)}
+        curves = learning_curves_png(Path(pictures) / "curves.png", epochs,
+                                     title=f"trial {n}: learning curves").read_bytes()
+    path.write_text(render_report(ReportInputs(
+        study=src.study.study_name, metrics=manifest["metrics"], members=manifest["members"],
+        selection=manifest["selection"], decision=manifest["decision"],
+        per_class=per_class_scores(labels, preds, CLASSES), confusion_png=cm,
+        curves_png=curves, curves_trial=n,
+    )), encoding="utf-8")
 
 
-# --- manifest, report, submission -----------------------------------------------------------
-def _manifest(src: _Source, folds, metrics) -> dict[str, Any]:
-    cfg = src.config
+# --- manifest, summary ----------------------------------------------------------------------
+def _manifest(src: _Source, members, offsets, metrics, calibrate: bool) -> dict[str, Any]:
+    s = src.settings
     return {
         "format": BUNDLE_FORMAT,
         "study": src.study.study_name,
-        "trial": src.trial.number,
         "classes": list(CLASSES),
-        "config": cfg.to_dict(),
-        "params": dict(src.trial.params),
-        "data_fingerprint": src.settings.fingerprint,
-        "split": {"folds": src.settings.folds, "holdout": src.settings.holdout, "seed": src.settings.seed},
-        "ensemble": {"top_k": cfg.ensemble_top_k, "temperature": cfg.ensemble_temperature,
-                     "rule": "top-k folds by validation macro-F1, weights proportional to exp(F1/T)"},
-        "folds": folds,
+        "members": members,
+        "selection": src.selection,
+        "decision": {
+            "offsets": [float(o) for o in offsets], "calibrated": calibrate,
+            "rule": "argmax over classes of log(ensemble probability) + offset; offsets fitted "
+                    "on out-of-fold predictions by coordinate ascent on macro-F1",
+        },
+        "data_fingerprint": s.fingerprint,
+        "split": {"folds": s.folds, "holdout": s.holdout, "seed": s.seed},
         "metrics": metrics,
         "versions": package_versions(),
     }
@@ -346,36 +477,14 @@ def _write_json(path: Path, doc: dict[str, Any]) -> None:
     path.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
-def _write_report(tmp: Path, store, src: _Source, manifest, labels, ens) -> None:
-    preds = ens.argmax(1)
-    n = src.trial.number
-    with tempfile.TemporaryDirectory(prefix="histosweep-report-") as pictures:
-        cm = confusion_png(Path(pictures) / "cm.png", labels, preds, CLASSES,
-                           title=f"trial {n}: ensemble on holdout").read_bytes()
-        epochs = {k: fetch_metrics(store, r, what=f"trial {n} fold {k}")["epochs"]
-                  for k, r in enumerate(src.records)}
-        curves = learning_curves_png(Path(pictures) / "curves.png", epochs,
-                                     title=f"trial {n}: learning curves").read_bytes()
-    page = render_report(ReportInputs(
-        study=src.study.study_name, trial=n, metrics=manifest["metrics"],
-        per_class=per_class_scores(labels, preds, CLASSES), folds=manifest["folds"],
-        params=manifest["params"], config=manifest["config"], confusion_png=cm, curves_png=curves,
-    ))
-    (tmp / REPORT).write_text(page, encoding="utf-8")
-
-
-def _write_submission(opts: ExportOptions, tmp: Path) -> dict[str, Any]:
-    return predict_folder(tmp, opts.test, tmp / SUBMISSION, tta=opts.tta, batch_size=opts.batch_size,
-                          device=opts.device, progress=opts.progress)
-
-
 def _summary(opts, src: _Source, manifest, submission, warnings) -> dict[str, Any]:
     out = Path(opts.out)
+    members = manifest["members"]
     return {
-        "study": src.study.study_name, "trial": src.trial.number, "out": str(out),
-        "value": manifest["metrics"]["holdout_f1"], "metrics": manifest["metrics"],
-        "params": manifest["params"],
-        "folds": [f["fold"] for f in manifest["folds"] if f["file"]],
+        "study": src.study.study_name, "out": str(out),
+        "trial": max(members, key=lambda m: (m["weight"], -m["trial"]))["trial"],
+        "members": [{"trial": m["trial"], "weight": m["weight"], "oof_f1": m["oof_f1"]} for m in members],
+        "value": manifest["metrics"]["lockbox_f1"], "metrics": manifest["metrics"],
         "report": str(out / REPORT), "manifest": str(out / MANIFEST),
         "submission": str(out / SUBMISSION) if submission else None,
         "submission_rows": submission["rows"] if submission else None,

@@ -1,4 +1,5 @@
-"""Predict a test folder with an exported bundle: the weighted fold ensemble -> submission CSV.
+"""Predict a test folder with an exported bundle: the weighted ensemble of trials (each the equal
+average of its fold models), the decision offsets, then the submission CSV.
 
 `export-best --test` calls the same functions, so both write the same file.
 Exercise: `histosweep predict BUNDLE --images TEST --out submission.csv [--tta]`.
@@ -6,6 +7,9 @@ Exercise: `histosweep predict BUNDLE --images TEST --out submission.csv [--tta]`
 
 from __future__ import annotations
 
+import csv
+import hashlib
+import io
 import json
 import logging
 import os
@@ -15,37 +19,50 @@ from typing import Any
 
 import numpy as np
 
-from histosweep.data import CLASSES, decode_and_resize, load_dataset
+from histosweep.bundle._ensemble import decide, ensemble_probs
+from histosweep.data import CLASSES, decode_all, load_dataset
+from histosweep.exceptions import UserError
 from histosweep.model import ConfigError, TrainConfig
-from histosweep.search._ensemble import ensemble_probs
-from histosweep.search._errors import UserError
 from histosweep.storage import atomic_write_text
 
 log = logging.getLogger("histosweep")
 
 MANIFEST = "manifest.json"
 FOLDS_DIR = "folds"
-BUNDLE_FORMAT = 1
-SUBMISSION_HEADER = "sample_index,label"
-# NOTE: a process pool costs ~1 s per worker to spawn; only worth it for real test folders.
-_POOL_FROM = 64
-_MANIFEST_KEYS = ("format", "classes", "config", "folds")
+BUNDLE_FORMAT = 2  # 2: members (trials) with weights, decision offsets; 1: one trial's folds
+SUBMISSION_HEADER = ("sample_index", "label")
+_MANIFEST_KEYS = ("format", "classes", "members", "decision")
 
 
 @dataclass(frozen=True)
 class BundleFold:
     fold: int
     path: Path
+
+
+@dataclass(frozen=True)
+class BundleMember:
+    trial: int
+    config: Any  # model.TrainConfig
     weight: float
+    folds: list[BundleFold]  # averaged with equal weights
+
+    @property
+    def target(self) -> tuple[int, str]:
+        return (self.config.resolution, self.config.resize_mode)
 
 
 @dataclass(frozen=True)
 class Bundle:
     path: Path
     manifest: dict[str, Any]
-    config: Any  # model.TrainConfig
     classes: tuple[str, ...]
-    folds: list[BundleFold]  # the shipped folds (weight > 0), in fold order
+    members: list[BundleMember]
+    offsets: np.ndarray  # (C,) added to log-probabilities before argmax
+
+    def targets(self) -> list[tuple[int, str]]:
+        """The distinct (resolution, resize_mode) pairs the members read, in member order."""
+        return list(dict.fromkeys(m.target for m in self.members))
 
 
 # --- the bundle ------------------------------------------------------------------------------
@@ -55,15 +72,15 @@ def load_bundle(path: str | os.PathLike[str]) -> Bundle:
     if not root.is_dir():
         raise UserError(f"{root}: no such bundle folder; pass the --out folder of histosweep export-best")
     manifest = _read_manifest(root / MANIFEST)
-    config = _manifest_config(root, manifest)
     classes = _manifest_classes(root, manifest)
-    folds = [_bundle_fold(root, entry) for entry in manifest["folds"] if _weight(root, entry) > 0]
-    if not folds:
-        raise UserError(f"{root / MANIFEST}: no fold has a weight > 0; re-export the bundle")
-    total = sum(f.weight for f in folds)
+    members = [_member(root, entry) for entry in manifest["members"]]
+    members = [m for m in members if m.weight > 0]
+    if not members:
+        raise UserError(f"{root / MANIFEST}: no member has a weight > 0; re-export the bundle")
+    total = sum(m.weight for m in members)
     if abs(total - 1.0) > 1e-6:
-        raise UserError(f"{root / MANIFEST}: fold weights sum to {total:.6f}, not 1; re-export the bundle")
-    return Bundle(root, manifest, config, classes, folds)
+        raise UserError(f"{root / MANIFEST}: member weights sum to {total:.6f}, not 1; re-export the bundle")
+    return Bundle(root, manifest, classes, members, _offsets(root, manifest, len(classes)))
 
 
 def _read_manifest(path: Path) -> dict[str, Any]:
@@ -75,24 +92,17 @@ def _read_manifest(path: Path) -> dict[str, Any]:
         raise UserError(f"{path}: not valid JSON ({exc}); re-export the bundle") from None
     if not isinstance(manifest, dict):
         raise UserError(f"{path}: expected a JSON object; re-export the bundle")
+    if manifest.get("format") != BUNDLE_FORMAT:
+        raise UserError(
+            f"{path}: bundle format {manifest.get('format')!r}, this histosweep reads {BUNDLE_FORMAT}; "
+            "use the histosweep version that exported it, or export the study again"
+        )
     missing = [k for k in _MANIFEST_KEYS if k not in manifest]
     if missing:
         raise UserError(f"{path}: missing key(s) {', '.join(missing)}; re-export the bundle")
-    if manifest["format"] != BUNDLE_FORMAT:
-        raise UserError(
-            f"{path}: bundle format {manifest['format']!r}, this histosweep reads {BUNDLE_FORMAT}; "
-            "use the histosweep version that exported it"
-        )
-    if not isinstance(manifest["folds"], list):
-        raise UserError(f"{path}: 'folds' must be a list; re-export the bundle")
+    if not isinstance(manifest["members"], list) or not manifest["members"]:
+        raise UserError(f"{path}: 'members' must be a non-empty list; re-export the bundle")
     return manifest
-
-
-def _manifest_config(root: Path, manifest: dict[str, Any]):
-    try:
-        return TrainConfig.from_dict(manifest["config"])
-    except (ConfigError, TypeError, AttributeError) as exc:
-        raise UserError(f"{root / MANIFEST}: 'config' is not a usable TrainConfig ({exc})") from None
 
 
 def _manifest_classes(root: Path, manifest: dict[str, Any]) -> tuple[str, ...]:
@@ -105,14 +115,34 @@ def _manifest_classes(root: Path, manifest: dict[str, Any]) -> tuple[str, ...]:
     return classes
 
 
-def _weight(root: Path, entry: Any) -> float:
+def _offsets(root: Path, manifest: dict[str, Any], n_classes: int) -> np.ndarray:
+    raw = manifest["decision"].get("offsets") if isinstance(manifest["decision"], dict) else None
+    try:
+        offsets = np.asarray(raw, dtype=np.float64)
+    except (TypeError, ValueError):
+        offsets = np.zeros(0)
+    if offsets.shape != (n_classes,) or not np.all(np.isfinite(offsets)):
+        raise UserError(f"{root / MANIFEST}: decision.offsets must be {n_classes} finite numbers; "
+                        "re-export the bundle")
+    return offsets
+
+
+def _member(root: Path, entry: Any) -> BundleMember:
+    where = f"{root / MANIFEST}: member {entry.get('trial') if isinstance(entry, dict) else entry!r}"
+    if not isinstance(entry, dict) or not isinstance(entry.get("folds"), list) or not entry["folds"]:
+        raise UserError(f"{where} needs 'trial', 'weight', 'config' and a list of 'folds'; re-export the bundle")
     try:
         weight = float(entry["weight"])
     except (TypeError, KeyError, ValueError):
-        raise UserError(f"{root / MANIFEST}: fold entry {entry!r} has no numeric 'weight'") from None
+        raise UserError(f"{where} has no numeric 'weight'") from None
     if not np.isfinite(weight) or weight < 0:
-        raise UserError(f"{root / MANIFEST}: fold entry {entry!r} has an invalid weight")
-    return weight
+        raise UserError(f"{where} has an invalid weight {entry['weight']!r}")
+    try:
+        config = TrainConfig.from_dict(entry["config"])
+    except (ConfigError, TypeError, AttributeError, KeyError) as exc:
+        raise UserError(f"{where}: 'config' is not a usable TrainConfig ({exc})") from None
+    return BundleMember(int(entry.get("trial", -1)), config, weight,
+                        [_bundle_fold(root, f) for f in entry["folds"]])
 
 
 def _bundle_fold(root: Path, entry: dict[str, Any]) -> BundleFold:
@@ -131,12 +161,10 @@ def _bundle_fold(root: Path, entry: dict[str, Any]) -> BundleFold:
             f"{path}: fold {entry.get('fold')} checkpoint is corrupt (sha256 differs from the "
             "manifest); copy the bundle again or re-export it"
         )
-    return BundleFold(int(entry.get("fold", -1)), path, float(entry["weight"]))
+    return BundleFold(int(entry.get("fold", -1)), path)
 
 
 def file_sha256(path: Path) -> str:
-    import hashlib
-
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         while chunk := fh.read(1 << 20):
@@ -144,101 +172,95 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-# --- the test folder -----------------------------------------------------------------------
-def load_test_folder(folder, resolution: int, mode: str, *, workers: int | None = None,
-                     progress: bool = True) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """Validate TEST (every img_X needs its mask_X) and decode it: ids, (N,R,R,3), (N,R,R) uint8."""
-
+# --- images ----------------------------------------------------------------------------------
+def load_test_folder(folder, targets: list[tuple[int, str]], *, workers: int | None = None,
+                     progress: bool = True) -> tuple[list[str], dict]:
+    """Validate TEST (every img_X needs its mask_X; no training folder) and decode it once."""
     folder = Path(folder)
     if not folder.is_dir():
         raise UserError(f"{folder}: no such folder; pass the test folder holding img_*.png + mask_*.png")
+    if (folder / "train_data").is_dir() or (folder / "train_labels.csv").is_file():
+        raise UserError(
+            f"{folder} is a training dataset (it holds train_data/ or train_labels.csv); pass the "
+            "test folder holding img_*.png + mask_*.png"
+        )
     ds = load_dataset(folder, labeled=False)
     samples = sorted(ds.samples, key=lambda s: s.sample_index)
-    images, masks = decode_samples(samples, resolution, mode, workers=workers, progress=progress)
-    return [s.sample_index for s in samples], images, masks
+    arrays = decode_samples(samples, targets, workers=workers, progress=progress)
+    return [s.sample_index for s in samples], arrays
 
 
-def decode_samples(samples, resolution: int, mode: str, *, workers: int | None = None,
-                   progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """decode_and_resize every sample (the cache's own path): (N, R, R, 3), (N, R, R) uint8."""
-    from tqdm.auto import tqdm
-
-    images = np.zeros((len(samples), resolution, resolution, 3), dtype=np.uint8)
-    masks = np.zeros((len(samples), resolution, resolution), dtype=np.uint8)
-    jobs = [(str(s.image_path), str(s.mask_path), resolution, mode) for s in samples]
-    bar = tqdm(total=len(jobs), desc=f"decode {resolution}-{mode}", unit="img",
-               disable=not progress, leave=False)
-    with bar:
-        for i, (image, mask) in enumerate(_decode_jobs(jobs, workers)):
-            images[i], masks[i] = image, mask
-            bar.update()
-    return images, masks
-
-
-def _decode_jobs(jobs: list[tuple], workers: int | None):
-    workers = min(os.cpu_count() or 1, 8) if workers is None else max(1, int(workers))
-    if workers == 1 or len(jobs) < _POOL_FROM:
-        yield from map(_decode_one, jobs)
-        return
-    import concurrent.futures
-    import multiprocessing
-
-    # NOTE: spawn, not fork: the parent may hold torch/OpenMP threads that a fork would corrupt.
-    context = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
-        yield from pool.map(_decode_one, jobs, chunksize=4)
-
-
-def _decode_one(job: tuple) -> tuple[np.ndarray, np.ndarray]:
-    image_path, mask_path, resolution, mode = job
-    return decode_and_resize(image_path, mask_path, resolution, mode)
+def decode_samples(samples, targets: list[tuple[int, str]], *, workers: int | None = None,
+                   progress: bool = True) -> dict[tuple[int, str], tuple[np.ndarray, np.ndarray]]:
+    """Each image decoded once and resized to every (resolution, mode) target (the cache's own
+    path): {target: ((N, R, R, 3), (N, R, R)) uint8}."""
+    out = {
+        (r, m): (np.zeros((len(samples), r, r, 3), np.uint8), np.zeros((len(samples), r, r), np.uint8))
+        for r, m in targets
+    }
+    decoded = decode_all(list(samples), list(out), False, workers=workers, progress=progress,
+                         desc="decode")
+    for position, arrays, _features, _empty in decoded:
+        for target, (image, mask) in arrays.items():
+            out[target][0][position], out[target][1][position] = image, mask
+    return out
 
 
 # --- the ensemble ------------------------------------------------------------------------------
-def ensemble_predict(bundle: Bundle, images: np.ndarray, masks: np.ndarray, *, batch_size: int = 32,
-                     tta: bool = False, device: str | None = None, progress: bool = True) -> np.ndarray:
-    """Weighted mean of the shipped folds' softmax: (N, C) float64 (the trial's ensemble rule)."""
+def member_probs(member: BundleMember, images: np.ndarray, masks: np.ndarray, *, batch_size: int = 32,
+                 tta: bool = False, device: str | None = None, progress: bool = True) -> np.ndarray:
+    """Equal mean of one member's fold models' softmax: (N, C) float64."""
     from histosweep.model import ModelError, load_checkpoint, pick_device, predict_probs
 
-    if batch_size < 1:
-        raise UserError(f"--batch-size {batch_size}: must be >= 1")
     target = pick_device(device)
     fold_probs = []
-    for fold in bundle.folds:
+    for fold in member.folds:
         try:
-            net, _ = load_checkpoint(fold.path, expect=bundle.config, device=target)
+            net, _ = load_checkpoint(fold.path, expect=member.config, device=target)
         except ModelError as exc:
-            raise UserError(f"fold {fold.fold} of bundle {bundle.path}: {exc}") from None
+            raise UserError(f"trial {member.trial} fold {fold.fold} of the bundle: {exc}") from None
         fold_probs.append(predict_probs(net, images, masks, batch_size=batch_size, tta=tta,
                                         progress=progress))  # (N, C)
         del net
-    return ensemble_probs(fold_probs, np.asarray([f.weight for f in bundle.folds]))
+    return np.mean(np.stack(fold_probs).astype(np.float64), axis=0)
 
 
-def submission_text(sample_ids: list[str], probs: np.ndarray, classes) -> str:
+def ensemble_predict(bundle: Bundle, arrays: dict, *, batch_size: int = 32, tta: bool = False,
+                     device: str | None = None, progress: bool = True) -> np.ndarray:
+    """Weighted mean over members: (N, C) float64. `arrays` comes from decode_samples."""
+    if batch_size < 1:
+        raise UserError(f"--batch-size {batch_size}: must be >= 1")
+    probs = [member_probs(m, *arrays[m.target], batch_size=batch_size, tta=tta, device=device,
+                         progress=progress) for m in bundle.members]
+    return ensemble_probs(probs, [m.weight for m in bundle.members])
+
+
+def submission_text(sample_ids: list[str], preds: np.ndarray, classes) -> str:
     """`sample_index,label`, one row per sample, sorted by sample_index, labels as in training."""
-    labels = np.asarray(probs).argmax(1)
-    rows = sorted(zip(sample_ids, labels, strict=True))
-    return SUBMISSION_HEADER + "\n" + "".join(f"{sid},{classes[int(k)]}\n" for sid, k in rows)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(SUBMISSION_HEADER)
+    writer.writerows((sid, classes[int(k)]) for sid, k in sorted(zip(sample_ids, preds, strict=True)))
+    return buffer.getvalue()
 
 
 def predict_folder(bundle_dir, images_dir, out_csv, *, tta: bool = False, batch_size: int = 32,
                    device: str | None = None, workers: int | None = None,
                    progress: bool = True) -> dict[str, Any]:
     """Bundle + test folder -> submission CSV written atomically; returns a summary."""
-
     bundle = load_bundle(bundle_dir)
-    cfg = bundle.config
-    ids, images, masks = load_test_folder(images_dir, cfg.resolution, cfg.resize_mode,
-                                          workers=workers, progress=progress)
-    probs = ensemble_predict(bundle, images, masks, batch_size=batch_size, tta=tta, device=device,
+    ids, arrays = load_test_folder(images_dir, bundle.targets(), workers=workers, progress=progress)
+    probs = ensemble_predict(bundle, arrays, batch_size=batch_size, tta=tta, device=device,
                              progress=progress)
+    preds = decide(probs, bundle.offsets)
     out_csv = Path(out_csv)
-    atomic_write_text(out_csv, submission_text(ids, probs, bundle.classes))  # mode as open() gives
+    atomic_write_text(out_csv, submission_text(ids, preds, bundle.classes))  # mode as open() gives
     counts = {c: 0 for c in bundle.classes}
-    for k in probs.argmax(1):
+    for k in preds:
         counts[bundle.classes[int(k)]] += 1
     return {
         "bundle": str(bundle.path), "images": str(images_dir), "out": str(out_csv), "rows": len(ids),
-        "folds": [f.fold for f in bundle.folds], "tta": tta, "label_counts": counts,
+        "members": [{"trial": m.trial, "weight": m.weight, "folds": [f.fold for f in m.folds]}
+                    for m in bundle.members],
+        "tta": tta, "label_counts": counts,
     }

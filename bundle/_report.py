@@ -1,4 +1,4 @@
-"""The export bundle's report.html: per-class scores, confusion matrix, holdout macro-F1 with a
+"""The export bundle's report.html: the lockbox (holdout) macro-F1 with a
 seeded bootstrap interval, out-of-fold F1, params and learning curves, all in one file.
 
 Exercise: `histosweep export-best STUDY --out bundle` then open bundle/report.html.
@@ -54,43 +54,84 @@ def per_class_scores(labels: np.ndarray, preds: np.ndarray, classes) -> list[dic
 @dataclass(frozen=True)
 class ReportInputs:
     study: str
-    trial: int
-    metrics: dict[str, Any]  # holdout_f1, holdout_f1_ci95, oof_f1, holdout_f1_bundle, ...
-    per_class: list[dict[str, Any]]
-    folds: list[dict[str, Any]]  # manifest fold entries
-    params: dict[str, Any]
-    config: dict[str, Any]
+    metrics: dict[str, Any]  # manifest metrics: oof_f1, lockbox_f1 (+ ci95), single_best, ...
+    members: list[dict[str, Any]]  # manifest member entries (trial, weight, oof_f1, folds, ...)
+    selection: dict[str, Any]
+    decision: dict[str, Any]
+    per_class: list[dict[str, Any]]  # the final ensemble on the lockbox
     confusion_png: bytes
     curves_png: bytes | None
+    curves_trial: int | None = None
 
 
 def render_report(r: ReportInputs) -> str:
     """One self-contained HTML page (pictures inlined as base64)."""
     m = r.metrics
-    low, high = m["holdout_f1_ci95"]
+    trials = ", ".join(str(x["trial"]) for x in r.members)
     parts = [
-        _HEAD.format(title=_e(f"{r.study} trial {r.trial}")),
-        f"<h1>{_e(r.study)} &mdash; trial {r.trial}</h1>",
-        "<h2>Scores</h2><table>",
-        _row("holdout macro-F1 (trial value)", f"{m['holdout_f1']:.4f}"),
-        _row(f"95% bootstrap interval ({m['bootstrap_resamples']} resamples, seed "
-             f"{m['bootstrap_seed']})", f"{low:.4f} &ndash; {high:.4f}"),
-        _row("holdout macro-F1 recomputed from this bundle", _fmt(m.get("holdout_f1_bundle"))),
-        _row("out-of-fold macro-F1", _fmt(m.get("oof_f1"))),
-        _row("holdout samples", str(m["holdout_size"])),
+        _HEAD.format(title=_e(f"{r.study}: exported ensemble")),
+        f"<h1>{_e(r.study)} &mdash; ensemble of trial(s) {_e(trials)}</h1>",
+        f"<p><strong>{_e(m['note'])}</strong></p>",
+        "<h2>Honest estimate (lockbox = holdout, read once)</h2><table>",
+        "<tr><th></th><th>lockbox macro-F1</th><th>95% bootstrap interval</th></tr>",
+        _score_row("exported ensemble, with decision offsets" if r.decision.get("calibrated")
+                   else "exported ensemble", m["lockbox_f1"], m["lockbox_f1_ci95"]),
+        _score_row("exported ensemble, plain argmax", m["lockbox_f1_uncalibrated"],
+                   m["lockbox_f1_uncalibrated_ci95"]),
+        _score_row(f"single best trial ({m['single_best']['trial']}) alone",
+                   m["single_best"]["lockbox_f1"], m["single_best"]["lockbox_f1_ci95"]),
         "</table>",
-        "<h2>Per class (holdout, weighted fold ensemble)</h2>", _class_table(r.per_class),
-        "<h2>Confusion matrix (holdout)</h2>", _img(r.confusion_png, "confusion matrix"),
-        "<h2>Folds</h2>", _fold_table(r.folds),
+        f"<p>{m['holdout_size']} lockbox samples; {m['bootstrap_resamples']} bootstrap resamples, "
+        f"seed {m['bootstrap_seed']}. Recomputed from this bundle's own checkpoints: "
+        f"{_fmt(m.get('lockbox_f1_bundle'))}.</p>",
+        "<h2>Selection data (out-of-fold, what the search and the ensemble selected on)</h2><table>",
+        _row("ensemble out-of-fold macro-F1", _fmt(m["oof_f1"])),
+        _row("with decision offsets (fitted on these same predictions)", _fmt(m["oof_f1_calibrated"])),
+        _row("out-of-fold samples", str(m["oof_size"])),
+        "</table>",
+        "<h2>Members</h2>", _member_table(r.members),
+        f"<p>{_e(r.selection.get('method', ''))}. Candidates: "
+        f"{_e(', '.join(map(str, r.selection.get('candidates', []))))}.</p>",
+        f"<p>Decision offsets per class: {_e(_offsets(r.decision))}.</p>",
+        "<h2>Per class (lockbox, exported ensemble)</h2>", _class_table(r.per_class),
+        "<h2>Confusion matrix (lockbox)</h2>", _img(r.confusion_png, "confusion matrix"),
     ]
     if r.curves_png is not None:
-        parts += ["<h2>Learning curves</h2>", _img(r.curves_png, "learning curves")]
-    parts += [
-        "<h2>Searched parameters</h2>", _kv_table(r.params),
-        "<details><summary>Full training config</summary>", _kv_table(r.config), "</details>",
-        "</body></html>\n",
-    ]
+        parts += [f"<h2>Learning curves (trial {r.curves_trial})</h2>", _img(r.curves_png, "learning curves")]
+    for member in r.members:
+        parts += [f"<details><summary>Trial {member['trial']}: searched parameters and config</summary>",
+                  _kv_table(member["params"]), _kv_table(member["config"]), "</details>"]
+    parts.append("</body></html>\n")
     return "\n".join(parts)
+
+
+def _score_row(label: str, value: float, ci) -> str:
+    return (f"<tr><th>{_e(label)}</th><td class=\"num\">{value:.4f}</td>"
+            f"<td class=\"num\">{ci[0]:.4f} &ndash; {ci[1]:.4f}</td></tr>")
+
+
+def _offsets(decision: dict[str, Any]) -> str:
+    from histosweep.constants import CLASSES
+
+    return ", ".join(f"{c} {o:+.2f}" for c, o in zip(CLASSES, decision.get("offsets", []), strict=False))
+
+
+def _fold_f1s(folds: list[dict[str, Any]]) -> str:
+    return ", ".join(f"{f['val_f1']:.3f}" for f in folds)
+
+
+def _member_table(members: list[dict[str, Any]]) -> str:
+    head = ("<table><tr><th>trial</th><th>weight</th><th>out-of-fold F1</th>"
+            "<th>resolution</th><th>backbones</th><th>fold validation F1</th></tr>")
+    body = "".join(
+        f"<tr><td>{m['trial']}</td><td class=\"num\">{m['weight']:.4f}</td>"
+        f"<td class=\"num\">{m['oof_f1']:.4f}</td>"
+        f"<td>{m['config']['resolution']} {_e(m['config']['resize_mode'])}</td>"
+        f"<td>{_e(m['config']['image_backbone'])} + {_e(m['config']['mask_backbone'])}</td>"
+        f"<td>{_e(_fold_f1s(m['folds']))}</td></tr>"
+        for m in members
+    )
+    return head + body + "</table>"
 
 
 _HEAD = """<!DOCTYPE html>
@@ -128,18 +169,6 @@ def _class_table(rows: list[dict[str, Any]]) -> str:
         f"<td class=\"num\">{r['recall']:.4f}</td><td class=\"num\">{r['f1']:.4f}</td>"
         f"<td class=\"num\">{r['support']}</td></tr>"
         for r in rows
-    )
-    return head + body + "</table>"
-
-
-def _fold_table(folds: list[dict[str, Any]]) -> str:
-    head = ("<table><tr><th>fold</th><th>validation F1</th><th>holdout F1</th>"
-            "<th>ensemble weight</th><th>file</th></tr>")
-    body = "".join(
-        f"<tr><td>{f['fold']}</td><td class=\"num\">{f['val_f1']:.4f}</td>"
-        f"<td class=\"num\">{f['holdout_f1']:.4f}</td><td class=\"num\">{f['weight']:.4f}</td>"
-        f"<td>{_e(f['file'] or 'not shipped (weight 0)')}</td></tr>"
-        for f in folds
     )
     return head + body + "</table>"
 

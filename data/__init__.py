@@ -10,6 +10,7 @@ from histosweep.data._cache import CachedArrays, build_cache, default_cache_dir,
 from histosweep.data._dataset import CLASSES, DataError, Dataset, Sample, load_dataset
 from histosweep.data._decode import RESIZE_MODES, decode_and_resize
 from histosweep.data._fingerprint import dataset_fingerprint
+from histosweep.data._pool import decode_all
 from histosweep.data._split import Split, make_split
 from histosweep.data._synth import synthesize
 
@@ -38,6 +39,7 @@ __all__ = [
     "audit_dataset",
     "build_cache",
     "dataset_fingerprint",
+    "decode_all",
     "decode_and_resize",
     "default_cache_dir",
     "load_dataset",

@@ -26,13 +26,22 @@ _PNG_LEVEL = 1  # fast zlib level: synthesis time matters more than disk here
 
 
 def synthesize(
-    out, *, n_train: int = 120, n_test: int = 24, seed: int = 0, short_side: int = 160
+    out, *, n_train: int = 120, n_test: int = 24, seed: int = 0, short_side: int = 160,
+    signal: float = 1.0,
 ) -> Path:
-    """Write OUT/train_labels.csv, OUT/train_data/, OUT/TEST/ and OUT/synth_truth.json."""
+    """Write OUT/train_labels.csv, OUT/train_data/, OUT/TEST/ and OUT/synth_truth.json.
+
+    The TEST images' labels are in synth_truth.json ("test_labels"): a labelled test set for
+    benchmarks. signal < 1 weakens the class signal (see _synth_draw.tissue).
+    """
 
     out = Path(out).expanduser()
     params = {"n_train": n_train, "n_test": n_test, "seed": seed, "short_side": short_side}
+    if signal != 1.0:  # NOTE: only then, so folders written before the option still match
+        params["signal"] = float(signal)
     _check_args(n_train, n_test, short_side)
+    if not 0.0 <= signal <= 1.0:
+        raise DataError(f"--signal {signal}: use a number in [0, 1] (1 = the default, easy signal)")
     if _already_there(out, params):
         return out
     try:
@@ -133,7 +142,7 @@ def _sample_rng(params: dict, index: int, stream: int) -> np.random.Generator:
 def _clean_picture(params: dict, index: int, label: int) -> tuple[np.ndarray, np.ndarray]:
     rng = _sample_rng(params, index, 1)
     height, width = draw.picture_size(rng, params["short_side"])
-    return draw.tissue(rng, height, width, label)
+    return draw.tissue(rng, height, width, label, params.get("signal", 1.0))
 
 
 def _write_train_sample(
@@ -187,7 +196,7 @@ def _write_test(folder: Path, params: dict) -> dict[str, str]:
     def write(index: int) -> None:
         pic_rng = _sample_rng(params, index, 4)
         height, width = draw.picture_size(pic_rng, params["short_side"])
-        _save(folder, index, *draw.tissue(pic_rng, height, width, labels[index]))
+        _save(folder, index, *draw.tissue(pic_rng, height, width, labels[index], params.get("signal", 1.0)))
 
     with _threads() as pool:
         list(pool.map(write, range(len(labels))))

@@ -40,9 +40,13 @@ def picture_size(rng: np.random.Generator, short_side: int) -> tuple[int, int]:
 
 
 def tissue(
-    rng: np.random.Generator, height: int, width: int, class_id: int
+    rng: np.random.Generator, height: int, width: int, class_id: int, signal: float = 1.0
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(H, W, 3) uint8 H&E-like picture and its (H, W) bool tumour mask carrying the class signal."""
+    """(H, W, 3) uint8 H&E-like picture and its (H, W) bool tumour mask carrying the class signal.
+
+    signal scales the class's stain and nuclei-density offsets (1: the default, easy to learn;
+    smaller: classes overlap under the stain jitter, so trials differ).
+    """
     short = min(height, width)
     tissue_area = field(rng, height, width, short / 2.5) > rng.uniform(0.15, 0.35)  # (H, W)
     mask = _tumour_mask(rng, height, width, short)
@@ -50,7 +54,8 @@ def tissue(
     od_h = 0.12 + 0.45 * nuclei * rng.uniform(0.8, 1.2)
     od_e = 0.25 + 0.35 * field(rng, height, width, short / 12)
     od_d = np.zeros_like(od_e)
-    extra_h, extra_e, extra_d, density = _CLASS_STAIN[class_id]
+    extra_h, extra_e, extra_d, density = (signal * v for v in _CLASS_STAIN[class_id])
+    density += (1.0 - signal) * 0.55  # towards the classes' common density
     tumour_nuclei = field(rng, height, width, max(2.0, short / 40)) > (1.0 - density * 0.6)
     od_h = np.where(mask, od_h + extra_h + 0.5 * tumour_nuclei, od_h)
     od_e = np.where(mask, od_e + extra_e, od_e)

@@ -108,7 +108,7 @@ def run_demo(opts: DemoOptions) -> dict[str, Any]:
                             heartbeat=opts.heartbeat, progress=opts.progress)
     if code != 0:
         raise UserError(f"a demo worker exited with code {code}; see the logs in {paths.logs}")
-    stage(opts, f"5/5 exporting the best trial to {paths.bundle}")
+    stage(opts, f"5/5 exporting the ensemble selected across trials to {paths.bundle}")
     export = export_best(ExportOptions(
         study=STUDY, out=paths.bundle, storage=paths.storage, artifacts=str(paths.artifacts),
         test=paths.test, overwrite=True, progress=opts.progress,
@@ -213,8 +213,11 @@ def _summary(paths: DemoPaths, export: dict[str, Any], seconds: float) -> dict[s
     return {
         "study": STUDY, "storage": paths.storage, "artifacts": str(paths.artifacts),
         "trials": status["trials"], "epochs": status["epochs"],
-        "best_trial": export["trial"], "best_value": export["value"], "best_params": export["params"],
-        "holdout_f1_ci95": export["metrics"]["holdout_f1_ci95"],
+        "best_trial": status["best"]["number"], "best_value": status["best"]["value"],
+        "best_params": status["best"]["params"],
+        "members": export["members"], "oof_f1": export["metrics"]["oof_f1"],
+        "lockbox_f1": export["metrics"]["lockbox_f1"],
+        "lockbox_f1_ci95": export["metrics"]["lockbox_f1_ci95"],
         "bundle": export["out"], "report": export["report"], "submission": export["submission"],
         "dashboard": dashboard_command(paths), "seconds": round(seconds, 1),
     }
@@ -222,12 +225,15 @@ def _summary(paths: DemoPaths, export: dict[str, Any], seconds: float) -> dict[s
 
 def format_summary(s: dict[str, Any]) -> str:
     params = ", ".join(f"{k}={_short(v)}" for k, v in sorted(s["best_params"].items()))
-    low, high = s["holdout_f1_ci95"]
+    low, high = s["lockbox_f1_ci95"]
     trials = ", ".join(f"{n} {state.lower()}" for state, n in sorted((s["trials"] or {}).items()) if n)
+    members = ", ".join(f"trial {m['trial']} x{m['weight']:.2f}" for m in s["members"])
     return "\n".join([
         f"demo finished in {s['seconds']:.0f} s: {trials}",
-        f"best trial {s['best_trial']}: holdout macro-F1 {s['best_value']:.4f} (95% CI {low:.4f}-{high:.4f})",
+        f"best trial {s['best_trial']}: out-of-fold macro-F1 {s['best_value']:.4f}",
         f"  params: {params}",
+        f"exported ensemble: {members}; out-of-fold macro-F1 {s['oof_f1']:.4f}",
+        f"lockbox (holdout, read once) macro-F1 {s['lockbox_f1']:.4f} (95% CI {low:.4f}-{high:.4f})",
         f"bundle:     {s['bundle']}",
         f"report:     {s['report']}",
         f"submission: {s['submission']}",

@@ -20,5 +20,8 @@ NUM_CLASSES = len(CLASSES)
 # `histosweep demo` works in this folder unless --workdir says otherwise.
 DEMO_WORKDIR = "histosweep-demo"
 
+# export-best selects its ensemble from this many top trials unless --candidates says otherwise.
+DEFAULT_CANDIDATES = 20
+
 # How an image becomes a square of `resolution` px.
 RESIZE_MODES: tuple[str, ...] = ("stretch", "pad", "reflect")

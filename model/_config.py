@@ -46,9 +46,6 @@ class TrainConfig:
     color_jitter_prob: float = 0.8  # reference: ColorJitter with p=0.8
     cutmix_prob: float = 0.5  # chance a batch gets CutMix
     cutmix_alpha: float = 1.0  # Beta(alpha, alpha) for the pasted area
-    # --- ensemble (part of the trial's parameters) ---------------------------------------
-    ensemble_top_k: int = 3  # reference: weighted ensemble of the 3 best folds
-    ensemble_temperature: float = 0.05  # weights ∝ exp(F1 / temperature)
     # --- runtime -----------------------------------------------------------------------
     keep: str = "best"  # which epoch's weights a fold returns: best (val F1) | last
     # Re-estimate BatchNorm running stats on this many (un-augmented) training images before
@@ -74,8 +71,6 @@ class TrainConfig:
             (0 <= self.color_jitter_prob <= 1, "color_jitter_prob must be in [0, 1]"),
             (0 <= self.cutmix_prob <= 1, "cutmix_prob must be in [0, 1]"),
             (self.cutmix_alpha > 0, "cutmix_alpha must be > 0"),
-            (self.ensemble_top_k >= 1, "ensemble_top_k must be >= 1"),
-            (self.ensemble_temperature > 0, "ensemble_temperature must be > 0"),
             (self.head_hidden >= 1, "head_hidden must be >= 1"),
             (self.bn_recalibration_images >= 0, "bn_recalibration_images must be >= 0"),
         ]

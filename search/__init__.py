@@ -5,7 +5,13 @@ Exercise: `histosweep create S --data DATA && histosweep worker S --gpus cpu --n
 """
 
 from histosweep.search._errors import UserError, WorkerStopped
-from histosweep.search._settings import PRUNERS, StudySettings, load_settings
+from histosweep.search._settings import (
+    OBJECTIVE_NAME,
+    PRUNERS,
+    StudySettings,
+    check_current,
+    load_settings,
+)
 from histosweep.search._space import Space, SpaceError, default_space_path, load_space, parse_space
 from histosweep.search._status import format_status, study_status
 from histosweep.search._study import (
@@ -18,7 +24,9 @@ from histosweep.search._study import (
 from histosweep.search._worker import WorkerOptions, run_slot, run_workers
 
 __all__ = [
+    "OBJECTIVE_NAME",
     "PRUNERS",
+    "check_current",
     "CreateOptions",
     "Space",
     "SpaceError",

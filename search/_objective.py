@@ -1,5 +1,5 @@
 """One trial: suggest a TrainConfig, train the folds (pruned per epoch and between folds),
-upload fold artifacts, and score the weighted fold ensemble on the holdout.
+upload fold artifacts, and score the out-of-fold predictions (the holdout is never scored here).
 
 Exercise: `histosweep worker STUDY --gpus cpu --n-trials 2`.
 """
@@ -17,7 +17,6 @@ import numpy as np
 from histosweep.data import CLASSES, dataset_fingerprint, load_dataset, open_cache
 from histosweep.model import macro_f1
 from histosweep.search._artifacts import fetch_probs, fold_key, upload_file, upload_fold
-from histosweep.search._ensemble import ensemble_probs, fold_weights
 from histosweep.search._errors import UserError, WorkerStopped  # noqa: F401 - re-exported
 from histosweep.search._plots import confusion_png
 from histosweep.search._settings import StudySettings
@@ -75,6 +74,9 @@ class Objective:
         self.space = rt.settings.space_obj()
         self.split = rt.settings.split_obj()
         self.labels = rt.settings.label_array()
+        # NOTE: steps are fold * (most epochs any trial can pick) + epoch, so a step means the
+        # same fold and epoch in every trial even when `epochs` is searched.
+        self.fold_steps = self.space.max_epochs()
 
     def __call__(self, trial) -> float:
         cfg = self.space.suggest(trial, seed=self.settings.seed)
@@ -87,21 +89,22 @@ class Objective:
         cache, rows = self.rt.cache_for(cfg)
         reused = self._reused_folds(trial)
         folds: dict[int, dict] = {}
+        val_probs: dict[int, np.ndarray] = {}  # folds trained here: kept in memory, not re-read
         epochs_run = 0
         for f in range(self.settings.folds):
             if f in reused:
                 folds[f] = reused[f]
-                self._rereport(trial, f, cfg.epochs, reused[f])
+                self._rereport(trial, f, reused[f])
                 continue
-            record, ran = self._train_fold(trial, f, cfg, cache, rows)
+            record, ran, probs = self._train_fold(trial, f, cfg, cache, rows)
             epochs_run += ran
             trial.set_user_attr("epochs_run", epochs_run)
             if record is None:
                 self._pruned(trial, f"pruned in fold {f} after {ran} epochs", epochs_run, planned)
-            folds[f] = record
+            folds[f], val_probs[f] = record, probs
             trial.set_user_attr(fold_key(f), record)
             self._fold_rule(trial, folds, epochs_run, planned)
-        return self._finish(trial, cfg, folds)
+        return self._finish(trial, folds, val_probs)
 
     # --- folds -----------------------------------------------------------------------------
     def _train_fold(self, trial, f: int, cfg, cache, rows):
@@ -112,7 +115,7 @@ class Objective:
         curve: list[float] = []
 
         def on_epoch(m) -> bool:
-            step = f * cfg.epochs + len(curve)
+            step = f * self.fold_steps + len(curve)
             curve.append(float(m.val_f1))
             trial.report(float(m.val_f1), step)
             return trial.should_prune()
@@ -124,17 +127,17 @@ class Objective:
             desc=f"[{self.rt.slot}] trial {trial.number} fold {f + 1}/{self.settings.folds}",
         )
         if result.stopped:
-            return None, len(result.epochs)
+            return None, len(result.epochs), None
+        # NOTE: the holdout probabilities are stored for export-best, never scored here.
         record = upload_fold(self.rt.store, trial, f, result, cfg, val_idx, holdout)
         record.update(
             val_f1=macro_f1(self.labels[val_idx], result.val_probs),
-            holdout_f1=macro_f1(self.labels[holdout], result.holdout_probs),
             seconds=round(result.seconds, 3), epochs=len(result.epochs), curve=curve,
             best_epoch=result.best_epoch, oom_events=len(result.oom_events),
         )
-        log.info("[%s] trial %d fold %d: val F1 %.4f, holdout F1 %.4f, %.1f s", self.rt.slot,
-                 trial.number, f, record["val_f1"], record["holdout_f1"], result.seconds)
-        return record, len(result.epochs)
+        log.info("[%s] trial %d fold %d: val F1 %.4f, %.1f s", self.rt.slot,
+                 trial.number, f, record["val_f1"], result.seconds)
+        return record, len(result.epochs), result.val_probs
 
     def _label_rows(self, cache, rows) -> np.ndarray:
         """Labels indexed like cache rows (rows of excluded samples get 0, never sampled)."""
@@ -144,9 +147,9 @@ class Objective:
         out[rows] = self.labels
         return out
 
-    def _rereport(self, trial, f: int, epochs: int, record: dict) -> None:
+    def _rereport(self, trial, f: int, record: dict) -> None:
         for i, value in enumerate(record.get("curve", [])):
-            trial.report(float(value), f * epochs + i)
+            trial.report(float(value), f * self.fold_steps + i)
 
     def _pruned(self, trial, reason: str, epochs_run: int, planned: int):
         import optuna
@@ -196,36 +199,29 @@ class Objective:
                      trial.number, history[-1], sorted(found))
         return found
 
-    # --- ensemble --------------------------------------------------------------------------
-    def _finish(self, trial, cfg, folds: dict[int, dict]) -> float:
+    # --- the value ----------------------------------------------------------------------
+    def _finish(self, trial, folds: dict[int, dict], fresh: dict[int, np.ndarray]) -> float:
+        """Out-of-fold macro-F1: each non-holdout sample predicted by the fold that did not see it."""
         order = sorted(folds)
-        val_f1 = [folds[f]["val_f1"] for f in order]
-        weights = fold_weights(val_f1, top_k=cfg.ensemble_top_k, temperature=cfg.ensemble_temperature)
-        probs = {f: fetch_probs(self.rt.store, folds[f], what=f"trial {trial.number} fold {f}") for f in order}
-        holdout = self.split.holdout
-        y_hold = self.labels[holdout]
-        ens = ensemble_probs([probs[f]["holdout_probs"] for f in order], weights)
-        value = macro_f1(y_hold, ens)
+        val_probs = [
+            fresh[f] if f in fresh
+            else fetch_probs(self.rt.store, folds[f], what=f"trial {trial.number} fold {f}")["val_probs"]
+            for f in order
+        ]  # only resumed folds are read back from the store
         oof_rows = np.concatenate([self.split.folds[f][1] for f in order])
-        oof_probs = np.concatenate([probs[f]["val_probs"] for f in order])
-        attrs = {
-            "fold_val_f1": val_f1,
-            "fold_holdout_f1": [folds[f]["holdout_f1"] for f in order],
-            "fold_weights": [float(w) for w in weights],
-            "fold_seconds": [folds[f]["seconds"] for f in order],
-            "oof_f1": macro_f1(self.labels[oof_rows], oof_probs),
-            "holdout_f1": value,
-        }
-        for key, val in attrs.items():
-            trial.set_user_attr(key, val)
-        self._trial_pictures(trial, y_hold, ens, folds)
+        oof_probs = np.concatenate(val_probs)  # (N_oof, C)
+        value = macro_f1(self.labels[oof_rows], oof_probs)
+        trial.set_user_attr("fold_val_f1", [folds[f]["val_f1"] for f in order])
+        trial.set_user_attr("fold_seconds", [folds[f]["seconds"] for f in order])
+        trial.set_user_attr("oof_f1", value)
+        self._trial_pictures(trial, self.labels[oof_rows], oof_probs)
         return value
 
-    def _trial_pictures(self, trial, y_hold, ens, folds) -> None:
+    def _trial_pictures(self, trial, labels, oof_probs) -> None:
         with tempfile.TemporaryDirectory(prefix="histosweep-trial-") as tmp:
-            png = Path(tmp) / f"trial{trial.number}-holdout-confusion.png"
-            confusion_png(png, y_hold, ens.argmax(1), CLASSES,
-                          title=f"trial {trial.number}: ensemble on holdout")
+            png = Path(tmp) / f"trial{trial.number}-oof-confusion.png"
+            confusion_png(png, labels, oof_probs.argmax(1), CLASSES,
+                          title=f"trial {trial.number}: out-of-fold predictions")
             trial.set_user_attr("confusion_png", upload_file(self.rt.store, trial, png))
 
 

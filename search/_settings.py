@@ -17,8 +17,10 @@ from histosweep.search._errors import UserError
 from histosweep.search._space import Space
 
 SETTINGS_KEY = "histosweep"
-FORMAT_VERSION = 1
-PRUNERS = ("percentile", "median", "hyperband", "wilcoxon", "none")
+# 2: the trial value is out-of-fold macro-F1 (1: holdout F1 of a weighted fold ensemble)
+FORMAT_VERSION = 2
+OBJECTIVE_NAME = "oof_macro_f1"
+PRUNERS = ("percentile", "median", "asha", "hyperband", "wilcoxon", "none")
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,7 @@ class StudySettings:
         return {
             "fingerprint": self.fingerprint, "space": self.space, "folds": self.folds,
             "holdout": self.holdout, "seed": self.seed, "keep_flagged": self.keep_flagged,
+            "version": self.version,
         }
 
     def space_obj(self) -> Space:
@@ -78,3 +81,14 @@ def load_settings(study) -> StudySettings:
     if isinstance(raw, str):
         raw = json.loads(raw)
     return StudySettings.from_json(raw)
+
+
+def check_current(study, settings: StudySettings) -> None:
+    """Workers and export-best refuse a study whose trial values mean something else."""
+    if settings.version < FORMAT_VERSION:
+        raise UserError(
+            f"study {study.study_name!r} was created by histosweep 0.1: its trial values are "
+            "holdout scores, so selecting on them would read the lockbox; create a new study "
+            f"(histosweep create NEW --data {settings.data_root}) to search and export with "
+            f"out-of-fold selection"
+        )

@@ -23,14 +23,19 @@ RANGE_KEYS = {"low", "high", "log", "step"}
 ALIASES = {
     "learning_rate": "lr", "wd": "weight_decay", "img_size": "resolution", "image_size": "resolution",
     "size": "resolution", "backbone": "image_backbone", "model": "image_backbone", "bs": "batch_size",
-    "smoothing": "label_smoothing", "drop_rate": "dropout", "top_k": "ensemble_top_k",
-    "temperature": "ensemble_temperature", "max_epochs": "epochs",
+    "smoothing": "label_smoothing", "drop_rate": "dropout", "max_epochs": "epochs",
+}
+# Keys of earlier versions that are no longer searched -> where the thing went.
+MOVED_KEYS = {
+    key: "ensemble weights are no longer searched per trial; export-best searches them across "
+    "trials after training (histosweep export-best STUDY --candidates N); remove this key"
+    for key in ("ensemble_top_k", "ensemble_temperature", "top_k", "temperature")
 }
 # Fields that must be chosen by a space file even when the file omits them (DESIGN.md list).
 REQUIRED_KEYS = (
     "resolution", "resize_mode", "image_backbone", "mask_backbone", "pretrained", "epochs",
     "batch_size", "lr", "weight_decay", "label_smoothing", "dropout", "cutmix_prob",
-    "cutmix_alpha", "color_jitter_prob", "ensemble_top_k", "ensemble_temperature",
+    "cutmix_alpha", "color_jitter_prob",
 )
 
 
@@ -74,6 +79,13 @@ class Space:
     def fixed_config(self) -> TrainConfig:
         """The config with every non-fixed param at its first choice / low end (for checks)."""
         return TrainConfig(**{n: _first(p) for n, p in self.params.items()})
+
+    def max_epochs(self) -> int:
+        """The most epochs any trial can train per fold (pruning steps are fold * this + epoch)."""
+        p = self.params.get("epochs")
+        if p is None:
+            return TrainConfig().epochs
+        return int(p.value if p.kind == "fixed" else max(p.choices) if p.kind == "choice" else p.high)
 
     def searched(self) -> list[str]:
         return [n for n, p in self.params.items() if p.kind != "fixed"]
@@ -139,6 +151,8 @@ def parse_space(doc: dict[str, Any], *, source: str = "<space>") -> Space:
 
 def _parse_param(source: str, name: str, spec: Any) -> Param:
     types = field_types()
+    if name in MOVED_KEYS:
+        raise SpaceError(f"{source}: {name} in [params]: {MOVED_KEYS[name]}")
     if name not in types:
         close = [ALIASES[name]] if name in ALIASES else difflib.get_close_matches(name, list(types), n=1)
         hint = f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(sorted(types))}"

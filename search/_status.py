@@ -51,7 +51,7 @@ def _best(study) -> dict[str, Any] | None:
         best = study.best_trial
     except ValueError:
         return None
-    keys = ("oof_f1", "fold_val_f1", "fold_weights", "resumed_folds")
+    keys = ("oof_f1", "fold_val_f1", "resumed_folds")
     return {
         "number": best.number, "value": best.value, "params": best.params,
         **{k: best.user_attrs[k] for k in keys if k in best.user_attrs},
@@ -71,7 +71,7 @@ def format_status(s: dict[str, Any]) -> str:
         )
     b = s["best"]
     if b:
-        lines.append(f"best: trial {b['number']} holdout macro-F1 {b['value']:.4f}")
+        lines.append(f"best: trial {b['number']} out-of-fold macro-F1 {b['value']:.4f}")
         lines += [f"  {k} = {v}" for k, v in sorted(b["params"].items())]
     else:
         lines.append("best: no complete trial yet")

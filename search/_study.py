@@ -6,13 +6,20 @@ Exercise: `histosweep create STUDY --data DATA [--space FILE] [--folds 5] [--pru
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 from histosweep.data import CLASSES, audit_dataset, dataset_fingerprint, load_dataset, make_split
 from histosweep.search._errors import UserError
 from histosweep.search._pruner import SNAPSHOT_MAX_AGE_S, SnapshotPruner
-from histosweep.search._settings import PRUNERS, StudySettings, load_settings, save_settings
+from histosweep.search._settings import (
+    OBJECTIVE_NAME,
+    PRUNERS,
+    StudySettings,
+    load_settings,
+    save_settings,
+)
 from histosweep.search._space import Space, check_backbones, load_space
 from histosweep.storage import open_storage
 
@@ -51,6 +58,9 @@ def create_study(name: str, storage_url: str | None, opts: CreateOptions, *, pro
             study_name=name, storage=storage, direction="maximize",
             sampler=make_sampler(opts.seed),
         )
+        with warnings.catch_warnings():  # experimental since 3.2, stable in use
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([OBJECTIVE_NAME])
         save_settings(study, settings)
         _save_note(study, settings)
     return {
@@ -170,12 +180,17 @@ def make_pruner(settings: StudySettings, epochs: int, *, snapshot_s: float | Non
         return optuna.pruners.NopPruner()
     if settings.pruner == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=settings.folds * epochs)
+    if settings.pruner == "asha":
+        # Successive halving over fold-epoch rungs: the first rung after one fold's epochs, then
+        # every 3x more steps; a trial goes on while in the top third at its rung.
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=epochs, reduction_factor=3)
     if settings.pruner == "wilcoxon":
         # Compares this trial's per-(fold, epoch) F1 with the best trial's on the same steps.
         return optuna.pruners.WilcoxonPruner(p_threshold=0.1, n_startup_steps=epochs)
     # NOTE: warm-up of one epoch: first-epoch F1 of a fresh head is mostly noise.
     if settings.pruner == "median":
-        inner = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
+        # NOTE: 5 start-up trials: with 2, the sampler's model rested on 2-3 complete trials
+        inner = optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)
     else:
         # percentile (default): keep a trial only while it is in the top 25 % of finished trials
         # at the same step (PercentilePruner(25) when maximizing prunes below the 75th
@@ -214,9 +229,9 @@ def _save_note(study, settings: StudySettings) -> None:
 
 **Split**: stratified holdout of {len(split["holdout"])} samples, {settings.folds} stratified group folds, seed {settings.seed}. Duplicate groups stay on one side.
 
-**Objective**: holdout macro-F1 of the trial's weighted fold ensemble (top-k folds by validation F1, weights ∝ exp(F1/T)). Intermediate values are per-epoch validation F1 at step fold × epochs + epoch; pruner `{settings.pruner}`.
+**Objective** `{OBJECTIVE_NAME}`: out-of-fold macro-F1 (every non-holdout sample predicted by the fold model that did not train on it). The holdout is a lockbox: no trial is scored on it; export-best reads it once for the final estimate. Intermediate values are per-epoch validation F1 at step fold × (most epochs in the space) + epoch; pruner `{settings.pruner}`.
 
-**Export** the best trial: `histosweep export-best {study.study_name} --out bundle --test TEST`
+**Export** an ensemble searched across the top trials: `histosweep export-best {study.study_name} --out bundle --test TEST`
 
 | parameter | space |
 |---|---|

@@ -21,7 +21,7 @@ from histosweep.constants import ENV_ARTIFACTS, ENV_STORAGE
 from histosweep.search._db import fail_stale, gated_ask, heartbeat, is_db_outage, retry_db
 from histosweep.search._errors import UserError, WorkerStopped
 from histosweep.search._objective import Objective, Runtime
-from histosweep.search._settings import load_settings
+from histosweep.search._settings import check_current, load_settings
 from histosweep.search._study import make_pruner, make_sampler, open_study
 from histosweep.storage import (
     open_artifact_store,
@@ -163,7 +163,8 @@ def run_slot(opts: WorkerOptions, *, label: str, device: str, threads: int | Non
         torch.set_num_threads(threads)
     study = open_study(opts.study, opts.storage, heartbeat=opts.heartbeat)
     settings = load_settings(study)
-    study.pruner = make_pruner(settings, _max_epochs(settings))
+    check_current(study, settings)
+    study.pruner = make_pruner(settings, settings.space_obj().max_epochs())
     study.sampler = make_sampler()
     rt = Runtime(study=study, settings=settings, store=open_artifact_store(opts.artifacts),
                  device=device, slot=label, data_root=opts.data, progress=opts.progress)
@@ -172,11 +173,6 @@ def run_slot(opts: WorkerOptions, *, label: str, device: str, threads: int | Non
     log.info("worker on %s (%s), log %s, storage %s", label, device, logfile,
              redact(resolve_storage_url(opts.storage)))
     return loop.run()
-
-
-def _max_epochs(settings) -> int:
-    spec = settings.space["epochs"]
-    return int(spec.get("value") or max(spec.get("choices") or [spec.get("high", 1)]))
 
 
 class TrialLoop:
@@ -293,7 +289,7 @@ class TrialLoop:
             self.failures_in_a_row += 1
             self.last_failure = reason or "unknown"
         if state == TrialState.COMPLETE:
-            log.info("trial %d complete: holdout F1 %.4f", trial.number, value)
+            log.info("trial %d complete: out-of-fold macro-F1 %.4f", trial.number, value)
         else:
             log.info("trial %d %s: %s", trial.number, state.name.lower(), reason)
 

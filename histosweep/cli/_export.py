@@ -1,5 +1,6 @@
-"""`histosweep export-best STUDY --out DIR`: the best trial as a bundle (checkpoints, manifest,
-report.html, and with --test a submission.csv). Exercise: `histosweep export-best demo --out b`.
+"""`histosweep export-best STUDY --out DIR`: an ensemble searched across the top trials on
+out-of-fold predictions (or one trial) as a bundle: checkpoints, manifest, report.html with the
+lockbox estimate, and with --test a submission.csv. Exercise: `histosweep export-best demo --out b`.
 """
 
 from __future__ import annotations
@@ -7,17 +8,28 @@ from __future__ import annotations
 from pathlib import Path
 
 from histosweep.cli._common import artifacts_arg, print_json, storage_arg
+from histosweep.constants import DEFAULT_CANDIDATES
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("study", help="study name")
     parser.add_argument("--out", required=True, help="bundle folder to write (must not exist, or be empty)")
-    parser.add_argument("--trial", type=int, default=None, help="export trial N (must be COMPLETE) instead of the best")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--candidates", type=int, default=DEFAULT_CANDIDATES,
+                       help="select the ensemble from the top N complete trials by out-of-fold "
+                            f"macro-F1 (default {DEFAULT_CANDIDATES})")
+    which.add_argument("--single", action="store_true", help="a single-trial bundle of the best trial")
+    which.add_argument("--trial", type=int, nargs="+", default=(), metavar="N",
+                       help="a single-trial bundle of trial N (must be COMPLETE); several N: their "
+                            "equal-weight ensemble, no selection")
+    parser.add_argument("--no-calibrate", action="store_true",
+                        help="plain argmax: no per-class decision offsets fitted on out-of-fold data")
     parser.add_argument("--test", default=None, help="test folder (img_*.png + mask_*.png): also write submission.csv")
     parser.add_argument("--data", default=None, help="training data folder, when it moved since create")
     parser.add_argument("--batch-size", type=int, default=32, help="inference batch size (default 32)")
     parser.add_argument("--tta", action="store_true", help="flip/rot90 test-time augmentation for submission.csv")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing bundle in --out")
+    parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when present)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars or stage lines")
 
 
@@ -26,8 +38,9 @@ def run(args) -> int:
 
     opts = ExportOptions(
         study=args.study, out=Path(args.out), storage=storage_arg(args), artifacts=artifacts_arg(args),
-        trial=args.trial, test=Path(args.test) if args.test else None, data=args.data,
-        batch_size=args.batch_size, tta=args.tta, overwrite=args.overwrite,
+        trials=tuple(args.trial), single=args.single, candidates=args.candidates,
+        calibrate=not args.no_calibrate, test=Path(args.test) if args.test else None, data=args.data,
+        batch_size=args.batch_size, tta=args.tta, overwrite=args.overwrite, device=args.device,
         progress=not (args.no_progress or args.json),
     )
     summary = export_best(opts)
@@ -35,11 +48,12 @@ def run(args) -> int:
         print_json(summary)
         return 0
     m = summary["metrics"]
-    low, high = m["holdout_f1_ci95"]
-    bundle_f1 = "n/a" if m["holdout_f1_bundle"] is None else f"{m['holdout_f1_bundle']:.4f}"
-    print(f"exported trial {summary['trial']} of {summary['study']!r} to {summary['out']}: "
-          f"holdout macro-F1 {m['holdout_f1']:.4f} (95% CI {low:.4f}-{high:.4f}; from the bundle "
-          f"{bundle_f1}), folds {summary['folds']}")
+    low, high = m["lockbox_f1_ci95"]
+    members = ", ".join(f"trial {x['trial']} x{x['weight']:.2f}" for x in summary["members"])
+    print(f"exported {members} of {summary['study']!r} to {summary['out']}")
+    print(f"out-of-fold macro-F1 (selection data): {m['oof_f1']:.4f}; lockbox macro-F1 "
+          f"(holdout, read once): {m['lockbox_f1']:.4f} (95% CI {low:.4f}-{high:.4f}); single best "
+          f"trial {m['single_best']['trial']} on the lockbox: {m['single_best']['lockbox_f1']:.4f}")
     print(f"report: {summary['report']}")
     if summary["submission"]:
         print(f"submission: {summary['submission']} ({summary['submission_rows']} rows)")

@@ -1,5 +1,5 @@
-"""`histosweep predict BUNDLE --images TEST --out CSV`: the bundle's weighted fold ensemble on a
-test folder, written as `sample_index,label`. Exercise: `histosweep predict b --images TEST --out s.csv`.
+"""`histosweep predict BUNDLE --images TEST --out CSV`: the bundle's weighted ensemble of trials
+(with its decision offsets) on a test folder, written as `sample_index,label`. Exercise: `histosweep predict b --images TEST --out s.csv`.
 """
 
 from __future__ import annotations

@@ -27,6 +27,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=160,
         help="short side of each picture in px (default 160; the challenge: 1024)",
     )
+    parser.add_argument(
+        "--signal", type=float, default=1.0,
+        help="strength of the class signal in [0, 1] (default 1; lower: classes overlap, for benchmarks)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -40,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
         n_test=args.n_test,
         seed=args.seed,
         short_side=args.short_side,
+        signal=args.signal,
     )
     truth = json.loads((root / "synth_truth.json").read_text())
     document = {

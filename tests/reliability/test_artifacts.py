@@ -99,11 +99,12 @@ def test_interrupted_upload_is_never_referenced(synth_root, tmp_path):
 
 
 def _shipped_fold(trained) -> tuple[int, int, dict]:
-    """(trial number, fold, record) of a fold the best trial ships (weight > 0)."""
+    """(trial number, fold, record) of a fold the exported bundle ships (its first member's)."""
     manifest = json.loads((trained.bundle / "manifest.json").read_text())
-    best = load("rel", trained.url).best_trial
-    k = max(manifest["folds"], key=lambda f: f["weight"])["fold"]
-    return best.number, k, best.user_attrs[f"fold_{k}"]
+    member = manifest["members"][0]
+    trial = next(t for t in load("rel", trained.url).get_trials() if t.number == member["trial"])
+    k = member["folds"][0]["fold"]
+    return trial.number, k, trial.user_attrs[f"fold_{k}"]
 
 
 @pytest.mark.postgres

@@ -208,7 +208,7 @@ def predict_bundle_missing_a_fold(tmp, trained):
     bundle = tmp / "bundle"
     shutil.copytree(trained.bundle, bundle)
     manifest = json.loads((bundle / "manifest.json").read_text())
-    shipped = next(f for f in manifest["folds"] if f["file"])
+    shipped = manifest["members"][0]["folds"][0]
     (bundle / shipped["file"]).unlink()
     return _predict(tmp, bundle, trained.data / "TEST",
                     [str(bundle / shipped["file"]), f"fold {shipped['fold']}", "re-export"])

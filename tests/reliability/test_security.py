@@ -64,7 +64,7 @@ def test_pickle_in_a_bundle_is_refused_by_predict(trained, tmp_path, how, manife
     bundle = tmp_path / "bundle"
     shutil.copytree(trained.bundle, bundle)
     manifest = json.loads((bundle / "manifest.json").read_text())
-    fold = next(f for f in manifest["folds"] if f["file"])
+    fold = manifest["members"][0]["folds"][0]
     marker = tmp_path / "pwned"
     _write_pickle(bundle / fold["file"], marker, how)
     if manifest_hash == "forged":  # an attacker who can write the bundle can fix the hash too

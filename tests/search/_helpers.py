@@ -24,8 +24,6 @@ batch_size = 8
 t0 = 2
 lr = {{ low = 5e-4, high = 2e-3, log = true }}
 cutmix_prob = [0.0, 0.5]
-ensemble_top_k = [1, 2]
-ensemble_temperature = 0.1
 """
 
 

@@ -1,5 +1,6 @@
-"""`histosweep export-best` on one finished tiny study: bundle contents, no pickle, atomicity,
-reproducibility, the holdout F1 reproduced from the bundle, and one-line errors."""
+"""`histosweep export-best` on one finished tiny study: the ensemble selected across trials on
+out-of-fold data, bundle contents, no pickle, atomicity, reproducibility, the lockbox F1
+reproduced from the bundle, a mixed-resolution ensemble, and one-line errors."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from tests.search._helpers import load
 
 SPACE_64 = """
 [params]
-resolution = 64
+resolution = [32, 64]
 resize_mode = "stretch"
 image_backbone = "convnext_atto"
 mask_backbone = "resnet10t"
@@ -27,13 +28,12 @@ batch_size = 8
 t0 = 2
 lr = { low = 5e-4, high = 2e-3, log = true }
 cutmix_prob = [0.0, 0.5]
-ensemble_top_k = [1, 2]
-ensemble_temperature = 0.1
 """
 
 
 def build_tiny_study(root: Path):
-    """Synthesise ~40 samples, create study 'demo' (2 folds, no pruner), run 2 trials in-process."""
+    """Synthesise ~40 samples, create study 'demo' (2 folds, no pruner), run 3 trials in-process:
+    trials 0 and 1 at 32 px, trial 2 at 64 px (enqueued), so ensembles can mix resolutions."""
     from histosweep._demo import DemoPaths, create_demo_study, run_demo_workers
     from histosweep.data import synthesize
 
@@ -42,7 +42,10 @@ def build_tiny_study(root: Path):
     space = root / "space.toml"
     space.write_text(SPACE_64)
     create_demo_study(paths, space, folds=2, pruner="none", progress=False)
-    assert run_demo_workers(paths, trials=2, workers=1, progress=False) == 0
+    s = load("demo", paths.storage)
+    for resolution, lr in ((32, 1e-3), (32, 2e-3), (64, 1e-3)):
+        s.enqueue_trial({"resolution": resolution, "lr": lr, "cutmix_prob": 0.0})
+    assert run_demo_workers(paths, trials=3, workers=1, progress=False) == 0
     return paths
 
 
@@ -78,29 +81,47 @@ def bundle(study, tmp_path_factory):
 
 def test_bundle_contents(study, bundle):
     manifest = json.loads((bundle / "manifest.json").read_text())
-    for key in ("config", "data_fingerprint", "study", "trial", "folds", "metrics", "versions",
-                "classes", "params", "ensemble"):
+    for key in ("members", "selection", "decision", "data_fingerprint", "study", "metrics",
+                "versions", "classes", "split"):
         assert key in manifest, key
-    best = load("demo", study.storage).best_trial
-    assert manifest["trial"] == best.number and manifest["study"] == "demo"
-    assert manifest["config"] == best.user_attrs["config"]
+    s = load("demo", study.storage)
+    trials = {t.number: t for t in s.get_trials()}
+    assert manifest["study"] == "demo"
     assert set(manifest["versions"]) == {"histosweep", "torch", "timm", "optuna", "numpy"}
-    weights = [f["weight"] for f in manifest["folds"]]
-    assert weights == pytest.approx(best.user_attrs["fold_weights"])
+    assert manifest["selection"]["candidates"] == sorted(trials, key=lambda n: (-trials[n].value, n))
+    members = manifest["members"]
+    assert sum(m["weight"] for m in members) == pytest.approx(1.0)
+    assert all(m["weight"] > 0 for m in members)
+    # weights are picks / rounds of the kept prefix of the selection path
+    path = manifest["selection"]["path"]
+    for m in members:
+        assert m["weight"] == pytest.approx(path.count(m["trial"]) / len(path))
+        assert m["config"] == trials[m["trial"]].user_attrs["config"]
+        assert m["oof_f1"] == trials[m["trial"]].value
     shipped = sorted(p.name for p in (bundle / "folds").iterdir())
-    assert shipped == sorted(f"fold_{f['fold']}.safetensors" for f in manifest["folds"] if f["weight"] > 0)
-    for f in manifest["folds"]:
-        assert (f["file"] is None) == (f["weight"] == 0)
-    m = manifest["metrics"]
-    assert m["holdout_f1"] == pytest.approx(best.value, abs=0)
-    assert m["oof_f1"] == pytest.approx(best.user_attrs["oof_f1"])
-    low, high = m["holdout_f1_ci95"]
-    assert 0.0 <= low <= high <= 1.0 and m["bootstrap_resamples"] == 1000
+    assert shipped == sorted(f"trial{m['trial']}_fold{k}.safetensors" for m in members for k in (0, 1))
+    mt = manifest["metrics"]
+    assert mt["single_best"]["trial"] == s.best_trial.number
+    for key in ("lockbox_f1_ci95", "lockbox_f1_uncalibrated_ci95"):
+        low, high = mt[key]
+        assert 0.0 <= low <= high <= 1.0
+    assert mt["bootstrap_resamples"] == 1000 and mt["holdout_size"] == len(s.user_attrs["histosweep"]["split"]["holdout"])
+    assert mt["oof_f1_calibrated"] >= mt["oof_f1"]  # offsets move only for a gain on OOF
+    assert len(manifest["decision"]["offsets"]) == 4 and manifest["decision"]["calibrated"]
     report = (bundle / "report.html").read_text()
     assert report.count("data:image/png;base64,") == 2  # confusion matrix + learning curves
+    low, high = mt["lockbox_f1_ci95"]
     assert "95% bootstrap interval" in report and f"{low:.4f}" in report
-    assert "out-of-fold macro-F1" in report and "Luminal A" in report
+    assert "selected nothing" in report and "out-of-fold macro-F1" in report and "Luminal A" in report
+    assert f"single best trial ({s.best_trial.number}) alone" in report
     assert (bundle / "submission.csv").is_file()
+
+
+def test_the_ensemble_is_at_least_as_good_as_the_best_trial_on_oof(study, bundle):
+    """Greedy selection starts from the best trial and keeps the best prefix: never worse on OOF."""
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    best = load("demo", study.storage).best_trial
+    assert manifest["metrics"]["oof_f1"] >= best.value - 1e-12
 
 
 def test_no_pickle_in_the_bundle(bundle):
@@ -111,25 +132,24 @@ def test_no_pickle_in_the_bundle(bundle):
         assert not path.read_bytes().startswith(b"\x80"), f"{path} looks like a pickle"
 
 
-def test_holdout_f1_reproduced_from_the_bundle(study, bundle):
+def test_lockbox_f1_reproduced_from_the_bundle(study, bundle):
     """Load the bundle's checkpoints, predict the holdout images afresh, score it."""
+    from histosweep.bundle._ensemble import decide
     from histosweep.bundle._predict import decode_samples, ensemble_predict, load_bundle
     from histosweep.data import load_dataset
     from histosweep.model import macro_f1
-    from histosweep.search._settings import load_settings
 
-    best = load("demo", study.storage).best_trial
-    settings = load_settings(load("demo", study.storage))
     b = load_bundle(bundle)
+    settings = load("demo", study.storage).user_attrs["histosweep"]
     by_id = {s.sample_index: s for s in load_dataset(study.data).samples}
-    holdout = settings.split["holdout"]
-    samples = [by_id[settings.sample_ids[i]] for i in holdout]
-    images, masks = decode_samples(samples, b.config.resolution, b.config.resize_mode, progress=False)
-    probs = ensemble_predict(b, images, masks, device="cpu", progress=False)
-    value = macro_f1(settings.label_array()[holdout], probs)
-    assert abs(value - best.value) <= 1e-6
+    holdout = settings["split"]["holdout"]
+    samples = [by_id[settings["sample_ids"][i]] for i in holdout]
+    arrays = decode_samples(samples, b.targets(), progress=False)
+    probs = ensemble_predict(b, arrays, device="cpu", progress=False)
+    value = macro_f1(np.asarray(settings["labels"])[holdout], decide(probs, b.offsets))
     metrics = json.loads((bundle / "manifest.json").read_text())["metrics"]
-    assert abs(metrics["holdout_f1_bundle"] - best.value) <= 1e-6 and metrics["holdout_f1_reproduced"]
+    assert value == pytest.approx(metrics["lockbox_f1"], abs=1e-6)
+    assert abs(metrics["lockbox_f1_bundle"] - value) <= 1e-9 and metrics["lockbox_f1_reproduced"]
 
 
 def test_export_twice_gives_identical_files(study, bundle, tmp_path):
@@ -143,13 +163,70 @@ def test_export_twice_gives_identical_files(study, bundle, tmp_path):
 
 
 def test_export_a_chosen_trial_and_json(study, tmp_path, capsys):
-    trials = load("demo", study.storage).get_trials()
-    other = next(t for t in trials if t.number != load("demo", study.storage).best_trial.number)
+    s = load("demo", study.storage)
+    other = next(t for t in s.get_trials() if t.number != s.best_trial.number)
     code, out, _ = run_cli(capsys, *export_args(study, tmp_path / "b", "--trial", str(other.number), "--json"))
     summary = json.loads(out)
-    assert code == 0 and summary["trial"] == other.number and summary["value"] == other.value
+    assert code == 0 and summary["trial"] == other.number
+    assert summary["members"] == [{"trial": other.number, "weight": 1.0, "oof_f1": other.value}]
     assert summary["submission"] is None and not (tmp_path / "b" / "submission.csv").exists()
-    assert json.loads((tmp_path / "b" / "manifest.json").read_text())["trial"] == other.number
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert [m["trial"] for m in manifest["members"]] == [other.number]
+
+
+def test_single_exports_the_best_trial_alone(study, tmp_path, capsys):
+    code, out, _ = run_cli(capsys, *export_args(study, tmp_path / "b", "--single", "--json"))
+    summary = json.loads(out)
+    best = load("demo", study.storage).best_trial
+    assert code == 0 and [m["trial"] for m in summary["members"]] == [best.number]
+    assert summary["metrics"]["single_best"]["lockbox_f1"] == summary["metrics"]["lockbox_f1_uncalibrated"]
+
+
+def test_no_calibrate_is_plain_argmax(study, tmp_path, capsys):
+    code, out, _ = run_cli(capsys, *export_args(study, tmp_path / "b", "--no-calibrate", "--json"))
+    m = json.loads(out)["metrics"]
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert code == 0 and manifest["decision"]["offsets"] == [0.0, 0.0, 0.0, 0.0]
+    assert m["lockbox_f1"] == m["lockbox_f1_uncalibrated"] and m["oof_f1_calibrated"] == m["oof_f1"]
+
+
+def test_mixed_resolution_ensemble_export_and_predict_write_the_same_csv(study, tmp_path, capsys):
+    """Members at 32 and 64 px: export's submission.csv and predict's are byte-identical."""
+    s = load("demo", study.storage)
+    by_res = {}
+    for t in s.get_trials():
+        by_res.setdefault(t.params["resolution"], t.number)
+    assert sorted(by_res) == [32, 64]
+    out = tmp_path / "mixed"
+    code, _, err = run_cli(capsys, *export_args(study, out, "--trial", str(by_res[32]), str(by_res[64]),
+                                                "--test", str(study.test)))
+    assert code == 0, err
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert sorted(m["config"]["resolution"] for m in manifest["members"]) == [32, 64]
+    assert [m["weight"] for m in manifest["members"]] == [0.5, 0.5]
+    csv = tmp_path / "predicted.csv"
+    code, _, err = run_cli(capsys, "predict", str(out), "--images", str(study.test), "--out", str(csv),
+                           "--no-progress")
+    assert code == 0, err
+    assert csv.read_bytes() == (out / "submission.csv").read_bytes()
+    assert len(csv.read_text().splitlines()) == 1 + 8
+
+
+def test_old_studies_get_one_line(study, tmp_path, capsys):
+    """A study of the holdout-objective era (settings version 1) is refused with the reason."""
+    from histosweep.search._study import CreateOptions, create_study
+
+    create_study("old", study.storage, CreateOptions(data=study.data, space_file=study.root / "space.toml",
+                                                     folds=2, pruner="none"), progress=False)
+    old = load("old", study.storage)
+    settings = dict(old.user_attrs["histosweep"], version=1)
+    old.set_user_attr("histosweep", settings)
+    args = export_args(study, tmp_path / "b")
+    args[1] = "old"
+    code, _, err = run_cli(capsys, *args)
+    line = one_error_line(err)
+    assert code == 1 and "holdout scores" in line and "create a new study" in line
+    assert not (tmp_path / "b").exists()
 
 
 def test_trial_not_found_or_not_complete(study, tmp_path, capsys):
@@ -182,32 +259,32 @@ def _store_copy(study, tmp_path) -> Path:
     return copy
 
 
-def _shipped_fold(study) -> tuple[int, dict]:
-    best = load("demo", study.storage).best_trial
-    k = int(np.argmax(best.user_attrs["fold_weights"]))
-    return k, best.user_attrs[f"fold_{k}"]
+def _shipped_fold(study, bundle) -> tuple[object, int, dict]:
+    """(trial, 1, fold record) of the first member the default export ships."""
+    member = json.loads((bundle / "manifest.json").read_text())["members"][0]
+    trial = next(t for t in load("demo", study.storage).get_trials() if t.number == member["trial"])
+    return trial, 1, trial.user_attrs["fold_1"]
 
 
-def test_missing_artifact_fails_cleanly_and_leaves_nothing(study, tmp_path, capsys):
+def test_missing_artifact_fails_cleanly_and_leaves_nothing(study, bundle, tmp_path, capsys):
     store = _store_copy(study, tmp_path)
-    k, record = _shipped_fold(study)
+    trial, k, record = _shipped_fold(study, bundle)
     (store / record["checkpoint"]).unlink()
     out = tmp_path / "parent" / "bundle"
     args = export_args(study, out)
     args[args.index("--artifacts") + 1] = str(store)
     code, _, err = run_cli(capsys, *args)
     line = one_error_line(err)
-    best = load("demo", study.storage).best_trial.number
-    assert code == 1 and record["checkpoint"] in line and f"trial {best} fold {k}" in line
+    assert code == 1 and record["checkpoint"] in line and f"trial {trial.number} fold {k}" in line
     assert not out.exists()
     assert list((tmp_path / "parent").iterdir()) == []  # no temp folder left behind
 
 
-def test_checkpoint_that_does_not_match_its_config(study, tmp_path, capsys):
+def test_checkpoint_that_does_not_match_its_config(study, bundle, tmp_path, capsys):
     store = _store_copy(study, tmp_path)
-    k, record = _shipped_fold(study)
+    trial, k, record = _shipped_fold(study, bundle)
     s = load("demo", study.storage)
-    other = next(t for t in s.get_trials() if t.number != s.best_trial.number and "fold_0" in t.user_attrs)
+    other = next(t for t in s.get_trials() if t.params["resolution"] != trial.params["resolution"])
     shutil.copyfile(store / other.user_attrs["fold_0"]["checkpoint"], store / record["checkpoint"])
     args = export_args(study, tmp_path / "b")
     args[args.index("--artifacts") + 1] = str(store)

@@ -74,8 +74,10 @@ def test_bundle_loads_with_normalised_weights(bundle):
 
     _, b = bundle
     loaded = load_bundle(b)
-    assert sum(f.weight for f in loaded.folds) == pytest.approx(1.0)
-    assert all(f.path.is_file() and f.weight > 0 for f in loaded.folds)
+    assert sum(m.weight for m in loaded.members) == pytest.approx(1.0)
+    assert all(m.weight > 0 and m.folds for m in loaded.members)
+    assert all(f.path.is_file() for m in loaded.members for f in m.folds)
+    assert loaded.offsets.shape == (4,)
 
 
 def _error(capsys, *args) -> str:
@@ -85,6 +87,22 @@ def _error(capsys, *args) -> str:
     assert code == 1 and len(lines) == 1 and "Traceback" not in err, err
     assert lines[0].startswith("error: ")
     return lines[0]
+
+
+def test_a_training_folder_is_refused(bundle, tmp_path, capsys):
+    """`--images DATA` (the training set) would predict images the models trained on."""
+    paths, b = bundle
+    line = _error(capsys, "predict", str(b), "--images", str(paths.data), "--out", str(tmp_path / "s.csv"))
+    assert str(paths.data) in line and "training dataset" in line and "test folder" in line
+    assert not (tmp_path / "s.csv").exists()
+
+
+def test_csv_rows_are_quoted_by_the_csv_module(tmp_path):
+    from histosweep.bundle._predict import submission_text
+
+    text = submission_text(["img_b,1.png", "img_a.png"], [1, 0], ["x", 'y "quoted"'])
+    assert list(csv.reader(text.splitlines())) == [
+        ["sample_index", "label"], ["img_a.png", "x"], ["img_b,1.png", 'y "quoted"']]
 
 
 def test_empty_test_folder(bundle, tmp_path, capsys):
@@ -120,7 +138,8 @@ def test_bundle_missing_a_fold_file(bundle, tmp_path, capsys):
 @pytest.mark.parametrize(("damage", "needle"), [
     ("delete", "manifest.json: missing"),
     ("garble", "not valid JSON"),
-    ("no-config", "missing key(s) config"),
+    ("no-decision", "missing key(s) decision"),
+    ("format-1", "bundle format 1, this histosweep reads 2"),
 ])
 def test_bad_manifest(bundle, tmp_path, capsys, damage, needle):
     paths, b = bundle
@@ -131,9 +150,13 @@ def test_bad_manifest(bundle, tmp_path, capsys, damage, needle):
         manifest.unlink()
     elif damage == "garble":
         manifest.write_text("{not json")
-    else:
+    elif damage == "no-decision":
         doc = json.loads(manifest.read_text())
-        del doc["config"]
+        del doc["decision"]
+        manifest.write_text(json.dumps(doc))
+    else:  # a bundle of the single-trial, holdout-selected era
+        doc = json.loads(manifest.read_text())
+        doc["format"] = 1
         manifest.write_text(json.dumps(doc))
     line = _error(capsys, "predict", str(broken), "--images", str(paths.test), "--out",
                   str(tmp_path / "s.csv"))

@@ -54,11 +54,11 @@ def test_default_space_centres_the_reference_recipe():
     p = space.params
     assert 384 in p["resolution"].choices
     assert "convnext_tiny" in p["image_backbone"].choices
-    assert 3 in p["ensemble_top_k"].choices
+    assert "ensemble_top_k" not in p and "ensemble_temperature" not in p  # searched at export
     assert p["color_jitter_prob"].low <= 0.8 <= p["color_jitter_prob"].high
     assert 0.0 in p["cutmix_prob"].choices and 1.0 in p["cutmix_prob"].choices
     for key in ("lr", "weight_decay", "label_smoothing", "dropout", "cutmix_alpha",
-                "ensemble_temperature", "resize_mode", "mask_backbone"):
+                "resize_mode", "mask_backbone"):
         assert p[key].kind != "fixed", key
 
 
@@ -79,3 +79,25 @@ def test_fixed_keys_keep_defaults_and_values(tmp_path):
     assert space.searched() == ["lr"]
     cfg = space.fixed_config()
     assert cfg.epochs == 7 and cfg.batch_size == TrainConfig().batch_size
+
+
+@pytest.mark.parametrize("key", ["ensemble_top_k", "ensemble_temperature"])
+def test_ensemble_keys_say_where_ensemble_weighting_went(tmp_path, key):
+    path = tmp_path / "old.toml"
+    path.write_text(f"[params]\nresolution = 64\n{key} = [1, 2]\n")
+    with pytest.raises(SpaceError) as info:
+        load_space(path)
+    message = str(info.value)
+    assert str(path) in message and key in message
+    assert "export-best" in message and "--candidates" in message
+    assert "\n" not in message
+
+
+def test_max_epochs_is_the_largest_epochs_a_trial_can_pick(tmp_path):
+    path = tmp_path / "s.toml"
+    path.write_text("[params]\nepochs = { low = 2, high = 7 }\n")
+    assert load_space(path).max_epochs() == 7
+    path.write_text("[params]\nepochs = [3, 9, 4]\n")
+    assert load_space(path).max_epochs() == 9
+    path.write_text("[params]\nepochs = 5\n")
+    assert load_space(path).max_epochs() == 5

@@ -1,0 +1,225 @@
+"""Is the number we show one the user can trust? A search on synthetic data with a weak class
+signal, then, per complete trial, its out-of-fold (selection), lockbox (holdout) and test F1,
+where the test set is a separate labelled set that nothing selected on; and the same for the
+exported ensemble and the single best trial.
+
+Run: `python bench/selection.py [--trials 16] [--pruner percentile] [--timeout S]` (CPU, ~10 min
+on 2 cores). Uses the real create_study + run_workers + export_best on SQLite in a temp folder.
+Last line: JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+SPACE = """
+[params]
+resolution = {resolution}
+resize_mode = "stretch"
+image_backbone = "convnext_atto"
+mask_backbone = "resnet10t"
+pretrained = false
+head_hidden = 32
+epochs = {epochs}
+batch_size = 16
+t0 = {epochs}
+lr = {{ low = 1e-5, high = 3e-2, log = true }}
+weight_decay = {{ low = 1e-3, high = 1e-1, log = true }}
+dropout = {{ low = 0.0, high = 0.5 }}
+label_smoothing = {{ low = 0.0, high = 0.2 }}
+color_jitter_prob = {{ low = 0.0, high = 1.0 }}
+cutmix_prob = [0.0, 0.5]
+"""
+
+
+def _args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=16, help="finished trials (complete + pruned)")
+    parser.add_argument("--timeout", type=float, default=None,
+                        help="stop the search after S seconds instead (equal wall time per pruner)")
+    parser.add_argument("--pruner", default="percentile", help="the study's --pruner")
+    parser.add_argument("--folds", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=4, help="epochs per fold")
+    parser.add_argument("--resolution", type=int, default=48)
+    parser.add_argument("--n-train", type=int, default=240, help="synthetic training images")
+    parser.add_argument("--n-test", type=int, default=1500, help="separate labelled test images")
+    parser.add_argument("--signal", type=float, default=0.25, help="class signal strength in [0, 1]")
+    parser.add_argument("--candidates", type=int, default=20, help="export-best --candidates")
+    parser.add_argument("--slots", type=int, default=2, help="CPU worker processes")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workdir", default=None, help="keep data, study and bundle here")
+    parser.add_argument("--json", action="store_true", help="print only the JSON line")
+    return parser.parse_args(argv)
+
+
+def make_data(root: Path, args) -> tuple[Path, list[str]]:
+    """Training data, and its TEST folder (n_test images) with labels from synth_truth.json."""
+    from histosweep.data import CLASSES, build_cache, load_dataset, synthesize
+
+    short = max(64, args.resolution)
+    data = synthesize(root / "data", n_train=args.n_train, n_test=args.n_test, seed=args.seed,
+                      short_side=short, signal=args.signal)
+    build_cache(load_dataset(data, labeled=True), resolutions=[args.resolution], modes=["stretch"],
+                progress=False)
+    truth = json.loads((data / "synth_truth.json").read_text())["test_labels"]
+    return data, [CLASSES.index(truth[k]) for k in sorted(truth)]
+
+
+def run_search(root: Path, data: Path, args) -> tuple[str, float]:
+    from histosweep.search import CreateOptions, WorkerOptions, create_study, run_workers
+
+    url = f"sqlite:///{root / 'study.db'}"
+    space = root / "space.toml"
+    space.write_text(SPACE.format(resolution=args.resolution, epochs=args.epochs))
+    create_study("selection", url, CreateOptions(data=data, space_file=space, folds=args.folds,
+                                                 seed=args.seed, pruner=args.pruner, force=True),
+                 progress=False)
+    started = time.monotonic()
+    code = run_workers(WorkerOptions(
+        study="selection", storage=url, artifacts=str(root / "artifacts"), gpus="cpu",
+        trials_per_gpu=args.slots, n_trials=None if args.timeout else args.trials,
+        timeout=args.timeout, log_dir=str(root / "logs"), progress=False))
+    if code != 0:
+        raise SystemExit(f"a worker exited {code}; see {root / 'logs'}")
+    return url, time.monotonic() - started
+
+
+def test_arrays(data: Path, resolution: int):
+    from histosweep.bundle import decode_samples
+    from histosweep.data import load_dataset
+
+    samples = sorted(load_dataset(data / "TEST", labeled=False).samples, key=lambda s: s.sample_index)
+    return decode_samples(samples, [(resolution, "stretch")], progress=False)
+
+
+def trial_rows(url: str, root: Path, arrays, y_test) -> list[dict]:
+    """Per complete trial: OOF F1 (its value), lockbox F1 (stored holdout probs), test F1."""
+    import optuna
+
+    from histosweep.bundle._predict import BundleFold, BundleMember, member_probs
+    from histosweep.model import TrainConfig, macro_f1
+    from histosweep.search import load_settings, open_study
+    from histosweep.search._artifacts import fetch_checkpoint, fetch_probs
+    from histosweep.storage import open_artifact_store
+
+    study = open_study("selection", url)
+    settings = load_settings(study)
+    y_hold = settings.label_array()[settings.split_obj().holdout]
+    store = open_artifact_store(str(root / "artifacts"))
+    rows = []
+    for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)):
+        cfg = TrainConfig.from_dict(t.user_attrs["config"])
+        records = [t.user_attrs[f"fold_{k}"] for k in range(settings.folds)]
+        hold = np.mean([fetch_probs(store, r, what="bench")["holdout_probs"] for r in records], axis=0)
+        folds = []
+        for k, r in enumerate(records):
+            path = root / "checkpoints" / f"t{t.number}_f{k}.safetensors"
+            path.parent.mkdir(exist_ok=True)
+            folds.append(BundleFold(k, fetch_checkpoint(store, r, path, what="bench")))
+        member = BundleMember(t.number, cfg, 1.0, folds)
+        test = member_probs(member, *arrays[member.target], device="cpu", progress=False)
+        rows.append({"trial": t.number, "oof_f1": t.value, "lockbox_f1": macro_f1(y_hold, hold),
+                     "test_f1": macro_f1(y_test, test), "test_probs": test})
+    return rows
+
+
+def export_rows(url: str, root: Path, args, arrays, y_test, rows) -> dict:
+    from histosweep.bundle import ExportOptions, ensemble_predict, export_best, load_bundle
+    from histosweep.bundle._ensemble import decide
+    from histosweep.model import macro_f1
+
+    summary = export_best(ExportOptions(study="selection", out=root / "bundle", storage=url,
+                                        artifacts=str(root / "artifacts"), candidates=args.candidates,
+                                        overwrite=True, progress=False))
+    bundle = load_bundle(root / "bundle")
+    probs = ensemble_predict(bundle, arrays, device="cpu", progress=False)
+    m = summary["metrics"]
+    best = next(r for r in rows if r["trial"] == m["single_best"]["trial"])
+    return {
+        "members": summary["members"],
+        "ensemble": {"oof_f1": m["oof_f1_calibrated"], "lockbox_f1": m["lockbox_f1"],
+                     "lockbox_ci95": m["lockbox_f1_ci95"],
+                     "test_f1": macro_f1(y_test, decide(probs, bundle.offsets)),
+                     "test_f1_uncalibrated": macro_f1(y_test, probs)},
+        "single_best": {"trial": best["trial"], "oof_f1": best["oof_f1"],
+                        "lockbox_f1": m["single_best"]["lockbox_f1"],
+                        "lockbox_ci95": m["single_best"]["lockbox_f1_ci95"], "test_f1": best["test_f1"]},
+    }
+
+
+def spearman(a, b) -> float | None:
+    from scipy.stats import spearmanr
+
+    return None if len(a) < 3 else round(float(spearmanr(a, b).statistic), 4)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = _args(argv)
+    import logging
+
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    logging.getLogger("histosweep").setLevel(logging.WARNING)
+    from histosweep.search import study_status
+
+    with tempfile.TemporaryDirectory(prefix="histosweep-bench-selection-") as tmp:
+        root = Path(args.workdir).resolve() if args.workdir else Path(tmp)
+        os.environ.setdefault("HISTOSWEEP_CACHE", str(root / "cache"))
+        data, y_test = make_data(root, args)
+        url, seconds = run_search(root, data, args)
+        arrays = test_arrays(data, args.resolution)
+        rows = trial_rows(url, root, arrays, np.asarray(y_test))
+        exported = export_rows(url, root, args, arrays, np.asarray(y_test), rows)
+        from histosweep.search import open_study
+
+        status = study_status(open_study("selection", url))
+    counts = status["trials"]
+    finished = counts.get("COMPLETE", 0) + counts.get("PRUNED", 0)
+    ens, single = exported["ensemble"], exported["single_best"]
+    result = {
+        "pruner": args.pruner, "search_seconds": round(seconds, 1), "trials": counts,
+        "complete_share": round(counts.get("COMPLETE", 0) / finished, 4) if finished else 0.0,
+        "epochs_saved_share": status["epochs"]["saved_share"],
+        "spearman_oof_test": spearman([r["oof_f1"] for r in rows], [r["test_f1"] for r in rows]),
+        "spearman_lockbox_test": spearman([r["lockbox_f1"] for r in rows], [r["test_f1"] for r in rows]),
+        "ensemble": ens, "single_best": single, "members": exported["members"],
+        "ensemble_test_at_least_single": ens["test_f1"] >= single["test_f1"],
+        "lockbox_ci_contains_test": {
+            "ensemble": ens["lockbox_ci95"][0] <= ens["test_f1"] <= ens["lockbox_ci95"][1],
+            "single_best": single["lockbox_ci95"][0] <= single["test_f1"] <= single["lockbox_ci95"][1]},
+        "per_trial": [{k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()
+                       if k != "test_probs"} for r in rows],
+        "n_train": args.n_train, "n_test": len(y_test), "signal": args.signal, "folds": args.folds,
+        "epochs": args.epochs, "resolution": args.resolution, "seed": args.seed, "cpus": os.cpu_count(),
+    }
+    if not args.json:
+        _print(result)
+    print(json.dumps(result))
+    return result
+
+
+def _print(r: dict) -> None:
+    print(f"pruner {r['pruner']}: {r['trials']} in {r['search_seconds']:.0f} s, "
+          f"{r['complete_share']:.0%} complete, {r['epochs_saved_share']:.0%} of epochs saved")
+    print(f"{'trial':>5} {'OOF F1':>7} {'lockbox':>8} {'test F1':>8}")
+    for t in sorted(r["per_trial"], key=lambda t: -t["oof_f1"]):
+        print(f"{t['trial']:>5} {t['oof_f1']:7.4f} {t['lockbox_f1']:8.4f} {t['test_f1']:8.4f}")
+    print(f"Spearman with test F1: OOF {r['spearman_oof_test']}, lockbox {r['spearman_lockbox_test']}")
+    for name in ("ensemble", "single_best"):
+        e = r[name]
+        low, high = e["lockbox_ci95"]
+        print(f"{name:<12} OOF {e['oof_f1']:.4f}  lockbox {e['lockbox_f1']:.4f} "
+              f"[{low:.4f}, {high:.4f}]  test {e['test_f1']:.4f}  (n_test {r['n_test']})")
+    print("members: " + ", ".join(f"trial {m['trial']} x{m['weight']:.2f}" for m in r["members"]))
+
+
+if __name__ == "__main__":
+    main()
