@@ -4,11 +4,13 @@ the pruner, the worker loop and status. Imports torch only when a trial trains.
 Exercise: `histosweep create S --data DATA && histosweep worker S --gpus cpu --n-trials 4`.
 """
 
+from histosweep.search._enqueue import REFERENCE_PARAMS, check_params, reference_params
 from histosweep.search._errors import UserError, WorkerStopped
 from histosweep.search._settings import PRUNERS, StudySettings, load_settings
 from histosweep.search._space import Space, SpaceError, default_space_path, load_space, parse_space
 from histosweep.search._status import format_status, study_status
 from histosweep.search._study import (
+    SAMPLERS,
     CreateOptions,
     create_study,
     make_pruner,
@@ -19,6 +21,8 @@ from histosweep.search._worker import WorkerOptions, run_slot, run_workers
 
 __all__ = [
     "PRUNERS",
+    "REFERENCE_PARAMS",
+    "SAMPLERS",
     "CreateOptions",
     "Space",
     "SpaceError",
@@ -26,6 +30,7 @@ __all__ = [
     "UserError",
     "WorkerOptions",
     "WorkerStopped",
+    "check_params",
     "create_study",
     "default_space_path",
     "format_status",
@@ -35,6 +40,7 @@ __all__ = [
     "make_sampler",
     "open_study",
     "parse_space",
+    "reference_params",
     "run_slot",
     "run_workers",
     "study_status",

@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "create": ("_create", "create (or check) a study: space, data fingerprint, split"),
     "worker": ("_worker", "run trials of a study on the CPU or on GPUs"),
     "status": ("_status", "trials by state, best trial, pruning savings"),
+    "enqueue": ("_enqueue", "queue a trial with given params (TOML or JSON file)"),
     "dashboard": ("_dashboard", "serve optuna-dashboard on the study storage and artifacts"),
     "export-best": ("_export", "bundle the best trial: checkpoints, manifest, report, CSV"),
     "predict": ("_predict", "predict a test folder with an exported bundle"),
