@@ -6,6 +6,7 @@ Exercise: `histosweep create S --data DATA && histosweep worker S --gpus cpu --n
 
 from histosweep.search._enqueue import REFERENCE_PARAMS, check_params, reference_params
 from histosweep.search._errors import UserError, WorkerStopped
+from histosweep.search._listing import list_studies, list_trials
 from histosweep.search._settings import PRUNERS, StudySettings, load_settings
 from histosweep.search._space import Space, SpaceError, default_space_path, load_space, parse_space
 from histosweep.search._status import format_status, study_status
@@ -34,6 +35,8 @@ __all__ = [
     "create_study",
     "default_space_path",
     "format_status",
+    "list_studies",
+    "list_trials",
     "load_settings",
     "load_space",
     "make_pruner",
