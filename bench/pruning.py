@@ -51,8 +51,8 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
                         help="the pruned search uses this pruner instead of make_pruner's "
                              "(to test a proposal for make_pruner; see the replay table)")
     parser.add_argument("--as-is", action="store_true",
-                        help="workers' sampler unseeded, as run_slot makes it (the two searches "
-                             "then sample different configs)")
+                        help="workers' sampler as run_slot makes it, unpatched (seeded from "
+                             "the study seed, the worker's host and slot and the trial count)")
     parser.add_argument("--workdir", default=None, help="keep data, studies and logs here")
     parser.add_argument("--json", action="store_true", help="print only the JSON line")
     return parser.parse_args(argv)
@@ -78,7 +78,7 @@ def patch_workers(seed: int | None, try_pruner: str | None = None) -> None:
     make_pruner.real = real_pruner  # candidate_pruners builds make_pruner's own from this
     study_mod.make_pruner = make_pruner
     if seed is not None:
-        study_mod.make_sampler = lambda *_args, **_kw: real_sampler(seed)
+        study_mod.make_sampler = lambda name="tpe", **_kw: real_sampler(name, seed=seed)
 
 
 def make_data(root: Path, n_train: int, resolution: int) -> Path:

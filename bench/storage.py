@@ -51,7 +51,7 @@ def make_sampler(name: str, seed: int | None):
     if name == "worker":
         from histosweep.search._study import make_sampler as make
 
-        return make(seed)
+        return make(seed=seed)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     liar, multi = "liar" in name, "multivariate" in name

@@ -4,7 +4,9 @@ the pruner, the worker loop and status. Imports torch only when a trial trains.
 Exercise: `histosweep create S --data DATA && histosweep worker S --gpus cpu --n-trials 4`.
 """
 
+from histosweep.search._enqueue import REFERENCE_PARAMS, check_params, reference_params
 from histosweep.search._errors import UserError, WorkerStopped
+from histosweep.search._listing import list_studies, list_trials
 from histosweep.search._settings import (
     OBJECTIVE_NAME,
     PRUNERS,
@@ -15,6 +17,7 @@ from histosweep.search._settings import (
 from histosweep.search._space import Space, SpaceError, default_space_path, load_space, parse_space
 from histosweep.search._status import format_status, study_status
 from histosweep.search._study import (
+    SAMPLERS,
     CreateOptions,
     create_study,
     make_pruner,
@@ -27,6 +30,8 @@ __all__ = [
     "OBJECTIVE_NAME",
     "PRUNERS",
     "check_current",
+    "REFERENCE_PARAMS",
+    "SAMPLERS",
     "CreateOptions",
     "Space",
     "SpaceError",
@@ -34,15 +39,19 @@ __all__ = [
     "UserError",
     "WorkerOptions",
     "WorkerStopped",
+    "check_params",
     "create_study",
     "default_space_path",
     "format_status",
+    "list_studies",
+    "list_trials",
     "load_settings",
     "load_space",
     "make_pruner",
     "make_sampler",
     "open_study",
     "parse_space",
+    "reference_params",
     "run_slot",
     "run_workers",
     "study_status",

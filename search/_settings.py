@@ -38,6 +38,7 @@ class StudySettings:
     keep_flagged: bool
     excluded: list[dict[str, str]]
     version: int = FORMAT_VERSION
+    sampler: str = "tpe"  # search._study.SAMPLERS; default: settings stored before it existed
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -1,16 +1,19 @@
-"""Create and open histosweep studies: direction maximize, TPE, stored space/data/split.
+"""Create and open histosweep studies: direction maximize, stored space/data/split/sampler.
 
-Exercise: `histosweep create STUDY --data DATA [--space FILE] [--folds 5] [--pruner percentile]`.
+Exercise: `histosweep create STUDY --data DATA [--space FILE] [--folds 5] [--pruner percentile]
+[--sampler tpe] [--enqueue-reference]`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 from histosweep.data import CLASSES, audit_dataset, dataset_fingerprint, load_dataset, make_split
+from histosweep.search._enqueue import enqueue, reference_params
 from histosweep.search._errors import UserError
 from histosweep.search._pruner import SNAPSHOT_MAX_AGE_S, SnapshotPruner
 from histosweep.search._settings import (
@@ -24,6 +27,8 @@ from histosweep.search._space import Space, check_backbones, load_space
 from histosweep.storage import open_storage
 
 log = logging.getLogger("histosweep")
+# What `create --sampler` accepts; stored in the study settings, built by every worker.
+SAMPLERS = ("tpe", "gp", "random", "cmaes", "qmc")
 
 
 @dataclass(frozen=True)
@@ -37,6 +42,8 @@ class CreateOptions:
     keep_flagged: bool = False
     skip_if_exists: bool = False
     force: bool = False
+    sampler: str = "tpe"
+    enqueue_reference: bool = False
 
 
 def create_study(name: str, storage_url: str | None, opts: CreateOptions, *, progress=True) -> dict:
@@ -56,19 +63,30 @@ def create_study(name: str, storage_url: str | None, opts: CreateOptions, *, pro
     if action in ("created", "replaced"):
         study = optuna.create_study(
             study_name=name, storage=storage, direction="maximize",
-            sampler=make_sampler(opts.seed),
+            sampler=make_sampler(opts.sampler, seed=opts.seed),
         )
         with warnings.catch_warnings():  # experimental since 3.2, stable in use
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names([OBJECTIVE_NAME])
         save_settings(study, settings)
         _save_note(study, settings)
-    return {
+    summary = {
         "study": name, "action": action, "samples": len(settings.sample_ids),
         "excluded": len(settings.excluded), "folds": settings.folds,
         "holdout": len(settings.split["holdout"]), "fingerprint": settings.fingerprint,
-        "pruner": settings.pruner, "searched": space.searched(),
+        "pruner": settings.pruner, "sampler": settings.sampler, "searched": space.searched(),
     }
+    if opts.enqueue_reference:
+        study = optuna.load_study(study_name=name, storage=storage)
+        summary["reference"] = _enqueue_reference(study, space)
+    return summary
+
+
+def _enqueue_reference(study, space: Space) -> dict:
+    """Queue the reference recipe's point of the space (once: a re-create does not repeat it)."""
+    params, skipped = reference_params(space)
+    queued = bool(params) and enqueue(study, params, source="reference recipe")
+    return {"params": params, "enqueued": queued, "skipped": skipped}
 
 
 def _check_options(opts: CreateOptions) -> None:
@@ -79,6 +97,13 @@ def _check_options(opts: CreateOptions) -> None:
         raise UserError(f"--holdout {opts.holdout}: use a fraction in (0, 0.5], e.g. 0.2")
     if opts.pruner not in PRUNERS:
         raise UserError(f"--pruner {opts.pruner!r}: choose one of {', '.join(PRUNERS)}")
+    if opts.sampler not in SAMPLERS:
+        raise UserError(f"--sampler {opts.sampler!r}: choose one of {', '.join(SAMPLERS)}")
+    if opts.sampler == "cmaes":
+        try:
+            import cmaes  # noqa: F401 - optuna's CmaEsSampler needs it only when it samples
+        except ImportError:
+            raise UserError("--sampler cmaes needs the cmaes package: pip install cmaes") from None
 
 
 def build_settings(space: Space, opts: CreateOptions, *, progress=True) -> StudySettings:
@@ -100,7 +125,7 @@ def build_settings(space: Space, opts: CreateOptions, *, progress=True) -> Study
         space=space.to_dict(), sample_ids=ids, labels=labels, split=split.to_dict(),
         folds=opts.folds, holdout=opts.holdout, seed=opts.seed, pruner=opts.pruner,
         keep_flagged=opts.keep_flagged,
-        excluded=[] if opts.keep_flagged else list(report.excluded),
+        excluded=[] if opts.keep_flagged else list(report.excluded), sampler=opts.sampler,
     )
 
 
@@ -132,7 +157,14 @@ def _reconcile(name, storage, existing, settings: StudySettings, opts: CreateOpt
         old = load_settings(existing)
         same = old.identity() == settings.identity()
     except UserError:
-        same = False
+        old, same = None, False
+    # NOTE: the sampler is not part of identity (trials stay comparable whichever sampler
+    # proposed them), but a different one is refused rather than silently ignored.
+    if same and old.sampler != settings.sampler and not opts.force:
+        raise UserError(
+            f"study {name!r} already exists with sampler {old.sampler!r}, not {settings.sampler!r} "
+            f"(pass --sampler {old.sampler} to accept it, or --force to delete it and its trials)"
+        )
     if same and opts.skip_if_exists:
         return "exists"
     if opts.force:
@@ -201,20 +233,53 @@ def make_pruner(settings: StudySettings, epochs: int, *, snapshot_s: float | Non
     return SnapshotPruner(inner, snapshot_s) if snapshot_s > 0 else inner
 
 
-def make_sampler(seed: int | None = None):
-    """TPE as every worker uses it (samplers are not stored in the study).
+def make_sampler(name: str = "tpe", *, seed: int | None = None, worker: str | None = None):
+    """The sampler named in the study settings, as every worker builds it.
 
-    multivariate: models parameter interactions and costs 3x less per trial at 1000 trials
+    seed: the study seed. worker: this worker's identity; mixed into the seed of the random
+    draws, so parallel workers (one study seed) do not propose the same points.
+    tpe: multivariate models parameter interactions and costs 3x less per trial at 1000 trials
     (bench/storage.py); constant_liar: parallel workers treat running trials as bad results
-    instead of all proposing the same point.
+    instead of all proposing the same point. GP conditions on running trials itself.
+    cmaes and qmc sample categorical params with an independent random sampler.
     """
     import warnings
 
     import optuna
 
+    if name not in SAMPLERS:
+        raise UserError(f"sampler {name!r}: choose one of {', '.join(SAMPLERS)}")
+    samplers = optuna.samplers
+    draw_seed = worker_seed(seed, worker)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.samplers.TPESampler(multivariate=True, constant_liar=True, seed=seed)
+        if name == "tpe":
+            return samplers.TPESampler(multivariate=True, constant_liar=True, seed=draw_seed)
+        if name == "gp":
+            return samplers.GPSampler(seed=draw_seed)
+        if name == "random":
+            return samplers.RandomSampler(seed=draw_seed)
+        # the worker logs the categorical fallback once (search._worker), not at every trial
+        fallback = samplers.RandomSampler(seed=draw_seed)
+        if name == "cmaes":
+            return samplers.CmaEsSampler(seed=draw_seed, independent_sampler=fallback,
+                                         warn_independent_sampling=False)
+        # NOTE: the scrambled Sobol sequence is one for all workers (optuna keeps its next index
+        # in the study), so QMC takes the study seed itself, never a per-worker one.
+        return samplers.QMCSampler(qmc_type="sobol", scramble=True, seed=seed,
+                                   independent_sampler=fallback, warn_independent_sampling=False)
+
+
+def worker_seed(seed: int | None, worker: str | None) -> int | None:
+    """A seed derived from the study seed and a worker's identity (the study seed without one).
+
+    The same worker identity on the same study seed draws the same stream: a lone worker's
+    search repeats; distinct identities draw distinct streams.
+    """
+    if seed is None or worker is None:
+        return seed
+    digest = hashlib.sha256(f"{seed}/{worker}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
 
 
 def _save_note(study, settings: StudySettings) -> None:

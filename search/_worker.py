@@ -24,6 +24,7 @@ from histosweep.search._objective import Objective, Runtime
 from histosweep.search._settings import check_current, load_settings
 from histosweep.search._study import make_pruner, make_sampler, open_study
 from histosweep.storage import (
+    count_trials_by_state,
     open_artifact_store,
     redact,
     redact_text,
@@ -165,7 +166,7 @@ def run_slot(opts: WorkerOptions, *, label: str, device: str, threads: int | Non
     settings = load_settings(study)
     check_current(study, settings)
     study.pruner = make_pruner(settings, settings.space_obj().max_epochs())
-    study.sampler = make_sampler()
+    study.sampler = build_sampler(study, settings, label)
     rt = Runtime(study=study, settings=settings, store=open_artifact_store(opts.artifacts),
                  device=device, slot=label, data_root=opts.data, progress=opts.progress)
     rt.dataset()  # fail fast on moved or changed data
@@ -173,6 +174,32 @@ def run_slot(opts: WorkerOptions, *, label: str, device: str, threads: int | Non
     log.info("worker on %s (%s), log %s, storage %s", label, device, logfile,
              redact(resolve_storage_url(opts.storage)))
     return loop.run()
+
+
+def build_sampler(study, settings, label: str):
+    """The study's stored sampler (create --sampler), seeded for this worker."""
+    _log_categorical_fallback(settings)
+    return make_sampler(settings.sampler, seed=settings.seed, worker=worker_identity(study, label))
+
+
+def worker_identity(study, label: str) -> str:
+    """Host, slot and the study's trial count when this worker starts: parallel workers and a
+    restarted worker draw distinct random streams from the one study seed; a lone worker on a
+    fresh study repeats its search."""
+    import socket
+
+    started = sum(count_trials_by_state(study._storage, study._study_id).values())
+    return f"{socket.gethostname()}/{label}/{started}"
+
+
+def _log_categorical_fallback(settings) -> None:
+    if settings.sampler not in ("cmaes", "qmc"):
+        return
+    space = settings.space_obj()
+    categorical = [n for n in space.searched() if space.params[n].kind == "choice"]
+    if categorical:
+        log.warning("sampler %s cannot model categorical params; %s are sampled at random "
+                    "(see README: Samplers)", settings.sampler, ", ".join(categorical))
 
 
 class TrialLoop:

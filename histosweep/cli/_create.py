@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from histosweep.cli._common import print_json, storage_arg
+
+# search._study.SAMPLERS, spelled here so that `--help` does not import the search package
+SAMPLER_HELP = "tpe | gp | random | cmaes | qmc (default tpe; README: Samplers)"
 
 
 def add_arguments(parser) -> None:
@@ -15,6 +19,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--holdout", type=float, default=0.2, help="stratified holdout fraction (default 0.2)")
     parser.add_argument("--seed", type=int, default=0, help="split and sampler seed (default 0)")
     parser.add_argument("--pruner", default="percentile", help="percentile | median | hyperband | wilcoxon | none (default percentile)")
+    parser.add_argument("--sampler", default="tpe", help=SAMPLER_HELP)
+    parser.add_argument("--enqueue-reference", action="store_true",
+                        help="queue the reference recipe's point of the space as a trial")
     parser.add_argument("--keep-flagged", action="store_true", help="keep samples the audit flags")
     parser.add_argument("--skip-if-exists", action="store_true", help="accept an identical existing study")
     parser.add_argument("--force", action="store_true", help="replace an existing study of this name (deletes its trials)")
@@ -28,15 +35,31 @@ def run(args) -> int:
         data=Path(args.data), space_file=Path(args.space) if args.space else None,
         folds=args.folds, holdout=args.holdout, seed=args.seed, pruner=args.pruner,
         keep_flagged=args.keep_flagged, skip_if_exists=args.skip_if_exists, force=args.force,
+        sampler=args.sampler, enqueue_reference=args.enqueue_reference,
     )
     url = storage_arg(args)
     summary = create_study(args.study, url, opts, progress=not args.json)
     summary["storage"] = redact(resolve_storage_url(url))
+    reference = summary.get("reference")
+    for warning in reference["skipped"] if reference else []:
+        print(f"warning: {warning}", file=sys.stderr)
     if args.json:
         print_json(summary)
     else:
         print(f"study {summary['study']!r} {summary['action']} in {summary['storage']}: "
               f"{summary['samples']} samples ({summary['excluded']} excluded), "
-              f"{summary['folds']} folds + holdout of {summary['holdout']}, pruner {summary['pruner']}")
+              f"{summary['folds']} folds + holdout of {summary['holdout']}, pruner {summary['pruner']}, "
+              f"sampler {summary['sampler']}")
         print(f"searching: {', '.join(summary['searched'])}")
+        if reference:
+            print(_reference_line(reference))
     return 0
+
+
+def _reference_line(reference: dict) -> str:
+    params = ", ".join(f"{k}={v}" for k, v in reference["params"].items())
+    if not reference["params"]:
+        return "reference recipe: none of its params is searched here; nothing enqueued"
+    if not reference["enqueued"]:
+        return f"reference recipe already queued or run: {params}"
+    return f"reference recipe enqueued: {params}"

@@ -1,0 +1,37 @@
+"""`histosweep delete-study STUDY [--yes]`: remove a study and its trials from the storage."""
+
+from __future__ import annotations
+
+from histosweep.cli._common import print_json, storage_arg
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("study", help="study name")
+    parser.add_argument("--yes", action="store_true", help="delete even when the study has trials")
+
+
+def run(args) -> int:
+    import optuna
+
+    from histosweep.search._errors import UserError
+    from histosweep.search._study import open_study
+    from histosweep.storage import count_trials_by_state, redact, resolve_storage_url
+
+    url = storage_arg(args)
+    study = open_study(args.study, url)
+    counts = count_trials_by_state(study._storage, study._study_id)
+    total = sum(counts.values())
+    if total and not args.yes:
+        by_state = ", ".join(f"{n} {s.lower()}" for s, n in counts.items() if n)
+        raise UserError(
+            f"study {args.study!r} has {total} trial{'s' * (total != 1)} ({by_state}); "
+            "pass --yes to delete it and its trials"
+        )
+    optuna.delete_study(study_name=args.study, storage=study._storage)
+    if args.json:
+        print_json({"study": args.study, "deleted": True, "trials": total,
+                    "storage": redact(resolve_storage_url(url))})
+    else:
+        print(f"deleted study {args.study!r} ({total} trials) from {redact(resolve_storage_url(url))}; "
+              "its fold artifacts stay in the artifact store")
+    return 0

@@ -1,0 +1,22 @@
+"""`histosweep studies`: every study in a storage, with trial counts, best value, direction."""
+
+from __future__ import annotations
+
+from histosweep.cli._common import print_json, storage_arg
+
+
+def add_arguments(parser) -> None:
+    del parser  # only the common options
+
+
+def run(args) -> int:
+    from histosweep.search._listing import format_studies, list_studies
+    from histosweep.storage import open_storage, redact, resolve_storage_url
+
+    url = storage_arg(args)
+    studies = list_studies(open_storage(url))
+    if args.json:
+        print_json({"storage": redact(resolve_storage_url(url)), "studies": studies})
+    else:
+        print(format_studies(studies))
+    return 0
