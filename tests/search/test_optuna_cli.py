@@ -17,7 +17,7 @@ from optuna.trial import TrialState
 from histosweep.search import SAMPLERS, UserError, load_settings, make_sampler
 from histosweep.search._settings import StudySettings
 from histosweep.search._worker import build_sampler
-from tests.search._helpers import cli, load, tiny_space
+from tests.search._helpers import TINY_SPACE, cli, load, tiny_space
 
 SAMPLER_CLASSES = {
     "tpe": optuna.samplers.TPESampler,
@@ -28,6 +28,15 @@ SAMPLER_CLASSES = {
 }
 
 
+def head_hidden_space(tmp_path, *, epochs: int = 2):
+    """The tiny space, but searching head_hidden in [16, 32]: a categorical integer param."""
+    fixed = "head_hidden = 32\n"
+    assert fixed in TINY_SPACE
+    path = tmp_path / "head_hidden_space.toml"
+    path.write_text(TINY_SPACE.replace(fixed, "head_hidden = [16, 32]\n").format(epochs=epochs))
+    return path
+
+
 def _create(name, url, data, space, *extra):
     return cli("create", name, "--data", str(data), "--space", str(space), "--folds", "2",
                "--storage", url, *extra)
@@ -35,10 +44,10 @@ def _create(name, url, data, space, *extra):
 
 @pytest.fixture(scope="module")
 def made(synth_root, tmp_path_factory):
-    """One histosweep study (tiny space, tpe) in a module-wide SQLite file."""
+    """One histosweep study (tiny space searching head_hidden, tpe) in a module-wide SQLite file."""
     root = tmp_path_factory.mktemp("optuna_cli")
     url = f"sqlite:///{root / 'study.db'}"
-    _create("base", url, synth_root, tiny_space(root))
+    _create("base", url, synth_root, head_hidden_space(root))
     return url, root
 
 
@@ -109,12 +118,12 @@ def test_random_sampler_worker_runs_the_enqueued_reference(synth_root, tmp_path,
 def test_enqueue_params_file_queues_a_checked_trial(made):
     url, root = made
     params = root / "warm.json"
-    params.write_text(json.dumps({"lr": 1e-3, "cutmix_prob": 0, "ensemble_top_k": 2}))
+    params.write_text(json.dumps({"lr": 1e-3, "cutmix_prob": 0, "head_hidden": 32}))
     out = json.loads(cli("enqueue", "base", "--params", str(params), "--storage", url, "--json").stdout)
     assert out["enqueued"] is True
     waiting = load("base", url).get_trials(deepcopy=False, states=(TrialState.WAITING,))
     fixed = [t.system_attrs["fixed_params"] for t in waiting]
-    assert {"lr": 1e-3, "cutmix_prob": 0.0, "ensemble_top_k": 2} in fixed
+    assert {"lr": 1e-3, "cutmix_prob": 0.0, "head_hidden": 32} in fixed
     again = cli("enqueue", "base", "--params", str(params), "--storage", url)
     assert "not enqueued" in again.stdout
     assert len(load("base", url).get_trials(deepcopy=False, states=(TrialState.WAITING,))) == len(waiting)
@@ -127,7 +136,7 @@ def test_enqueue_params_file_queues_a_checked_trial(made):
         ("range.toml", "lr = 0.5\n", "key 'lr' = 0.5 is outside the study's range [0.0005, 0.002]"),
         ("choice.json", '{"cutmix_prob": 0.25}', "key 'cutmix_prob' = 0.25 is not one of the study's choices [0.0, 0.5]"),
         ("fixed.toml", "[params]\nepochs = 5\n", "key 'epochs' is fixed at 2 in the study's space"),
-        ("int.json", '{"ensemble_top_k": "2"}', "key 'ensemble_top_k' = '2' is not one of the study's choices"),
+        ("int.json", '{"head_hidden": "16"}', "key 'head_hidden' = '16' is not one of the study's choices [16, 32]"),
         ("broken.json", '{"lr": ', "is not valid JSON"),
         ("empty.toml", "", "expected a non-empty table"),
         ("params.yaml", "lr: 1e-3\n", "use a .toml or .json file"),
@@ -174,10 +183,10 @@ def _add_finished(study, number_of_epochs: int, value: float | None, state=Trial
     start = datetime.datetime(2025, 1, 1, 12, 0, 0)
     trial = optuna.trial.create_trial(
         state=state, value=value,
-        params={"lr": 1e-3, "cutmix_prob": 0.5, "ensemble_top_k": 1},
+        params={"lr": 1e-3, "cutmix_prob": 0.5, "head_hidden": 16},
         distributions={"lr": FloatDistribution(5e-4, 2e-3, log=True),
                        "cutmix_prob": CategoricalDistribution([0.0, 0.5]),
-                       "ensemble_top_k": CategoricalDistribution([1, 2])},
+                       "head_hidden": CategoricalDistribution([16, 32])},
         user_attrs={"epochs_run": number_of_epochs},
     )
     trial.datetime_start, trial.datetime_complete = start, start + datetime.timedelta(seconds=90)
@@ -207,12 +216,12 @@ def _studies_contract(url, synth_root, space):
 
 
 def test_studies_on_sqlite(synth_root, tmp_path, sqlite_url):
-    _studies_contract(sqlite_url, synth_root, tiny_space(tmp_path))
+    _studies_contract(sqlite_url, synth_root, head_hidden_space(tmp_path))
 
 
 @pytest.mark.postgres
 def test_studies_on_postgres(pg_url, synth_root, tmp_path):
-    doc = _studies_contract(pg_url, synth_root, tiny_space(tmp_path))
+    doc = _studies_contract(pg_url, synth_root, head_hidden_space(tmp_path))
     assert doc["storage"].startswith("postgresql")
 
 
@@ -221,16 +230,16 @@ def test_studies_of_an_empty_storage(sqlite_url):
 
 
 def test_trials_in_table_json_and_csv(synth_root, tmp_path, sqlite_url):
-    _create("t", sqlite_url, synth_root, tiny_space(tmp_path))
+    _create("t", sqlite_url, synth_root, head_hidden_space(tmp_path))
     study = load("t", sqlite_url)
     _add_finished(study, 4, 0.61)
     _add_finished(study, 1, None, state=TrialState.PRUNED)
     study.enqueue_trial({"lr": 6e-4})
     doc = json.loads(cli("trials", "t", "--storage", sqlite_url, "--json").stdout)
-    assert doc["params"] == ["cutmix_prob", "ensemble_top_k", "lr"]
+    assert doc["params"] == ["cutmix_prob", "head_hidden", "lr"]
     first, pruned, waiting = doc["trials"]
     assert first == {"number": 0, "state": "COMPLETE", "value": 0.61,
-                     "params": {"cutmix_prob": 0.5, "ensemble_top_k": 1, "lr": 1e-3},
+                     "params": {"cutmix_prob": 0.5, "head_hidden": 16, "lr": 1e-3},
                      "duration_s": 90.0, "epochs_run": 4}
     assert pruned["state"] == "PRUNED" and pruned["value"] is None and pruned["epochs_run"] == 1
     assert waiting["state"] == "WAITING" and waiting["params"]["lr"] == 6e-4 and waiting["duration_s"] is None
@@ -238,12 +247,12 @@ def test_trials_in_table_json_and_csv(synth_root, tmp_path, sqlite_url):
     rows = list(csv.DictReader(io.StringIO(
         cli("trials", "t", "--storage", sqlite_url, "--format", "csv", "--state", "complete").stdout)))
     assert rows == [{"number": "0", "state": "COMPLETE", "value": "0.61", "cutmix_prob": "0.5",
-                     "ensemble_top_k": "1", "lr": "0.001", "duration_s": "90.0", "epochs_run": "4"}]
+                     "head_hidden": "16", "lr": "0.001", "duration_s": "90.0", "epochs_run": "4"}]
 
     table = cli("trials", "t", "--storage", sqlite_url, "--state", "PRUNED").stdout.splitlines()
-    assert table[0].split() == ["number", "state", "value", "cutmix_prob", "ensemble_top_k", "lr",
+    assert table[0].split() == ["number", "state", "value", "cutmix_prob", "head_hidden", "lr",
                                 "duration_s", "epochs_run"]
-    assert table[1].split() == ["1", "pruned", "-", "0.5", "1", "0.001", "90.0", "1"] and len(table) == 2
+    assert table[1].split() == ["1", "pruned", "-", "0.5", "16", "0.001", "90.0", "1"] and len(table) == 2
     assert "no trials in state fail" in cli("trials", "t", "--storage", sqlite_url, "--state", "fail").stdout
 
 
@@ -259,7 +268,7 @@ def test_trials_option_errors(made, args, needle):
 
 
 def test_delete_study_needs_yes_when_it_has_trials(synth_root, tmp_path, sqlite_url):
-    _create("doomed", sqlite_url, synth_root, tiny_space(tmp_path))
+    _create("doomed", sqlite_url, synth_root, head_hidden_space(tmp_path))
     optuna.create_study(study_name="empty", storage=sqlite_url)
     _add_finished(load("doomed", sqlite_url), 4, 0.5)
     refused = cli("delete-study", "doomed", "--storage", sqlite_url, check=False)

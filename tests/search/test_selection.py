@@ -49,6 +49,7 @@ def test_permuted_holdout_labels_change_nothing_in_the_search(synth_root, tmp_pa
     original = _search("original", storage, artifacts, synth_root, space, tmp_path, permute_holdout=False)
     permuted = _search("permuted", storage, artifacts, synth_root, space, tmp_path, permute_holdout=True)
     assert len(original) == len(permuted) == len(PARAMS)
+    assert load("original", storage).metric_names == ["oof_macro_f1"]  # named in the dashboard
     for a, b in zip(original, permuted, strict=True):
         assert a.state == b.state and a.params == b.params
         assert a.value == b.value  # exactly: nothing the trial computes reads a holdout label
