@@ -113,6 +113,38 @@ def test_sigkill_in_second_fold_is_retried_and_resumed(pg_url, synth_root, tmp_p
     assert retry.params == trials[0].params
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_running_trial_without_any_heartbeat_is_failed_and_requeued(backend, request, synth_root,
+                                                                   tmp_path):
+    """The ask committed, then the worker died before its first heartbeat: the RUNNING trial has
+    no heartbeat row, which Optuna's stale check skips. With --n-trials 1 it would fill the only
+    slot forever; instead it is failed after the grace period and re-queued, and the new worker
+    finishes the study."""
+    import subprocess
+
+    from histosweep.storage import heartbeat_ages, open_storage
+
+    url = request.getfixturevalue("sqlite_url" if backend == "sqlite" else "pg_url")
+    _create("orphan", url, synth_root, tiny_space(tmp_path, epochs=1), pruner="none")
+    # a storage without heartbeats asks the trial: RUNNING, no trial_heartbeats row, ever
+    orphan_study = optuna.load_study(study_name="orphan", storage=open_storage(url))
+    orphan = orphan_study.ask()
+    ages = heartbeat_ages(orphan_study._storage, orphan_study._study_id)
+    assert list(ages) == [orphan.number] and ages[orphan.number] < 60  # aged from datetime_start
+    worker = start_worker("orphan", url, tmp_path / "artifacts", "--n-trials", "1",
+                          "--heartbeat", "1", log_dir=tmp_path / "logs")
+    try:
+        out = worker.communicate(timeout=300)[0]
+    except subprocess.TimeoutExpired:
+        kill(worker)
+        raise AssertionError("the worker waited on the orphaned RUNNING trial") from None
+    assert worker.returncode == 0, out
+    trials = load("orphan", url).get_trials()
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]
+    assert trials[1].system_attrs["failed_trial"] == orphan.number
+    assert "never sent a heartbeat" in out
+
+
 def test_sigterm_stops_cleanly_and_requeues(synth_root, tmp_path, sqlite_url):
     _create("term", sqlite_url, synth_root, tiny_space(tmp_path, epochs=3), folds=2, pruner="none")
     worker = start_worker("term", sqlite_url, tmp_path / "a", "--n-trials", "3", log_dir=tmp_path / "logs")
