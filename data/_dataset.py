@@ -6,14 +6,18 @@ Exercise: `histosweep prepare DATA` (or `python -c "import data; print(data.load
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import re
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from histosweep.constants import CLASSES
+from histosweep.constants import CLASSES, MAX_IMAGE_PIXELS
 from histosweep.exceptions import HistosweepError
 
 LABELS_CSV = "train_labels.csv"
@@ -101,15 +105,22 @@ def _read_labels(csv_path: Path, problems: list[str]) -> dict[str, tuple[str, in
     if not csv_path.is_file():
         problems.append(f"{csv_path}: missing; write it with the header 'sample_index,label'")
         return None
-    with open(csv_path, newline="", encoding="utf-8-sig") as fh:
-        reader = csv.reader(fh)
-        header = tuple(cell.strip() for cell in next(reader, []))
-        if header != CSV_HEADER:
-            problems.append(
-                f"{csv_path}: header is {','.join(header) or '(empty)'!r}; it must be 'sample_index,label'"
-            )
-            return None
-        return _parse_rows(csv_path, reader, problems)
+    try:
+        text = csv_path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        problems.append(
+            f"{csv_path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}, "
+            "e.g. a Latin-1 or Excel export); save it as UTF-8 (CSV UTF-8) and rerun"
+        )
+        return None
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header = tuple(cell.strip() for cell in next(reader, []))
+    if header != CSV_HEADER:
+        problems.append(
+            f"{csv_path}: header is {','.join(header) or '(empty)'!r}; it must be 'sample_index,label'"
+        )
+        return None
+    return _parse_rows(csv_path, reader, problems)
 
 
 def _parse_rows(csv_path: Path, reader, problems: list[str]) -> dict[str, tuple[str, int]]:
@@ -162,11 +173,16 @@ def _find_pairs(folder: Path, problems: list[str]) -> dict[str, tuple[Path | Non
     """image file name -> (image path, mask path); reports images without masks and vice versa."""
     images: dict[str, Path] = {}
     masks: dict[str, Path] = {}
+    pairs: dict[str, tuple[Path | None, Path | None]] = {}
     for path in sorted(folder.iterdir()):
         kind_id = _split_name(path) if path.is_file() else None
         if kind_id:
-            (images if kind_id[0] == "img" else masks)[kind_id[1]] = path
-    pairs: dict[str, tuple[Path | None, Path | None]] = {}
+            found = images if kind_id[0] == "img" else masks
+            if kind_id[1] in found:  # img_1.png beside img_1.jpg: neither may win silently
+                problems.append(_same_stem(found[kind_id[1]], path))
+                if found is images:  # known, so a CSV row naming it is not also "missing"
+                    pairs[path.name] = (path, None)
+            found.setdefault(kind_id[1], path)
     for key, image in images.items():
         mask = masks.get(key)
         if mask is None:
@@ -180,6 +196,13 @@ def _find_pairs(folder: Path, problems: list[str]) -> dict[str, tuple[Path | Non
                 f"{mask}: mask without an image img_{key}{mask.suffix}; add the image or remove the mask"
             )
     return pairs
+
+
+def _same_stem(first: Path, second: Path) -> str:
+    return (
+        f"{first} and {second}: two files for one sample {first.stem}; "
+        "keep one of them (remove or rename the other)"
+    )
 
 
 def _assemble(root, folder, pairs, rows, problems, warnings) -> list[Sample]:
@@ -219,21 +242,48 @@ def _check_files(sample: Sample, problems: list[str]) -> None:
 
 
 def _verified_size(path: Path, problems: list[str]) -> tuple[int, int] | None:
-    from PIL import Image
-
     if path.stat().st_size == 0:
         problems.append(f"{path}: empty file (0 bytes); re-export it or remove the sample")
         return None
     try:
-        with Image.open(path) as img:
+        with open_image(path) as img:
             size = img.size
             img.verify()
         return size
+    except DataError as exc:
+        problems.append(str(exc))
+        return None
     except Exception as exc:  # noqa: BLE001 - PIL raises many types for broken files
         problems.append(
             f"{path}: cannot be decoded ({type(exc).__name__}: {exc}); re-export it or remove the sample"
         )
         return None
+
+
+@contextlib.contextmanager
+def open_image(path: Path) -> Iterator:
+    """PIL's Image.open under our one size rule: up to MAX_IMAGE_PIXELS an image opens without
+    PIL's DecompressionBombWarning; above it, a DataError naming the file (never a warning)."""
+    from PIL import Image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            img = Image.open(path)
+        except Image.DecompressionBombError:
+            raise DataError(_too_large(path, None)) from None
+    with img:
+        if img.width * img.height > MAX_IMAGE_PIXELS:
+            raise DataError(_too_large(path, img.size))
+        yield img
+
+
+def _too_large(path: Path, size: tuple[int, int] | None) -> str:
+    what = f"{size[0]}x{size[1]} = {size[0] * size[1]:,} pixels" if size else "larger than that"
+    return (
+        f"{path}: {what}; images are limited to {MAX_IMAGE_PIXELS:,} pixels "
+        "(~179 megapixels); downscale it or remove the sample"
+    )
 
 
 def _check_class_counts(root: Path, samples: list[Sample], min_per_class: int, problems) -> None:

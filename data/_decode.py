@@ -12,32 +12,36 @@ import numpy as np
 from PIL import Image
 
 from histosweep.constants import RESIZE_MODES
-from histosweep.data._dataset import DataError
+from histosweep.data._dataset import DataError, open_image
 
 # NOTE: reducing_gap lets PIL box-reduce by an integer factor first: ~3x faster on
 # 1024 x 6000 slides and visually identical to a plain antialiased bilinear resize.
 _REDUCING_GAP = 3.0
 _WHITE = (255, 255, 255)
+_WIDE_GREY = ("I;16", "I;16B", "I;16L", "I;16N", "I")  # 16-bit grey (and int32 "I" holding it)
 
 
 def load_rgb(path) -> Image.Image:
-    """Any PIL mode -> RGB; transparency is composited over white (slide background)."""
+    """Any PIL mode -> RGB; transparency is composited over white (slide background).
+
+    16-bit grey (I;16*, or I holding 0..65535) maps 65535 -> 255 by its bit depth, never by
+    its brightest pixel: a dark 16-bit image stays dark.
+    """
     try:
-        with Image.open(path) as img:
+        with open_image(path) as img:
             img.load()
-            return _to_rgb(img)
+            return _to_rgb(path, img)
+    except DataError:
+        raise
     except Exception as exc:  # noqa: BLE001 - truncated/corrupt files raise many types
         raise DataError(
             f"{path}: cannot be decoded ({type(exc).__name__}: {exc}); re-export it or remove the sample"
         ) from exc
 
 
-def _to_rgb(img: Image.Image) -> Image.Image:
-    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-        array = np.asarray(img, dtype=np.float64)  # 16-bit grey -> 8-bit
-        peak = max(float(array.max()), 1.0)
-        scale = 255.0 / (65535.0 if peak > 255 else 255.0)
-        img = Image.fromarray(np.clip(array * scale, 0, 255).astype(np.uint8), "L")
+def _to_rgb(path, img: Image.Image) -> Image.Image:
+    if img.mode in _WIDE_GREY:
+        img = Image.fromarray(_grey16_to_uint8(path, img), "L")
     if img.mode == "P" and "transparency" in img.info:
         img = img.convert("RGBA")
     if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
@@ -47,14 +51,27 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img if img.mode == "RGB" else img.convert("RGB")
 
 
+def _grey16_to_uint8(path, img: Image.Image) -> np.ndarray:
+    """(H, W) 16-bit grey -> (H, W) uint8 with v * 255 / 65535, rounded; other ranges refused."""
+    array = np.asarray(img).astype(np.int64)  # I;16B is big-endian; I is int32
+    if array.size and (array.min() < 0 or array.max() > 65535):
+        raise DataError(
+            f"{path}: {img.mode} pixels from {array.min()} to {array.max()} are not 8- or 16-bit "
+            "grey; export it as an 8-bit RGB or 16-bit PNG"
+        )
+    return ((array * 255 + 32767) // 65535).astype(np.uint8)
+
+
 def load_mask(path) -> np.ndarray:
     """(H, W) bool, True where the mask is > 0 (any mode: 1, L, P, RGB, 16-bit)."""
     try:
-        with Image.open(path) as img:
+        with open_image(path) as img:
             img.load()
             if img.mode in ("P", "PA", "LA", "La"):  # palette or grey + alpha: the grey is the mask
                 img = img.convert("L")
             array = np.asarray(img)
+    except DataError:
+        raise
     except Exception as exc:  # noqa: BLE001
         raise DataError(
             f"{path}: cannot be decoded ({type(exc).__name__}: {exc}); re-export it or remove the sample"

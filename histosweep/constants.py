@@ -25,3 +25,10 @@ DEFAULT_CANDIDATES = 20
 
 # How an image becomes a square of `resolution` px.
 RESIZE_MODES: tuple[str, ...] = ("stretch", "pad", "reflect")
+
+# Largest image (width x height) that prepare, the cache and predict decode. Equal to PIL's own
+# hard limit (2 x Image.MAX_IMAGE_PIXELS, where it raises DecompressionBombError), so one rule
+# holds: up to this many pixels an image is read without PIL's bomb warning; above it, it is
+# refused with one line naming the file. ~179 MP is e.g. 13,377 x 13,377; the challenge's
+# largest images are ~6 MP.
+MAX_IMAGE_PIXELS = 178_956_970

@@ -12,19 +12,54 @@ import threading
 import time
 import warnings
 
-from histosweep.storage import count_trials_by_state, study_gate
+from histosweep.storage import count_trials_by_state, start_ages, study_gate
 
 log = logging.getLogger("histosweep")
 DB_RETRY_S = 60.0  # ride out a database restart this long before giving up
 
 
 def fail_stale(study) -> None:
-    """Fail trials whose worker died (heartbeat older than the grace period) and re-queue them."""
+    """Fail trials whose worker died (heartbeat older than the grace period) and re-queue them;
+    also RUNNING trials that never had a heartbeat, once their start is older than the grace."""
     import optuna
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         retry_db(lambda: optuna.storages.fail_stale_trials(study))
+        retry_db(lambda: _fail_never_beaten(study))
+
+
+def _fail_never_beaten(study) -> None:
+    """Optuna's check skips a RUNNING trial without a heartbeat row (the ask committed, then the
+    worker died before its first beat): it would hold a --n-trials slot forever."""
+    import copy
+
+    import optuna
+    from optuna.storages._heartbeat import is_heartbeat_enabled
+    from optuna.trial import TrialState
+
+    storage = study._storage
+    if not is_heartbeat_enabled(storage):
+        return
+    grace = _grace_period_s(storage)
+    failed = []
+    for trial_id, (number, age) in start_ages(storage, study._study_id).items():
+        if age <= grace:
+            continue
+        with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):  # another worker
+            if storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
+                log.warning("trial %d never sent a heartbeat in %.0f s: failed and re-queued",
+                            number, age)
+                failed.append(trial_id)
+    callback = storage.get_heartbeat_stale_trial_callback()
+    for trial_id in failed if callback is not None else []:
+        callback(study, copy.deepcopy(storage.get_trial(trial_id)))
+
+
+def _grace_period_s(storage) -> float:
+    backend = getattr(storage, "_backend", storage)  # the RDBStorage under Optuna's cache
+    grace = getattr(backend, "grace_period", None)
+    return float(grace if grace is not None else 2 * storage.get_heartbeat_interval())
 
 
 def gated_ask(study, n_trials: int | None):

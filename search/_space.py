@@ -158,6 +158,7 @@ def _parse_param(source: str, name: str, spec: Any) -> Param:
         hint = f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(sorted(types))}"
         raise SpaceError(f"{source}: unknown key {name!r} in [params] ({hint})")
     want = types[name]
+    _check_not_searched(source, name, spec)
     if isinstance(spec, list):
         if not spec:
             raise SpaceError(f"{source}: {name} is an empty list (give at least one choice)")
@@ -184,7 +185,27 @@ def _parse_range(source: str, name: str, spec: dict, want: type) -> Param:
         raise SpaceError(f"{source}: {name} is a log range but low is {low} (log ranges need low > 0)")
     if step is not None and (log or not isinstance(step, int | float) or step <= 0):
         raise SpaceError(f"{source}: {name}.step must be a positive number and cannot be used with log")
+    _check_int_step(source, name, step, want)
     return Param(name, "range", low=low, high=high, log=log, step=step)
+
+
+def _check_not_searched(source: str, name: str, spec: Any) -> None:
+    """Trials train with the study's seed (the objective overrides it), and searching a seed
+    would only select lucky noise: a searched seed is refused, not silently ignored."""
+    if name == "seed" and isinstance(spec, list | dict):
+        raise SpaceError(
+            f"{source}: seed cannot be searched (got {spec!r}): trials train with the study's "
+            "seed; remove seed from [params] and set it with `histosweep create --seed S`"
+        )
+
+
+def _check_int_step(source: str, name: str, step: Any, want: type) -> None:
+    """An integer field steps by whole numbers (Optuna's suggest_int would truncate 0.5 to 0)."""
+    if want is int and step is not None and (isinstance(step, bool) or step != int(step)):
+        raise SpaceError(
+            f"{source}: {name} is an integer range but has step {step}; use a whole number "
+            f"step >= 1 (e.g. step = {max(1, round(step))}) or drop step"
+        )
 
 
 def _typed(source: str, name: str, value: Any, want: type) -> Any:

@@ -51,6 +51,7 @@ def create_study(name: str, storage_url: str | None, opts: CreateOptions, *, pro
     import optuna
 
 
+    _check_name(name)
     _check_options(opts)
     space = load_space(opts.space_file)
     check_backbones(space)
@@ -87,6 +88,16 @@ def _enqueue_reference(study, space: Space) -> dict:
     params, skipped = reference_params(space)
     queued = bool(params) and enqueue(study, params, source="reference recipe")
     return {"params": params, "enqueued": queued, "skipped": skipped}
+
+
+def _check_name(name: str) -> None:
+    """A study name becomes part of a file name (each worker's log file): no path parts."""
+    if not name.strip() or "/" in name or "\\" in name:
+        raise UserError(
+            f"study name {name!r}: it names worker log files, so it cannot be empty or hold "
+            "'/' or '\\'; use letters, digits, '-', '_' or '.', e.g. "
+            f"{(name.replace('/', '-').replace(chr(92), '-').strip() or 'histosweep')!r}"
+        )
 
 
 def _check_options(opts: CreateOptions) -> None:

@@ -92,8 +92,27 @@ def run_workers(opts: WorkerOptions) -> int:
         label, gpu = slots[0]
         return run_slot(opts, label=label, device="cpu" if gpu == "cpu" else f"cuda:{gpu}", threads=None)
     threads = max(1, (os.cpu_count() or 1) // len(slots)) if slots[0][1] == "cpu" else None
-    procs = [_spawn(opts, label, gpu, threads) for label, gpu in slots]
-    return _wait_all(procs)
+    procs: list[subprocess.Popen] = []
+    received: list[int] = []
+
+    def forward(signum, _frame) -> None:
+        received.append(signum)
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signum)
+
+    # NOTE: handlers first, then children: a SIGTERM during the spawns still reaches them all
+    old = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        for label, gpu in slots:
+            if received:  # stopped while starting: start no more
+                break
+            procs.append(_spawn(opts, label, gpu, threads))
+        codes = [p.wait() for p in procs]
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+    return parent_exit_code(codes, received[0] if received else None)
 
 
 def _child_argv(opts: WorkerOptions) -> list[str]:
@@ -119,19 +138,14 @@ def _spawn(opts: WorkerOptions, label: str, gpu: str, threads: int | None) -> su
     return subprocess.Popen(cmd, env=env)
 
 
-def _wait_all(procs: list[subprocess.Popen]) -> int:
-    def forward(signum, _frame):
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signum)
-
-    old = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        codes = [p.wait() for p in procs]
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
-    return max(codes) if any(codes) else 0
+def parent_exit_code(codes: list[int], signum: int | None = None) -> int:
+    """The multi-slot parent's exit code: 128 + the signal that stopped it (143 SIGTERM, 130
+    SIGINT); else the worst child, where a child killed by signal N (returncode -N, e.g. SIGKILL
+    from the OOM killer) counts as 128 + N, never as 0."""
+    if signum is not None:
+        return 128 + signum
+    shell_codes = [128 - c if c < 0 else c for c in codes]
+    return max(shell_codes, default=0)
 
 
 def setup_logging(opts: WorkerOptions, label: str) -> Path:
@@ -216,6 +230,7 @@ class TrialLoop:
         self.finished_here = 0
         self.failures_in_a_row = 0
         self.last_failure = ""
+        self.stopped_by: int | None = None  # the first stop signal received
 
     def run(self) -> int:
         old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
@@ -242,7 +257,9 @@ class TrialLoop:
             for s, h in old.items():
                 signal.signal(s, h)
         log.info("worker done: %d trials finished here", self.finished_here)
-        return 0
+        # NOTE: 128 + signal, as a shell reports a process the signal ended: schedulers
+        # requeue on 143 (SIGTERM) and 130 (SIGINT); 0 would read as "study done".
+        return 0 if self.stopped_by is None else 128 + self.stopped_by
 
     def _on_signal(self, signum, _frame) -> None:
         if os.getpid() != self.pid:
@@ -252,8 +269,10 @@ class TrialLoop:
             os.kill(os.getpid(), signum)
             return
         log.warning("received %s: stopping", signal.Signals(signum).name)
+        first = self.stopped_by is None
+        self.stopped_by = signum if first else self.stopped_by
         self.stop.set()
-        if self.in_trial:
+        if self.in_trial and first:  # a second signal must not interrupt the clean stop
             raise WorkerStopped(signal.Signals(signum).name)
 
     def _ask(self):

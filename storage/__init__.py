@@ -11,7 +11,12 @@ from histosweep.storage._atomic import (
     current_umask,
 )
 from histosweep.storage._errors import StorageError
-from histosweep.storage._queries import count_trials_by_state, heartbeat_ages, study_gate
+from histosweep.storage._queries import (
+    count_trials_by_state,
+    heartbeat_ages,
+    start_ages,
+    study_gate,
+)
 from histosweep.storage._rdb import (
     DEFAULT_HEARTBEAT_S,
     engine_options,
@@ -36,6 +41,7 @@ __all__ = [
     "current_umask",
     "count_trials_by_state",
     "heartbeat_ages",
+    "start_ages",
     "study_gate",
     "engine_options",
     "is_sqlite",

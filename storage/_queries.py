@@ -44,7 +44,9 @@ def count_trials_by_state(storage, study_id: int) -> dict[str, int]:
 
 
 def heartbeat_ages(storage, study_id: int) -> dict[int, float]:
-    """Seconds since the last heartbeat of each RUNNING trial, by trial number."""
+    """Seconds since the last heartbeat of each RUNNING trial, by trial number; a trial with no
+    heartbeat row yet (its worker died between the ask and the first beat) counts from its
+    datetime_start (see start_ages)."""
     import sqlalchemy as sa
 
     if not _has_engine(storage):
@@ -59,7 +61,34 @@ def heartbeat_ages(storage, study_id: int) -> dict[int, float]:
     with engine.connect() as conn:
         now = _naive(conn.execute(now_query).scalar())
         rows = conn.execute(query, {"sid": study_id}).all()
-    return {int(n): max(0.0, (now - _naive(ts)).total_seconds()) for n, ts in rows}
+    ages = {int(n): max(0.0, (now - _naive(ts)).total_seconds()) for n, ts in rows}
+    return {**{n: age for _, (n, age) in start_ages(storage, study_id).items()}, **ages}
+
+
+def start_ages(storage, study_id: int) -> dict[int, tuple[int, float]]:
+    """trial_id -> (number, seconds since datetime_start) of RUNNING trials without any
+    heartbeat row: Optuna's stale-trial check skips them, so nothing else would ever fail them.
+
+    NOTE: Optuna writes datetime_start with the asking machine's local clock
+    (datetime.now()), heartbeats with the database's; the age is measured on this machine's
+    local clock, like datetime_start (workers' clocks and time zones should agree).
+    """
+    import sqlalchemy as sa
+
+    if not _has_engine(storage):
+        return {}
+    query = sa.text(
+        "SELECT t.trial_id, t.number, t.datetime_start FROM trials t WHERE t.study_id = :sid "
+        "AND t.state = 'RUNNING' AND NOT EXISTS "
+        "(SELECT 1 FROM trial_heartbeats h WHERE h.trial_id = t.trial_id)"
+    )
+    with _rdb(storage).engine.connect() as conn:
+        rows = conn.execute(query, {"sid": study_id}).all()
+    now = datetime.datetime.now()
+    return {
+        int(tid): (int(n), max(0.0, (now - _naive(ts)).total_seconds()) if ts is not None else 0.0)
+        for tid, n, ts in rows
+    }
 
 
 def _naive(value) -> datetime.datetime:

@@ -47,9 +47,16 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except Exception as exc:  # noqa: BLE001 - the one place that turns errors into lines
         if debug_enabled(args):
-            traceback.print_exc()
+            _print_traceback()
         print_error(_one_line(exc))
         return 1
+
+
+def _print_traceback() -> None:
+    """The current traceback on stderr with storage passwords and known secrets hidden."""
+    from histosweep.storage import redact_text
+
+    print(redact_text(traceback.format_exc()), end="", file=sys.stderr)
 
 
 def _one_line(exc: BaseException) -> str:

@@ -99,3 +99,49 @@ def test_empty_mask_becomes_full_with_a_warning(labeled_copy, tmp_path):
     cached = open_cache(fresh, 32, cache_dir=tmp_path / "cache", build=False)
     assert (cached.masks[ds.sample_ids().index("img_0003.png")] == 1).all()
     assert any(str(mask_path) in w for w in fresh.warnings)
+
+
+def test_16_bit_grey_scales_by_bit_depth_not_by_brightest_pixel(tmp_path):
+    """65535 -> 255 always: a dark 16-bit image (peak 200 of 65535) stays black, a bright one
+    scales linearly; a 16-bit mask is tumour where > 0."""
+    from histosweep.data._decode import load_mask, load_rgb
+
+    ramp = (np.arange(48 * 32).reshape(32, 48) * 42).astype(np.uint16)  # 0 .. 64470
+    dark = (np.arange(48 * 32).reshape(32, 48) % 201).astype(np.uint16)  # 0 .. 200 of 65535
+    for name, grey in (("ramp", ramp), ("dark", dark)):
+        Image.fromarray(grey).save(tmp_path / f"{name}.png")
+        assert Image.open(tmp_path / f"{name}.png").mode == "I;16"
+        rgb = np.asarray(load_rgb(tmp_path / f"{name}.png"))
+        want = np.round(grey.astype(np.float64) * 255 / 65535).astype(np.uint8)
+        assert rgb.dtype == np.uint8 and (np.abs(rgb[..., 0].astype(int) - want) <= 1).all(), name
+    mask16 = np.zeros((32, 48), np.uint16)
+    mask16[4:9, 5:20], mask16[20, 30] = 65535, 1  # any value > 0 is tumour
+    Image.fromarray(mask16).save(tmp_path / "mask16.png")
+    assert (load_mask(tmp_path / "mask16.png") == (mask16 > 0)).all()
+
+
+def _big_grey_png(path, width: int, height: int) -> None:
+    Image.new("L", (width, height), 0).save(path, compress_level=1)  # all black: a few KB
+
+
+def test_images_up_to_the_pixel_limit_decode_without_bomb_warning_and_larger_are_refused(tmp_path):
+    """One rule (histosweep.constants.MAX_IMAGE_PIXELS, PIL's hard limit): 100 MP (above PIL's
+    89 MP warning) loads silently; 180 MP is one DataError naming the file and the limit."""
+    import warnings
+
+    from histosweep.constants import MAX_IMAGE_PIXELS
+    from histosweep.data._decode import load_mask, load_rgb
+
+    big, huge = tmp_path / "big.png", tmp_path / "huge.png"
+    _big_grey_png(big, 10_000, 10_000)  # 100 MP: between 89 and 179 MP
+    _big_grey_png(huge, 13_500, 13_400)  # 180.9 MP
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # PIL's DecompressionBombWarning would raise here
+        assert load_rgb(big).size == (10_000, 10_000)
+        assert load_mask(big).shape == (10_000, 10_000)
+    for load in (load_rgb, load_mask):
+        with pytest.raises(DataError) as info:
+            load(huge)
+        message = str(info.value)
+        assert str(huge) in message and f"{MAX_IMAGE_PIXELS:,} pixels" in message
+        assert "\n" not in message and "Decompression" not in message

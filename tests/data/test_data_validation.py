@@ -150,3 +150,35 @@ def test_long_problem_lists_are_capped(labeled_copy):
     lines = _error(labeled_copy).splitlines()
     assert lines[0] == "64 problem(s) in the dataset:"
     assert len(lines) == 52 and lines[-1] == "... and 14 more"
+
+
+def test_latin1_labels_csv_says_save_as_utf8(labeled_copy):
+    csv = labeled_copy / "train_labels.csv"
+    csv.write_bytes(csv.read_bytes() + "img_é.png,Luminal A\n".encode("latin-1"))  # Excel-style
+    message = _error(labeled_copy)
+    assert str(csv) in message and "UTF-8" in message and "save it as UTF-8" in message
+    assert "\n" not in message and "codec" not in message
+
+
+def test_same_sample_in_two_formats_names_both_files(labeled_copy):
+    from PIL import Image
+
+    folder = labeled_copy / "train_data"
+    png = sorted(folder.glob("img_*.png"))[0]
+    Image.open(png).convert("RGB").save(png.with_suffix(".jpg"))
+    message = _error(labeled_copy)
+    assert str(png) in message and str(png.with_suffix(".jpg")) in message
+    assert "keep one" in message and "\n" not in message
+
+
+def test_image_above_the_pixel_limit_is_one_problem_at_validation(labeled_copy):
+    """prepare/create validation applies the same limit as decoding (no DecompressionBomb text)."""
+    from PIL import Image
+
+    image = sorted((labeled_copy / "train_data").glob("img_*.png"))[0]
+    mask = image.with_name(image.name.replace("img_", "mask_"))
+    for path in (image, mask):
+        Image.new("L", (13_500, 13_400), 0).save(path, compress_level=1)
+    message = _error(labeled_copy)
+    assert str(image) in message and str(mask) in message
+    assert "178,956,970 pixels" in message and "Decompression" not in message

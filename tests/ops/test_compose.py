@@ -215,3 +215,44 @@ def test_real_compose_refuses_to_start_without_a_password(tmp_path: Path) -> Non
     result = _run_config(_env_file(tmp_path, drop="POSTGRES_PASSWORD"))
     assert result.returncode != 0
     assert "set POSTGRES_PASSWORD in .env" in result.stderr
+
+
+def _check_env(resolved: dict) -> subprocess.CompletedProcess:
+    """Run the resolved check-env service's script with its resolved environment, as its
+    container would (entrypoint /bin/sh -c)."""
+    service = resolved["services"]["check-env"]
+    assert service["entrypoint"] == ["/bin/sh", "-c"]
+    script = service["command"][0] if isinstance(service["command"], list) else service["command"]
+    # NOTE: `config` prints a re-usable file, so `$$` stays escaped; the container gets `$`.
+    script = script.replace("$$", "$")
+    return subprocess.run(["/bin/sh", "-c", script], env=_env(service), capture_output=True,
+                          text=True, timeout=60)
+
+
+def test_real_compose_refuses_a_copied_env_example(tmp_path: Path) -> None:
+    """`cp .env.example .env` unchanged: the real parser resolves it, and check-env, which
+    postgres and minio wait for (so every other service too), exits 1 naming the variable;
+    with real values it exits 0."""
+    copied = tmp_path / ".env"
+    copied.write_text(ENV_EXAMPLE.read_text())
+    result = _run_config(copied)
+    assert result.returncode == 0, result.stderr
+    resolved = yaml.safe_load(result.stdout)
+    for name in ("postgres", "minio"):
+        assert resolved["services"][name]["depends_on"]["check-env"] == {
+            "condition": "service_completed_successfully"}
+    refused = _check_env(resolved)
+    assert refused.returncode == 1
+    assert refused.stderr.strip().splitlines() == [
+        "error: POSTGRES_PASSWORD in .env is still the .env.example placeholder: "
+        "set a password (openssl rand -hex 24)"]
+    real = _env_example() | {"POSTGRES_PASSWORD": "pw4711test", "MINIO_ROOT_USER": "histo",
+                             "MINIO_ROOT_PASSWORD": "minio4711test",
+                             "DATA_DIR": str(tmp_path / "dataset")}
+    for key in ("POSTGRES_PASSWORD", "MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD", "DATA_DIR"):
+        one_left = real | {key: _env_example()[key]}  # only this placeholder left
+        copied.write_text("".join(f"{k}={v}\n" for k, v in one_left.items()))
+        check = _check_env(yaml.safe_load(_run_config(copied).stdout))
+        assert check.returncode == 1 and f"error: {key} in .env" in check.stderr, key
+    copied.write_text("".join(f"{k}={v}\n" for k, v in real.items()))
+    assert _check_env(yaml.safe_load(_run_config(copied).stdout)).returncode == 0

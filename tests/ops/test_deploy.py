@@ -158,16 +158,21 @@ def test_sbatch_script_parses_and_asks_one_gpu_per_array_task() -> None:
 
 
 def _run_sbatch(
-    tmp_path: Path, env_text: str | None, mode: int = 0o600
+    tmp_path: Path, env_text: str | None, mode: int = 0o600, *, worker_exit: int = 0
 ) -> subprocess.CompletedProcess:
-    """Run the script as Slurm would, with a stand-in `srun` that prints what it would run."""
+    """Run the script as Slurm would, with a stand-in `srun` that prints what it would run and
+    exits `worker_exit`, and a stand-in `scontrol` that appends its argv to bin/scontrol.log."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
     srun = bin_dir / "srun"
     srun.write_text(
         '#!/bin/sh\nprintf "%s\\n" "$@"\nprintf "STORAGE=%s\\n" "$HISTOSWEEP_STORAGE"\n'
+        f"exit {worker_exit}\n"
     )
     srun.chmod(0o755)
+    scontrol = bin_dir / "scontrol"
+    scontrol.write_text(f'#!/bin/sh\necho "$@" >> {bin_dir / "scontrol.log"}\n')
+    scontrol.chmod(0o755)
     env_file = tmp_path / "histosweep.env"
     if env_text is not None:
         env_file.write_text(env_text)
@@ -179,6 +184,7 @@ def _run_sbatch(
         "TMPDIR": str(tmp_path),
         "HISTOSWEEP_ENV_FILE": str(env_file),
         "SLURM_ARRAY_TASK_ID": "3",
+        "SLURM_ARRAY_JOB_ID": "4242",
         "CUDA_VISIBLE_DEVICES": "5",
     }
     return subprocess.run(
@@ -217,3 +223,32 @@ def test_sbatch_refuses_missing_or_exposed_settings(
     assert result.returncode != 0
     assert message in result.stderr
     assert "histosweep" not in result.stdout.split(), "srun must not have run"
+
+
+@pytest.mark.parametrize(("worker_exit", "requeued"), [(143, True), (0, False), (1, False), (130, False)])
+def test_sbatch_requeues_its_task_when_the_worker_was_stopped_by_sigterm(
+    tmp_path: Path, worker_exit: int, requeued: bool
+) -> None:
+    """Exit 143 (SIGTERM: --signal=TERM@120 before the time limit, preemption) requeues the array
+    task; done (0), an error (1) or Ctrl-C (130) does not. The worker's code is passed on."""
+    result = _run_sbatch(tmp_path, "HISTOSWEEP_STORAGE=postgresql://u:pw@db/h\n",
+                         worker_exit=worker_exit)
+    assert result.returncode == worker_exit, result.stderr
+    log = tmp_path / "bin" / "scontrol.log"
+    assert (log.read_text().split() if log.exists() else []) == (
+        ["requeue", "4242_3"] if requeued else [])
+    directives = re.findall(r"^#SBATCH\s+(\S+)", SBATCH.read_text(), flags=re.M)
+    assert "--requeue" in directives and "--signal=TERM@120" in directives
+
+
+def test_k8s_worker_pods_stopped_by_sigterm_are_replaced_not_counted() -> None:
+    """A worker stopped by SIGTERM exits 143 (SIGINT: 130): the pod is replaced without using up
+    backoffLimit, as is a disrupted pod; errors and crashes still count."""
+    spec = _job("histosweep-worker")["spec"]
+    assert spec["template"]["spec"]["restartPolicy"] == "Never"  # podFailurePolicy needs it
+    rules = spec["podFailurePolicy"]["rules"]
+    by_code = [r for r in rules if "onExitCodes" in r]
+    assert [(r["action"], r["onExitCodes"]["operator"], sorted(r["onExitCodes"]["values"]))
+            for r in by_code] == [("Ignore", "In", [130, 143])]
+    assert by_code[0]["onExitCodes"]["containerName"] == _container(_job("histosweep-worker"))["name"]
+    assert {"type": "DisruptionTarget"} in [c for r in rules for c in r.get("onPodConditions", [])]

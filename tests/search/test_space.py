@@ -32,6 +32,10 @@ def write(tmp_path, body: str):
         ("[params]\nimage_backbone = { low = 1, high = 2 }\n", "not a range"),
         ("lr = 0.1\n", "expected one [params] table"),
         ("[params\nlr = 1\n", "not valid TOML"),
+        ("[params]\nepochs = { low = 2, high = 10, step = 0.5 }\n", "epochs is an integer range but has step 0.5"),
+        ("[params]\nbatch_size = { low = 8, high = 32, step = 4.5 }\n", "use a whole number step"),
+        ("[params]\nseed = [0, 1, 2]\n", "seed cannot be searched"),
+        ("[params]\nseed = { low = 0, high = 9 }\n", "create --seed"),
     ],
 )
 def test_space_errors_name_the_file_and_key(tmp_path, body, needle):

@@ -113,6 +113,38 @@ def test_sigkill_in_second_fold_is_retried_and_resumed(pg_url, synth_root, tmp_p
     assert retry.params == trials[0].params
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_running_trial_without_any_heartbeat_is_failed_and_requeued(backend, request, synth_root,
+                                                                   tmp_path):
+    """The ask committed, then the worker died before its first heartbeat: the RUNNING trial has
+    no heartbeat row, which Optuna's stale check skips. With --n-trials 1 it would fill the only
+    slot forever; instead it is failed after the grace period and re-queued, and the new worker
+    finishes the study."""
+    import subprocess
+
+    from histosweep.storage import heartbeat_ages, open_storage
+
+    url = request.getfixturevalue("sqlite_url" if backend == "sqlite" else "pg_url")
+    _create("orphan", url, synth_root, tiny_space(tmp_path, epochs=1), pruner="none")
+    # a storage without heartbeats asks the trial: RUNNING, no trial_heartbeats row, ever
+    orphan_study = optuna.load_study(study_name="orphan", storage=open_storage(url))
+    orphan = orphan_study.ask()
+    ages = heartbeat_ages(orphan_study._storage, orphan_study._study_id)
+    assert list(ages) == [orphan.number] and ages[orphan.number] < 60  # aged from datetime_start
+    worker = start_worker("orphan", url, tmp_path / "artifacts", "--n-trials", "1",
+                          "--heartbeat", "1", log_dir=tmp_path / "logs")
+    try:
+        out = worker.communicate(timeout=300)[0]
+    except subprocess.TimeoutExpired:
+        kill(worker)
+        raise AssertionError("the worker waited on the orphaned RUNNING trial") from None
+    assert worker.returncode == 0, out
+    trials = load("orphan", url).get_trials()
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]
+    assert trials[1].system_attrs["failed_trial"] == orphan.number
+    assert "never sent a heartbeat" in out
+
+
 def test_sigterm_stops_cleanly_and_requeues(synth_root, tmp_path, sqlite_url):
     _create("term", sqlite_url, synth_root, tiny_space(tmp_path, epochs=3), folds=2, pruner="none")
     worker = start_worker("term", sqlite_url, tmp_path / "a", "--n-trials", "3", log_dir=tmp_path / "logs")
@@ -121,12 +153,65 @@ def test_sigterm_stops_cleanly_and_requeues(synth_root, tmp_path, sqlite_url):
              timeout=300, what="a first epoch", proc=worker)
     worker.send_signal(signal.SIGTERM)
     out = worker.communicate(timeout=60)[0]
-    assert worker.returncode == 0, out
+    assert worker.returncode == 143, out  # 128 + SIGTERM: schedulers requeue on it
     states = _states(load("term", sqlite_url))
     assert states[0] == TrialState.FAIL and TrialState.RUNNING not in states
     assert states[-1] == TrialState.WAITING  # re-queued: the next worker resumes it
     failed = load("term", sqlite_url).get_trials()[0]
     assert "worker stopped by SIGTERM" in failed.user_attrs["fail_reason"]
+
+
+def _children(proc) -> list[int]:
+    path = f"/proc/{proc.pid}/task/{proc.pid}/children"
+    try:
+        with open(path) as fh:
+            return [int(pid) for pid in fh.read().split()]
+    except FileNotFoundError:
+        return []
+
+
+def _running(study) -> int:
+    return sum(t.state == TrialState.RUNNING for t in study.get_trials(deepcopy=False))
+
+
+def test_multi_slot_parent_exits_non_zero_when_a_child_is_killed(synth_root, tmp_path, sqlite_url):
+    """A slot process killed by a signal (SIGKILL, as from the OOM killer) makes the parent exit
+    137 (128 + 9), not 0, while the other slot still finishes the study."""
+    import os
+
+    _create("oom", sqlite_url, synth_root, tiny_space(tmp_path, epochs=1), pruner="none")
+    parent = start_worker("oom", sqlite_url, tmp_path / "a", "--trials-per-gpu", "2",
+                          "--n-trials", "1", "--heartbeat", "1", log_dir=tmp_path / "logs")
+    study = load("oom", sqlite_url)
+    wait_for(lambda: len(_children(parent)) == 2 and _running(study), timeout=300,
+             what="two slots and a running trial", proc=parent)
+    os.kill(_children(parent)[0], signal.SIGKILL)
+    out = parent.communicate(timeout=600)[0]
+    assert parent.returncode == 137, out
+    states = _states(load("oom", sqlite_url))
+    assert states.count(TrialState.COMPLETE) == 1 and TrialState.RUNNING not in states
+
+
+def test_multi_slot_parent_forwards_sigterm_waits_and_exits_143(synth_root, tmp_path, sqlite_url):
+    """SIGTERM to the parent of two slots reaches both children; it waits for them (none left)
+    and exits 143; both running trials are failed and re-queued."""
+    import os
+
+    _create("fwd", sqlite_url, synth_root, tiny_space(tmp_path, epochs=3), pruner="none")
+    parent = start_worker("fwd", sqlite_url, tmp_path / "a", "--trials-per-gpu", "2",
+                          "--n-trials", "4", log_dir=tmp_path / "logs")
+    study = load("fwd", sqlite_url)
+    wait_for(lambda: _running(study) == 2, timeout=300, what="two running trials", proc=parent)
+    children = _children(parent)
+    assert len(children) == 2
+    parent.send_signal(signal.SIGTERM)
+    out = parent.communicate(timeout=120)[0]
+    assert parent.returncode == 143, out
+    assert out.count("received SIGTERM: stopping") == 2 and "Traceback" not in out
+    assert not [pid for pid in children if os.path.exists(f"/proc/{pid}")]  # waited and reaped
+    states = _states(load("fwd", sqlite_url))
+    assert states.count(TrialState.FAIL) == 2 and states.count(TrialState.WAITING) == 2
+    assert TrialState.RUNNING not in states
 
 
 def test_failing_trials_are_recorded_and_worker_gives_up(synth_root, tmp_path, sqlite_url):
