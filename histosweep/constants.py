@@ -25,3 +25,6 @@ DEFAULT_CANDIDATES = 20
 
 # How an image becomes a square of `resolution` px.
 RESIZE_MODES: tuple[str, ...] = ("stretch", "pad", "reflect")
+
+# The optimizers a trial can pick (timm.optim.create_optimizer_v2 names); Lion is the reference's.
+OPTIMIZERS: tuple[str, ...] = ("lion", "adamw")
