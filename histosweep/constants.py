@@ -32,3 +32,6 @@ RESIZE_MODES: tuple[str, ...] = ("stretch", "pad", "reflect")
 # refused with one line naming the file. ~179 MP is e.g. 13,377 x 13,377; the challenge's
 # largest images are ~6 MP.
 MAX_IMAGE_PIXELS = 178_956_970
+
+# The optimizers a trial can pick (timm.optim.create_optimizer_v2 names); Lion is the reference's.
+OPTIMIZERS: tuple[str, ...] = ("lion", "adamw")

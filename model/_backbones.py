@@ -41,9 +41,17 @@ def check_backbone(name: str, *, field: str) -> None:
 
 
 def create_backbone(
-    name: str, *, field: str, in_chans: int, pretrained: bool, weights_path: str = ""
+    name: str,
+    *,
+    field: str,
+    in_chans: int,
+    pretrained: bool,
+    weights_path: str = "",
+    drop_path_rate: float = 0.0,
 ) -> nn.Module:
     """A timm feature extractor (pooled, no classifier) with `in_chans` input channels.
+
+    drop_path_rate > 0 turns on the backbone's stochastic depth (timm's DropPath blocks).
 
     `weights_path` (a local .safetensors/.pth/.bin state dict) wins over the hub; timm's own
     loader drops the classifier and adapts the first conv to `in_chans` (sums RGB for 1 channel).
@@ -52,6 +60,8 @@ def create_backbone(
 
     check_backbone(name, field=field)
     kwargs: dict = {"num_classes": 0, "in_chans": in_chans}
+    if drop_path_rate > 0:  # only when asked: not every timm model takes the argument
+        kwargs["drop_path_rate"] = drop_path_rate
     if pretrained and weights_path:
         path = Path(weights_path).expanduser()
         if not path.is_file():

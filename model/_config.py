@@ -10,7 +10,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from histosweep.constants import RESIZE_MODES
+from histosweep.constants import OPTIMIZERS, RESIZE_MODES
 from histosweep.exceptions import HistosweepError
 
 KEEP_CHOICES = ("best", "last")
@@ -33,7 +33,10 @@ class TrainConfig:
     mask_pretrained_path: str = ""  # local weights file for the mask branch
     head_hidden: int = 256  # Linear(hidden) in BN -> Dropout -> Linear -> ReLU -> Dropout -> Linear
     dropout: float = 0.3
+    # Stochastic depth of the image backbone (timm drop_path_rate); 0 = off, as the reference.
+    drop_path_rate: float = 0.0
     # --- optimisation ------------------------------------------------------------------
+    optimizer: str = "lion"  # lion (the reference) | adamw; built by timm's optimizer factory
     epochs: int = 30
     batch_size: int = 16  # effective batch = micro-batch * accumulation
     accumulation: int = 1  # gradient accumulation steps
@@ -42,6 +45,10 @@ class TrainConfig:
     label_smoothing: float = 0.1
     t0: int = 10  # CosineAnnealingWarmRestarts T_0, in epochs (stepped per iteration)
     t_mult: int = 1  # CosineAnnealingWarmRestarts T_mult
+    # EMA of the weights (timm ModelEmaV3), updated after every optimizer step; 0 = off. When on,
+    # validation, the kept weights and the checkpoint are the EMA's. The decay warms up (timm's
+    # 1 - (1 + step)^-2/3) to at most this value: a fold is only hundreds of steps.
+    ema_decay: float = 0.0
     # --- augmentation ------------------------------------------------------------------
     color_jitter_prob: float = 0.8  # reference: ColorJitter with p=0.8
     cutmix_prob: float = 0.5  # chance a batch gets CutMix
@@ -67,6 +74,9 @@ class TrainConfig:
             (self.weight_decay >= 0, "weight_decay must be >= 0"),
             (0 <= self.label_smoothing < 1, "label_smoothing must be in [0, 1)"),
             (0 <= self.dropout < 1, "dropout must be in [0, 1)"),
+            (0 <= self.drop_path_rate < 1, "drop_path_rate must be in [0, 1)"),
+            (self.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}"),
+            (0 <= self.ema_decay < 1, "ema_decay must be in [0, 1) (0 = off)"),
             (self.t0 >= 1 and self.t_mult >= 1, "t0 and t_mult must be >= 1"),
             (0 <= self.color_jitter_prob <= 1, "color_jitter_prob must be in [0, 1]"),
             (0 <= self.cutmix_prob <= 1, "cutmix_prob must be in [0, 1]"),

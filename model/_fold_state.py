@@ -1,5 +1,5 @@
-"""Snapshots of a fold's training state (weights, optimizer, scheduler, RNG) on the CPU, so a
-CUDA out-of-memory epoch can be rerun from its start. Exercise: `pytest tests/model -k oom`.
+"""Snapshots of a fold's training state (weights, EMA, optimizer, scheduler, RNG) on the CPU, so
+a CUDA out-of-memory epoch can be rerun from its start. Exercise: `pytest tests/model -k oom`.
 """
 
 from __future__ import annotations
@@ -39,6 +39,8 @@ class FoldState:
     scheduler: dict
     cpu_rng: torch.Tensor
     cuda_rng: torch.Tensor | None
+    ema: dict[str, torch.Tensor] | None = None  # the EMA weights (cfg.ema_decay > 0)
+    optimizer_steps: int = 0  # the EMA's warmup clock
 
     @classmethod
     def capture(cls, run) -> FoldState:
@@ -50,6 +52,8 @@ class FoldState:
             scheduler=copy.deepcopy(run.scheduler.state_dict()),
             cpu_rng=torch.get_rng_state(),
             cuda_rng=torch.cuda.get_rng_state(run.device) if cuda else None,
+            ema=cpu_state_dict(run.ema.module) if run.ema is not None else None,
+            optimizer_steps=run.optimizer_steps,
         )
 
     def restore(self, run) -> None:
@@ -57,6 +61,9 @@ class FoldState:
         # a fresh copy: on the CPU load_state_dict would adopt (and later mutate) our tensors
         run.optimizer.load_state_dict(_cpu_copy(self.optimizer))
         run.scheduler.load_state_dict(copy.deepcopy(self.scheduler))
+        if self.ema is not None:
+            run.ema.module.load_state_dict(self.ema)
+        run.optimizer_steps = self.optimizer_steps
         torch.set_rng_state(self.cpu_rng)
         if self.cuda_rng is not None:
             torch.cuda.set_rng_state(self.cuda_rng, run.device)

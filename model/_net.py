@@ -31,6 +31,7 @@ class DualBranchNet(nn.Module):
         pretrained: bool = False,
         image_pretrained_path: str = "",
         mask_pretrained_path: str = "",
+        drop_path_rate: float = 0.0,
     ) -> None:
         super().__init__()
         self.image_backbone_name = image_backbone
@@ -42,6 +43,7 @@ class DualBranchNet(nn.Module):
             in_chans=3,
             pretrained=pretrained or bool(image_pretrained_path),
             weights_path=image_pretrained_path,
+            drop_path_rate=drop_path_rate,  # stochastic depth on the image branch only
         )
         self.mask_branch = create_backbone(
             mask_backbone,
@@ -92,4 +94,5 @@ def build_model(
         pretrained=bool(cfg.pretrained if pretrained is None else pretrained),
         image_pretrained_path=image_path,
         mask_pretrained_path=mask_path,
+        drop_path_rate=cfg.drop_path_rate,
     )

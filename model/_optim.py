@@ -1,4 +1,4 @@
-"""Lion (timm) + CosineAnnealingWarmRestarts stepped per iteration (the reference recipe).
+"""Lion or AdamW (timm's factory) + CosineAnnealingWarmRestarts stepped per iteration.
 
 Exercise: `pytest tests/model/test_optim.py`.
 """
@@ -13,25 +13,26 @@ from histosweep.model._config import TrainConfig
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """Lion(lr, weight_decay) with no decay on biases and norm weights (1-d tensors).
+    """cfg.optimizer (lion | adamw) from timm's factory, no decay on biases and norm weights.
 
     timm's Lion: the same update as lion-pytorch's (decoupled weight decay, sign of the
     interpolated momentum), with foreach kernels on CUDA: one launch per op for all tensors
     instead of one per tensor, which is most of a small-batch step on a GPU otherwise.
+    adamw is torch.optim.AdamW (betas 0.9/0.999, eps 1e-8).
     """
-    from timm.optim import Lion
+    from timm.optim import create_optimizer_v2
 
-    decay, no_decay = [], []
-    for param in model.parameters():
-        if param.requires_grad:
-            # why: decaying BN/LN scales and biases only fights the normalisation (timm does the same)
-            (no_decay if param.ndim <= 1 else decay).append(param)
-    groups = [
-        {"params": decay, "weight_decay": cfg.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
+    # why filter_bias_and_bn: decaying BN/LN scales and biases (1-d tensors) only fights the
+    # normalisation; the factory puts them in a weight_decay=0 group
     # NOTE: foreach explicit: timm's default (None) resolves to it on CUDA only in newer releases
-    return Lion([g for g in groups if g["params"]], lr=cfg.lr, foreach=True)
+    return create_optimizer_v2(
+        model,
+        opt=cfg.optimizer,
+        lr=cfg.lr,
+        weight_decay=cfg.weight_decay,
+        foreach=True,
+        filter_bias_and_bn=True,
+    )
 
 
 def build_scheduler(

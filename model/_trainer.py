@@ -25,6 +25,7 @@ from histosweep.model._batches import (
 )
 from histosweep.model._bn import recalibrate_batchnorm
 from histosweep.model._config import TrainConfig
+from histosweep.model._ema import build_ema
 from histosweep.model._errors import ModelError
 from histosweep.model._fold_state import FoldState, cpu_state_dict
 from histosweep.model._loss import class_weights, soft_cross_entropy, target_weight_sum
@@ -114,6 +115,8 @@ class _FoldRun:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.train_model = self._maybe_compile(self.model)
         self.optimizer = build_optimizer(self.model, cfg)
+        self.ema = build_ema(self.model, cfg)  # None unless cfg.ema_decay > 0
+        self.optimizer_steps = 0  # the EMA's warmup clock
         self.scheduler = build_scheduler(self.optimizer, cfg)
         self.weights = class_weights(labels[self.train_idx], num_classes).to(device)  # (C,)
         self.micro_batch = max(MIN_MICRO_BATCH, cfg.batch_size // cfg.accumulation)
@@ -176,6 +179,9 @@ class _FoldRun:
             loss.backward()
             total += loss.detach()
         self.optimizer.step()
+        self.optimizer_steps += 1
+        if self.ema is not None:
+            self.ema.update(self.model, step=self.optimizer_steps)
         return total
 
     def train_epoch_with_retry(self, epoch: int) -> tuple[float, float, int, float]:
@@ -224,6 +230,11 @@ class _FoldRun:
             torch.cuda.empty_cache()
 
     # --- evaluation ----------------------------------------------------------------------
+    @property
+    def eval_model(self) -> DualBranchNet:
+        """The weights validated, kept and saved: the EMA's when cfg.ema_decay > 0."""
+        return self.model if self.ema is None else self.ema.module
+
     def recalibrate_bn(self, epoch: int) -> None:
         """Precise BN on up to cfg.bn_recalibration_images un-augmented training rows."""
         if self.cfg.bn_recalibration_images <= 0:
@@ -231,7 +242,7 @@ class _FoldRun:
         order = epoch_order(self.train_idx, seed=self.cfg.seed, epoch=epoch, stream=1)
         rows = order[: self.cfg.bn_recalibration_images]
         batches = effective_batches(rows, self.eval_batch_size())  # no backward: eval's batch
-        recalibrate_batchnorm(self.model, self._eval_inputs(batches))
+        recalibrate_batchnorm(self.eval_model, self._eval_inputs(batches))
 
     def _eval_inputs(self, batches: list[np.ndarray]):
         from histosweep.data import to_model_inputs
@@ -247,7 +258,7 @@ class _FoldRun:
     def validate(self) -> tuple[np.ndarray, float, float]:
         """Validation probs (n_val, C), loss (same criterion, one-hot targets), macro-F1."""
         probs = probs_for_rows(
-            self.model, self.source, self.val_idx, batch_size=self.eval_batch_size()
+            self.eval_model, self.source, self.val_idx, batch_size=self.eval_batch_size()
         )
         truth = self.labels[self.val_idx]
         log_probs = torch.from_numpy(np.log(np.clip(probs, 1e-12, None)))  # logits up to a constant
@@ -259,7 +270,10 @@ class _FoldRun:
 
     def holdout_probs(self) -> np.ndarray:
         return probs_for_rows(
-            self.model, self.holdout_source, self.holdout_idx, batch_size=self.eval_batch_size()
+            self.eval_model,
+            self.holdout_source,
+            self.holdout_idx,
+            batch_size=self.eval_batch_size(),
         )
 
     def _label(self, epoch: int) -> str:
@@ -280,7 +294,7 @@ class _Chosen:
         if self.keep == "best" and metrics.val_f1 <= self.f1:
             return
         self.epoch, self.f1, self.val_probs = metrics.epoch, metrics.val_f1, val_probs
-        self.state = cpu_state_dict(run.model)
+        self.state = cpu_state_dict(run.eval_model)
 
 
 def _fit(
@@ -360,7 +374,7 @@ def train_fold(
         if stopped:  # pruned: the caller drops the fold, so no holdout pass
             holdout_probs = np.zeros((0, num_classes), dtype=np.float32)
         else:
-            run.model.load_state_dict(chosen.state)
+            run.eval_model.load_state_dict(chosen.state)
             holdout_probs = run.holdout_probs()
     return FoldResult(
         state_dict=chosen.state,

@@ -28,6 +28,7 @@ REFERENCE_PARAMS: dict[str, Any] = {
     "mask_backbone": "resnet18",
     "pretrained": True,  # ImageNet encoders
     "label_smoothing": 0.1,
+    "optimizer": "lion",  # Lion optimiser
     "color_jitter_prob": 0.8,  # ColorJitter with p=0.8
     "cutmix_prob": 0.5,  # CutMix on; NOTE: the report gives no rate, 0.5 is TrainConfig's
     "cutmix_alpha": 1.0,  # the CutMix paper's Beta(1, 1); the report gives none
@@ -35,6 +36,8 @@ REFERENCE_PARAMS: dict[str, Any] = {
     "lr": 1e-4,
     "weight_decay": 1e-2,
     "dropout": 0.3,
+    "drop_path_rate": 0.0,  # no stochastic depth or weight EMA in the report
+    "ema_decay": 0.0,
     # Whole images, fine-tuned end to end (only enqueued where a space searches these modes).
     "input_mode": "whole",
     "train_mode": "finetune",

@@ -24,6 +24,8 @@ ALIASES = {
     "learning_rate": "lr", "wd": "weight_decay", "img_size": "resolution", "image_size": "resolution",
     "size": "resolution", "backbone": "image_backbone", "model": "image_backbone", "bs": "batch_size",
     "smoothing": "label_smoothing", "drop_rate": "dropout", "max_epochs": "epochs",
+    # timm train.py's --opt, --drop-path, --model-ema-decay
+    "opt": "optimizer", "drop_path": "drop_path_rate", "model_ema_decay": "ema_decay",
 }
 # Keys of earlier versions that are no longer searched -> where the thing went.
 MOVED_KEYS = {

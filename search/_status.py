@@ -1,13 +1,19 @@
-"""Study status: trials by state, best trial, epochs run versus a full search, running trials.
-
-Exercise: `histosweep status STUDY [--json]`.
+"""Study status: trials by state, best trial, epochs run versus a full search, running trials
+with their fold, epoch and time left; `watch_status` refreshes it. Exercise:
+`histosweep status STUDY [--json] [--watch --interval S --count N]`.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import datetime
+import json
+import time
+from collections.abc import Callable
+from typing import Any, TextIO
 
 from histosweep.storage import count_trials_by_state, heartbeat_ages
+
+CLEAR_SCREEN = "\x1b[H\x1b[2J"  # cursor home + clear: a TTY redraw that long lines cannot skew
 
 
 def study_status(study) -> dict[str, Any]:
@@ -23,12 +29,15 @@ def study_status(study) -> dict[str, Any]:
         for t in finished
     )
     ages = heartbeat_ages(study._storage, study._study_id)
+    layout = _layout(study)
+    epoch_s = _finished_epoch_seconds(finished)
     running = [
         {
             "number": t.number, "host": t.user_attrs.get("host"), "slot": t.user_attrs.get("slot"),
             "device": t.user_attrs.get("device"),
             "heartbeat_age_s": round(ages[t.number], 1) if t.number in ages else None,
             "last_step": t.last_step,
+            **_progress(t, layout, epoch_s),
         }
         for t in trials if t.state == TrialState.RUNNING
     ]
@@ -44,6 +53,64 @@ def study_status(study) -> dict[str, Any]:
         },
         "running": running,
     }
+
+
+def _layout(study) -> tuple[int, int] | None:
+    """(folds, most epochs in the space) of a histosweep study; None for any other study."""
+    from histosweep.search._settings import SETTINGS_KEY, load_settings
+
+    if SETTINGS_KEY not in study.user_attrs:
+        return None
+    settings = load_settings(study)
+    return settings.folds, settings.space_obj().max_epochs()
+
+
+def _trial_epochs(trial, fallback: int) -> int:
+    config = trial.user_attrs.get("config") or {}
+    return int(config.get("epochs") or trial.params.get("epochs") or fallback)
+
+
+def _finished_epoch_seconds(finished) -> float | None:
+    """Mean seconds per epoch over the folds of complete trials (their fold_seconds)."""
+    seconds = epochs = 0.0
+    for t in finished:
+        fold_seconds = t.user_attrs.get("fold_seconds") or []
+        if fold_seconds and t.user_attrs.get("config"):
+            seconds += sum(fold_seconds)
+            epochs += len(fold_seconds) * _trial_epochs(t, 1)
+    return seconds / epochs if epochs else None
+
+
+def _progress(trial, layout, epoch_s: float | None) -> dict[str, Any]:
+    """Fold and epoch (0-based) of the last reported step, and an estimate of time left.
+
+    step = fold * E + epoch, E = the space's most epochs (search._objective). Time left is the
+    trial's own pace (elapsed / epochs reported) once it has reported, else the complete
+    trials' seconds per epoch; it assumes the trial is not pruned.
+    """
+    elapsed = None
+    if trial.datetime_start is not None:  # optuna writes the worker's local time
+        elapsed = max(0.0, (datetime.datetime.now() - trial.datetime_start).total_seconds())
+    out: dict[str, Any] = {"elapsed_s": None if elapsed is None else round(elapsed, 1),
+                           "fold": None, "epoch": None, "folds": None, "epochs": None,
+                           "eta_s": None, "eta_from": None}
+    if layout is None:
+        return out
+    folds, max_epochs = layout
+    epochs = _trial_epochs(trial, max_epochs)
+    out.update(folds=folds, epochs=epochs)
+    done = 0
+    if trial.last_step is not None:
+        fold, epoch = divmod(int(trial.last_step), max_epochs)
+        out.update(fold=fold, epoch=epoch)
+        done = fold * epochs + epoch + 1
+    left = max(0, folds * epochs - done)
+    if done and elapsed is not None:
+        out.update(eta_s=round(elapsed / done * left, 1), eta_from="trial")
+    elif epoch_s is not None:
+        spent = elapsed or 0.0
+        out.update(eta_s=round(max(0.0, epoch_s * folds * epochs - spent), 1), eta_from="finished")
+    return out
 
 
 def _best(study) -> dict[str, Any] | None:
@@ -75,8 +142,70 @@ def format_status(s: dict[str, Any]) -> str:
         lines += [f"  {k} = {v}" for k, v in sorted(b["params"].items())]
     else:
         lines.append("best: no complete trial yet")
-    for r in s["running"]:
-        age = "?" if r["heartbeat_age_s"] is None else f"{r['heartbeat_age_s']:.0f} s"
-        lines.append(f"running: trial {r['number']} on {r['host']} {r['slot']} ({r['device']}), "
-                     f"step {r['last_step']}, heartbeat {age} ago")
+    lines += _running_table(s["running"])
     return "\n".join(lines)
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+def _of(index: int | None, total: int | None) -> str:
+    return "-" if index is None else f"{index + 1}/{total}"
+
+
+def _running_table(running: list[dict[str, Any]]) -> list[str]:
+    """One row per running trial: worker (host/slot), fold, epoch, time left, heartbeat."""
+    if not running:
+        return ["running: none"]
+    header = ("trial", "worker", "device", "fold", "epoch", "elapsed", "left", "heartbeat")
+    rows = [header] + [
+        (
+            str(r["number"]), f"{r['host']}/{r['slot']}", str(r["device"]),
+            _of(r.get("fold"), r.get("folds")), _of(r.get("epoch"), r.get("epochs")),
+            _duration(r.get("elapsed_s")),
+            _duration(r.get("eta_s")) + (" ~" if r.get("eta_from") == "finished" else ""),
+            _duration(r["heartbeat_age_s"]),
+        )
+        for r in running
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    table = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+             for row in rows]
+    return [f"running: {len(running)}", *("  " + line for line in table)]
+
+
+def watch_status(
+    snapshot: Callable[[], dict[str, Any]],
+    *,
+    interval: float,
+    count: int | None = None,
+    as_json: bool = False,
+    stream: TextIO,
+    redraw: bool = False,
+) -> int:
+    """Print `snapshot()` every `interval` s, `count` times (None: until Ctrl-C); returns refreshes.
+
+    redraw (a TTY): clear and draw in place; else one snapshot after another (logs, pipes).
+    as_json: one compact JSON document per line per refresh.
+    """
+    shown = 0
+    while count is None or shown < count:
+        status = snapshot()
+        shown += 1
+        stamp = time.strftime("%H:%M:%S")
+        if as_json:
+            stream.write(json.dumps({**status, "refresh": shown, "time": stamp}, default=str) + "\n")
+        else:
+            total = f"/{count}" if count else ""
+            head = f"refresh {shown}{total} at {stamp}, every {interval:g} s (Ctrl-C ends)"
+            stream.write((CLEAR_SCREEN if redraw else "\n" if shown > 1 else "")
+                         + head + "\n" + format_status(status) + "\n")
+        stream.flush()
+        if count is None or shown < count:
+            time.sleep(interval)  # the refresh period, not a synchronisation
+    return shown

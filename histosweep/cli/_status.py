@@ -1,24 +1,58 @@
-"""`histosweep status STUDY`: trials by state, best trial, pruning savings, running trials."""
+"""`histosweep status STUDY [--watch --interval S --count N]`: trials by state, best trial,
+pruning savings, running trials (worker, fold, epoch, time left); --watch refreshes it."""
 
 from __future__ import annotations
 
-from histosweep.cli._common import print_json, storage_arg
+import sys
+
+from histosweep.cli._common import UserError, print_json, storage_arg
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("study", help="study name")
+    parser.add_argument(
+        "--watch", action="store_true",
+        help="refresh until Ctrl-C: in place on a terminal, one snapshot per interval otherwise "
+        "(with --json: one JSON document per line)",
+    )
+    parser.add_argument("--interval", type=float, default=None, metavar="S",
+                        help="seconds between refreshes with --watch (default 5)")
+    parser.add_argument("--count", type=int, default=None, metavar="N",
+                        help="with --watch: stop after N refreshes (scripts, tests)")
+
+
+def _check(args) -> None:
+    if not args.watch and (args.interval is not None or args.count is not None):
+        raise UserError("--interval and --count only apply with --watch; add --watch")
+    if args.interval is not None and not args.interval > 0:
+        raise UserError(f"--interval {args.interval:g}: give a number of seconds > 0")
+    if args.count is not None and args.count < 1:
+        raise UserError(f"--count {args.count}: give a number of refreshes >= 1")
 
 
 def run(args) -> int:
-    from histosweep.search._status import format_status, study_status
+    from histosweep.search._status import format_status, study_status, watch_status
     from histosweep.search._study import open_study
     from histosweep.storage import redact, resolve_storage_url
 
+    _check(args)
     url = storage_arg(args)
-    status = study_status(open_study(args.study, url))
-    status["storage"] = redact(resolve_storage_url(url))
+    study = open_study(args.study, url)
+    storage = redact(resolve_storage_url(url))
+
+    def snapshot() -> dict:
+        return {**study_status(study), "storage": storage}
+
+    if args.watch:
+        try:
+            watch_status(snapshot, interval=args.interval or 5.0, count=args.count,
+                         as_json=args.json, stream=sys.stdout,
+                         redraw=sys.stdout.isatty() and not args.json)
+        except KeyboardInterrupt:  # Ctrl-C is how a watch ends: no traceback, exit 0
+            print()
+        return 0
     if args.json:
-        print_json(status)
+        print_json(snapshot())
     else:
-        print(format_status(status))
+        print(format_status(snapshot()))
     return 0

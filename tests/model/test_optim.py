@@ -1,4 +1,4 @@
-"""Lion with decoupled groups; cosine warm restarts stepped per iteration."""
+"""Lion and AdamW with decoupled groups; cosine warm restarts stepped per iteration."""
 
 from __future__ import annotations
 
@@ -16,13 +16,16 @@ def _tiny() -> torch.nn.Module:
     )
 
 
-def test_lion_with_config_lr_and_no_decay_on_biases_and_norms():
-    cfg = TrainConfig(lr=3e-4, weight_decay=0.05)
+@pytest.mark.parametrize(("name", "cls"), [("lion", Lion), ("adamw", torch.optim.AdamW)])
+def test_optimizer_with_config_lr_and_no_decay_on_biases_and_norms(name, cls):
+    cfg = TrainConfig(optimizer=name, lr=3e-4, weight_decay=0.05)
     opt = build_optimizer(_tiny(), cfg)
-    assert isinstance(opt, Lion)
-    decayed, plain = opt.param_groups
+    assert type(opt) is cls
+    # timm's factory orders the groups no-decay first; find them by their decay
+    (decayed,) = [g for g in opt.param_groups if g["weight_decay"] == 0.05]
+    (plain,) = [g for g in opt.param_groups if g["weight_decay"] == 0.0]
+    assert len(opt.param_groups) == 2
     assert decayed["lr"] == plain["lr"] == 3e-4
-    assert decayed["weight_decay"] == 0.05 and plain["weight_decay"] == 0.0
     assert all(p.ndim == 2 for p in decayed["params"])
     assert all(p.ndim == 1 for p in plain["params"]) and len(plain["params"]) == 4
 
@@ -46,6 +49,31 @@ def test_lion_step_is_the_reference_update():
         opt.step()
         for name, p in net.named_parameters():
             assert torch.allclose(p.detach(), before[name], atol=1e-7), name
+
+
+def test_adamw_step_is_torch_adamw_on_the_same_groups():
+    """optimizer = "adamw" is torch's AdamW (defaults) with decay on matrices only."""
+    torch.manual_seed(0)
+    net = torch.nn.Linear(3, 2)
+    twin = torch.nn.Linear(3, 2)
+    twin.load_state_dict(net.state_dict())
+    start = net.weight.detach().clone()
+    cfg = TrainConfig(optimizer="adamw", lr=1e-2, weight_decay=0.1)
+    opt = build_optimizer(net, cfg)
+    reference = torch.optim.AdamW(
+        [{"params": [twin.weight], "weight_decay": 0.1}, {"params": [twin.bias], "weight_decay": 0.0}],
+        lr=cfg.lr,
+    )
+    for _ in range(3):
+        x = torch.randn(5, 3)
+        for model, optimizer in ((net, opt), (twin, reference)):
+            optimizer.zero_grad()
+            model(x).pow(2).sum().backward()
+            optimizer.step()
+    for (name, p), q in zip(net.named_parameters(), twin.parameters(), strict=True):
+        assert torch.allclose(p, q, atol=1e-7), name
+    assert not torch.allclose(net.weight, start, atol=1e-3)  # the comparison is not vacuous
+    assert opt.state[net.weight]["step"] == 3  # AdamW's own state, not Lion's momentum only
 
 
 def _lrs(cfg: TrainConfig, epochs: int, iters: int) -> list[float]:

@@ -105,3 +105,47 @@ def test_max_epochs_is_the_largest_epochs_a_trial_can_pick(tmp_path):
     assert load_space(path).max_epochs() == 9
     path.write_text("[params]\nepochs = 5\n")
     assert load_space(path).max_epochs() == 5
+
+
+def test_timm_options_are_space_keys(tmp_path):
+    from histosweep.search._enqueue import reference_params
+
+    space = load_space(write(tmp_path, (
+        '[params]\noptimizer = ["adamw", "lion"]\n'
+        "drop_path_rate = { low = 0.0, high = 0.3 }\nema_decay = [0.0, 0.999]\n"
+    )))
+    assert set(space.searched()) == {"optimizer", "drop_path_rate", "ema_decay"}
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+    cfgs = [space.suggest(study.ask()) for _ in range(12)]
+    assert {c.optimizer for c in cfgs} == {"lion", "adamw"}
+    assert {c.ema_decay for c in cfgs} == {0.0, 0.999}
+    assert all(isinstance(c.drop_path_rate, float) and 0 <= c.drop_path_rate <= 0.3 for c in cfgs)
+    assert len({c.drop_path_rate for c in cfgs}) > 1
+    # the reference recipe (Lion, neither stochastic depth nor EMA) is a point of such a space
+    params, skipped = reference_params(space)
+    assert params == {"optimizer": "lion", "drop_path_rate": 0.0, "ema_decay": 0.0} and not skipped
+    fixed = load_space(write(tmp_path, "[params]\nepochs = 3\n")).fixed_config()
+    assert (fixed.optimizer, fixed.drop_path_rate, fixed.ema_decay) == ("lion", 0.0, 0.0)
+
+
+@pytest.mark.parametrize(
+    ("body", "needle"),
+    [
+        ('[params]\noptimizer = ["lion", "sgd"]\n', "optimizer = 'sgd' is not allowed"),
+        ("[params]\noptimizer = { low = 0, high = 1 }\n", "not a range"),
+        ("[params]\noptimizer = 1\n", "optimizer must be str"),
+        ("[params]\ndrop_path_rate = { low = 0.0, high = 1.0 }\n", "drop_path_rate = 1.0 is not allowed"),
+        ("[params]\ndrop_path_rate = -0.1\n", "drop_path_rate must be in [0, 1)"),
+        ("[params]\nema_decay = [0.0, 1.0]\n", "ema_decay = 1.0 is not allowed"),
+        ('[params]\nema_decay = "0.999"\n', "ema_decay must be float"),
+        ('[params]\nopt = "adamw"\n', "did you mean 'optimizer'"),
+        ("[params]\ndrop_path = 0.1\n", "did you mean 'drop_path_rate'"),
+        ("[params]\nmodel_ema_decay = 0.999\n", "did you mean 'ema_decay'"),
+    ],
+)
+def test_timm_option_errors_are_one_line(tmp_path, body, needle):
+    path = write(tmp_path, body)
+    with pytest.raises(SpaceError) as info:
+        load_space(path)
+    message = str(info.value)
+    assert needle in message and str(path) in message and "\n" not in message
