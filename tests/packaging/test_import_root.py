@@ -11,7 +11,6 @@ import os
 import shutil
 import subprocess
 import sys
-import sysconfig
 import zipfile
 from pathlib import Path
 
@@ -90,7 +89,7 @@ def test_the_wheel_installs_one_top_level_package(tmp_path):
     # NOTE: dependencies come from this interpreter's site-packages through a .pth line (no
     # network in tests); a folder named in a .pth is not scanned for .pth files, so the
     # checkout's editable install stays out of the fresh venv.
-    deps = sysconfig.get_path("purelib")
+    deps = [p for p in sys.path if p.endswith("site-packages")]  # this venv's, and any it chains
     subprocess.run([str(py), "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)],
                    check=True, capture_output=True, text=True)
     site = subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
@@ -98,7 +97,7 @@ def test_the_wheel_installs_one_top_level_package(tmp_path):
     installed = {p.name for p in Path(site).iterdir()
                  if not p.name.endswith((".dist-info", ".pth")) and p.name not in ("pip", "_distutils_hack", "setuptools", "pkg_resources", "__pycache__")}
     assert installed == {"histosweep"}
-    (Path(site) / "deps.pth").write_text(deps + "\n")
+    (Path(site) / "deps.pth").write_text("".join(f"{d}\n" for d in deps))
     assert (Path(site) / "histosweep" / "search" / "default_space.toml").is_file()
     # the installed copy runs from an unrelated folder, away from the checkout
     env = {**os.environ, "PYTHONPATH": ""}
