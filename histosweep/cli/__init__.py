@@ -11,25 +11,43 @@ import importlib
 import sys
 import traceback
 
-from histosweep.cli._common import COMMANDS, common_parent, debug_enabled, print_error
+from histosweep.cli._common import (
+    COMMANDS,
+    COMMON_OPTIONS,
+    debug_enabled,
+    option_parents,
+    print_error,
+)
 from histosweep.exceptions import HistosweepError
 
 __all__ = ["main", "build_parser"]
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error never echoes a storage password (`--storage URL` given to a
+    command that takes no --storage is quoted back as an unrecognized argument)."""
+
+    def error(self, message: str):
+        from histosweep.storage import redact_text
+
+        self.print_usage(sys.stderr)
+        self.exit(2, f"{self.prog}: error: {redact_text(message)}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from histosweep import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="histosweep",
         description="Hyperparameter search for dual-branch histology subtype classifiers.",
     )
     parser.add_argument("--version", action="version", version=f"histosweep {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    parent = common_parent()
     for name, (module_name, summary) in COMMANDS.items():
         module = importlib.import_module(f"histosweep.cli.{module_name}")
-        sub = subparsers.add_parser(name, help=summary, description=summary, parents=[parent])
+        # NOTE: a command module without OPTIONS gets every common option (the old contract)
+        parents = option_parents(getattr(module, "OPTIONS", COMMON_OPTIONS))
+        sub = subparsers.add_parser(name, help=summary, description=summary, parents=parents)
         module.add_arguments(sub)
         sub.set_defaults(_module=module)
     return parser

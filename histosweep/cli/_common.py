@@ -39,21 +39,53 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def common_parent() -> argparse.ArgumentParser:
+# The common options, in pieces: each command module names the ones it reads in OPTIONS (a
+# command that never opens the storage has no --storage, so a stray one is a usage error).
+COMMON_OPTIONS = ("storage", "artifacts", "json")
+
+
+def option_parents(names) -> list[argparse.ArgumentParser]:
+    """Parent parsers for the named common options, plus --debug (every command has it)."""
+    unknown = set(names) - set(COMMON_OPTIONS)
+    if unknown:
+        raise ValueError(f"unknown common options {sorted(unknown)}; known: {COMMON_OPTIONS}")
+    parents = [_PARENT_BUILDERS[name]() for name in COMMON_OPTIONS if name in names]
+    return parents + [_debug_parent()]
+
+
+def _storage_parent() -> argparse.ArgumentParser:
     parent = argparse.ArgumentParser(add_help=False)
     parent.add_argument(
         "--storage",
         default=None,
         help=f"study storage URL (env {ENV_STORAGE}, default {DEFAULT_STORAGE})",
     )
+    return parent
+
+
+def _artifacts_parent() -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
     parent.add_argument(
         "--artifacts",
         default=None,
         help=f"artifact store: a folder or s3://bucket/prefix (env {ENV_ARTIFACTS}, default {DEFAULT_ARTIFACTS})",
     )
+    return parent
+
+
+def _json_parent() -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
     parent.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+    return parent
+
+
+def _debug_parent() -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
     parent.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     return parent
+
+
+_PARENT_BUILDERS = {"storage": _storage_parent, "artifacts": _artifacts_parent, "json": _json_parent}
 
 
 def storage_arg(args: argparse.Namespace) -> str:
@@ -62,6 +94,27 @@ def storage_arg(args: argparse.Namespace) -> str:
 
 def artifacts_arg(args: argparse.Namespace) -> str:
     return args.artifacts or os.environ.get(ENV_ARTIFACTS) or DEFAULT_ARTIFACTS
+
+
+def device_arg(args: argparse.Namespace) -> str | None:
+    """--device checked before any work: cpu, cuda or cuda:N, and that GPU must be visible."""
+    import re
+
+    device = args.device
+    if device is None:
+        return None
+    match = re.fullmatch(r"cpu|cuda(?::(\d+))?", device.strip().lower())
+    if match is None:
+        raise UserError(f"--device {device!r}: use cpu, cuda or cuda:N")
+    if device.strip().lower() == "cpu":
+        return "cpu"
+    import torch
+
+    index = int(match.group(1) or 0)
+    if index >= torch.cuda.device_count():
+        raise UserError(f"--device {device}: CUDA GPU {index} is not visible here "
+                        f"({torch.cuda.device_count()} visible; pass --device cpu or check nvidia-smi)")
+    return device.strip().lower()
 
 
 def debug_enabled(args: argparse.Namespace | None) -> bool:

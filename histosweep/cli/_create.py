@@ -11,6 +11,9 @@ from histosweep.cli._common import print_json, storage_arg
 SAMPLER_HELP = "tpe | gp | random | cmaes | qmc (default tpe; README: Samplers)"
 
 
+OPTIONS = ("storage", "json")  # the common options this command reads (cli._common)
+
+
 def add_arguments(parser) -> None:
     parser.add_argument("study", help="study name")
     parser.add_argument("--data", required=True, help="dataset folder (train_labels.csv + train_data/)")

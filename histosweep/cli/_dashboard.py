@@ -15,6 +15,9 @@ DEFAULT_HOST = "127.0.0.1"  # NOTE: loopback by default: the dashboard can delet
 DEFAULT_PORT = 8080
 
 
+OPTIONS = ("storage", "artifacts")  # the common options this command reads (cli._common)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--host",

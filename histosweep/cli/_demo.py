@@ -11,6 +11,8 @@ from pathlib import Path
 from histosweep.cli._common import UserError, print_json
 from histosweep.constants import DEMO_WORKDIR as DEFAULT_WORKDIR
 
+OPTIONS = ("json",)  # the common options this command reads (cli._common)
+
 
 def add_arguments(parser) -> None:
     parser.add_argument("--workdir", default=DEFAULT_WORKDIR,
@@ -25,9 +27,6 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from histosweep._demo import DemoOptions, format_summary, run_demo
 
-    if args.storage or args.artifacts:
-        raise UserError("demo keeps its study in WORKDIR/demo.db and WORKDIR/artifacts; "
-                        "drop --storage/--artifacts (use --workdir)")
     if args.trials < 1 or args.workers < 1:
         raise UserError("--trials and --workers must be >= 1")
     opts = DemoOptions(workdir=Path(args.workdir), trials=args.trials, workers=args.workers,

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from histosweep.cli._common import artifacts_arg, print_json, storage_arg
+from histosweep.cli._common import artifacts_arg, device_arg, print_json, storage_arg
 from histosweep.constants import DEFAULT_CANDIDATES
+
+OPTIONS = ("storage", "artifacts", "json")  # the common options this command reads (cli._common)
 
 
 def add_arguments(parser) -> None:
@@ -40,7 +42,7 @@ def run(args) -> int:
         study=args.study, out=Path(args.out), storage=storage_arg(args), artifacts=artifacts_arg(args),
         trials=tuple(args.trial), single=args.single, candidates=args.candidates,
         calibrate=not args.no_calibrate, test=Path(args.test) if args.test else None, data=args.data,
-        batch_size=args.batch_size, tta=args.tta, overwrite=args.overwrite, device=args.device,
+        batch_size=args.batch_size, tta=args.tta, overwrite=args.overwrite, device=device_arg(args),
         progress=not (args.no_progress or args.json),
     )
     summary = export_best(opts)

@@ -4,7 +4,9 @@
 
 from __future__ import annotations
 
-from histosweep.cli._common import print_json
+from histosweep.cli._common import device_arg, print_json
+
+OPTIONS = ("json",)  # the common options this command reads (cli._common)
 
 
 def add_arguments(parser) -> None:
@@ -23,7 +25,7 @@ def run(args) -> int:
 
     summary = predict_folder(
         args.bundle, args.images, args.out, tta=args.tta, batch_size=args.batch_size,
-        device=args.device, workers=args.workers, progress=not (args.no_progress or args.json),
+        device=device_arg(args), workers=args.workers, progress=not (args.no_progress or args.json),
     )
     if args.json:
         print_json(summary)

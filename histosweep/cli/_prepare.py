@@ -12,6 +12,8 @@ from pathlib import Path
 from histosweep.cli._common import print_json
 from histosweep.constants import ENV_CACHE
 
+OPTIONS = ("json",)  # the common options this command reads (cli._common)
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -36,6 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--workers", type=int, default=None, help="decode processes (default: CPU count)"
     )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -45,10 +48,10 @@ def run(args: argparse.Namespace) -> int:
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     root = Path(args.data).expanduser()
     ds = data.load_dataset(root, labeled=_looks_labeled(root))
-    data.build_cache(
-        ds, resolutions=resolutions, modes=modes, cache_dir=args.cache, workers=args.workers
-    )
-    report = data.audit_dataset(ds, cache_dir=args.cache, workers=args.workers)
+    progress = not args.no_progress
+    data.build_cache(ds, resolutions=resolutions, modes=modes, cache_dir=args.cache,
+                     workers=args.workers, progress=progress)
+    report = data.audit_dataset(ds, cache_dir=args.cache, workers=args.workers, progress=progress)
     document = _document(ds, report, resolutions, modes, args)
     if args.json:
         print_json(document)

@@ -7,6 +7,8 @@ import sys
 
 from histosweep.cli._common import UserError, print_json, storage_arg
 
+OPTIONS = ("storage", "json")  # the common options this command reads (cli._common)
+
 
 def add_arguments(parser) -> None:
     parser.add_argument("study", help="study name")

@@ -19,6 +19,9 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 13000  # Optuna's own default for run_grpc_proxy_server
 
 
+OPTIONS = ("storage",)  # the common options this command reads (cli._common)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--host",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from histosweep.cli._common import print_json, storage_arg
 
+OPTIONS = ("storage", "json")  # the common options this command reads (cli._common)
+
 
 def add_arguments(parser) -> None:
     del parser  # only the common options

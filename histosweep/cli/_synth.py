@@ -9,6 +9,8 @@ import argparse
 
 from histosweep.cli._common import print_json
 
+OPTIONS = ("json",)  # the common options this command reads (cli._common)
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("out", metavar="OUT", help="folder to create (must be new or empty)")

@@ -9,6 +9,9 @@ from histosweep.cli._common import print_json, storage_arg
 FORMATS = ("table", "json", "csv")
 
 
+OPTIONS = ("storage", "json")  # the common options this command reads (cli._common)
+
+
 def add_arguments(parser) -> None:
     parser.add_argument("study", help="study name")
     parser.add_argument("--state", default=None,

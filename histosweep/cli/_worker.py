@@ -6,6 +6,8 @@ import argparse
 
 from histosweep.cli._common import artifacts_arg, storage_arg
 
+OPTIONS = ("storage", "artifacts")  # the common options this command reads (cli._common)
+
 
 def add_arguments(parser) -> None:
     parser.add_argument("study", help="study name")

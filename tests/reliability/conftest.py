@@ -36,7 +36,7 @@ def trained(pg_server, synth_root, tmp_path_factory) -> Trained:
         t = Trained(url=url, data=synth_root, space=tiny_space(root, epochs=1),
                     artifacts=root / "artifacts", bundle=root / "bundle", logs=root / "logs")
         steps = {
-            "prepare ok": ["prepare", str(synth_root), "--resolutions", "32", "--storage", url],
+            "prepare ok": ["prepare", str(synth_root), "--resolutions", "32"],
             "create ok": ["create", STUDY, "--data", str(synth_root), "--space", str(t.space),
                           "--folds", "2", "--pruner", "none", "--storage", url],
             "worker ok": ["worker", STUDY, "--n-trials", "1", "--no-progress", "--heartbeat", "5",

@@ -66,5 +66,7 @@ def test_claim_clears_the_previous_run_but_keeps_the_data(tmp_path):
 
 def test_demo_refuses_storage_options(tmp_path):
     proc = cli("demo", "--workdir", str(tmp_path / "d"), "--storage", "sqlite:///x.db", check=False)
-    assert proc.returncode == 1 and "--workdir" in proc.stderr and "Traceback" not in proc.stderr
+    # demo takes no --storage/--artifacts (its study lives in WORKDIR): a usage error
+    assert proc.returncode == 2 and "unrecognized arguments: --storage" in proc.stderr
+    assert "Traceback" not in proc.stderr
     assert not (tmp_path / "d").exists()

@@ -1,0 +1,110 @@
+"""Each command takes only the common options it reads (--storage, --artifacts, --json), plus
+--debug; a stray one is a usage error (exit 2) that never echoes a storage password."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import subprocess
+import sys
+
+import pytest
+
+from histosweep.cli import build_parser, main
+from histosweep.cli._common import COMMANDS
+
+EXPECTED = {
+    "synth": {"--json"},
+    "prepare": {"--json"},
+    "create": {"--storage", "--json"},
+    "worker": {"--storage", "--artifacts"},
+    "status": {"--storage", "--json"},
+    "enqueue": {"--storage", "--json"},
+    "studies": {"--storage", "--json"},
+    "trials": {"--storage", "--json"},
+    "delete-study": {"--storage", "--json"},
+    "dashboard": {"--storage", "--artifacts"},
+    "export-best": {"--storage", "--artifacts", "--json"},
+    "predict": {"--json"},
+    "demo": {"--json"},
+    "storage-proxy": {"--storage"},
+}
+COMMON = {"--storage", "--artifacts", "--json"}
+
+
+def _options(command: str) -> set[str]:
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return {opt for action in sub.choices[command]._actions for opt in action.option_strings}
+
+
+def test_every_command_declares_its_common_options():
+    for name, (module_name, _) in COMMANDS.items():
+        module = importlib.import_module(f"histosweep.cli.{module_name}")
+        assert hasattr(module, "OPTIONS"), f"{name}: declare OPTIONS in histosweep.cli.{module_name}"
+    assert set(EXPECTED) == set(COMMANDS)  # a new command gets a row here
+
+
+@pytest.mark.parametrize("command", sorted(EXPECTED))
+def test_command_takes_only_the_common_options_it_reads(command):
+    options = _options(command)
+    assert options & COMMON == EXPECTED[command]
+    assert "--debug" in options
+
+
+def test_synth_with_storage_is_a_usage_error(tmp_path):
+    out = tmp_path / "synth"
+    proc = subprocess.run([sys.executable, "-m", "histosweep.cli", "synth", str(out), "--storage", "x"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "unrecognized arguments: --storage x" in proc.stderr
+    assert not out.exists()  # nothing was written
+
+
+@pytest.mark.parametrize("argv", [
+    ["prepare", "DATA", "--artifacts", "a"],
+    ["predict", "B", "--images", "T", "--out", "s.csv", "--storage", "sqlite:///x.db"],
+    ["demo", "--artifacts", "a"],
+    ["worker", "s", "--json"],
+    ["dashboard", "--json"],
+])
+def test_stray_common_option_is_a_usage_error(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert "unrecognized arguments" in capsys.readouterr().err
+
+
+def test_usage_error_hides_the_storage_password(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["prepare", "DATA", "--storage", "postgresql://u:s3cret-pw@db:5432/h"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert "s3cret-pw" not in err and "postgresql://u:***@db:5432/h" in err
+
+
+@pytest.mark.parametrize(("command", "device", "expected"), [
+    (["predict", "B", "--images", "T", "--out", "s.csv"], "tpu", "--device 'tpu': use cpu, cuda or cuda:N"),
+    (["export-best", "s", "--out", "o", "--storage", "sqlite:///{tmp}/x.db"], "cuda:99",
+     "--device cuda:99: CUDA GPU 99 is not visible here"),
+])
+def test_device_is_checked_before_any_work(command, device, expected, tmp_path, capsys):
+    argv = [part.format(tmp=tmp_path) for part in command] + ["--device", device]
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {expected}") and len(err.splitlines()) == 1
+    assert not (tmp_path / "x.db").exists()  # export-best stopped before opening the storage
+
+
+def test_prepare_no_progress_keeps_stderr_quiet(tmp_path):
+    data = tmp_path / "synth"
+    assert main(["synth", str(data), "--n-train", "24", "--n-test", "1", "--short-side", "40"]) == 0
+    base = [sys.executable, "-m", "histosweep.cli", "prepare", str(data), "--resolutions", "32",
+            "--workers", "1", "--json"]
+    quiet = subprocess.run(base + ["--cache", str(tmp_path / "c1"), "--no-progress"],
+                           capture_output=True, text=True, timeout=300)
+    loud = subprocess.run(base + ["--cache", str(tmp_path / "c2")], capture_output=True, text=True,
+                          timeout=300)
+    assert quiet.returncode == 0 and loud.returncode == 0, quiet.stderr + loud.stderr
+    assert "it/s" in loud.stderr or "%|" in loud.stderr  # bars are on by default
+    assert "it/s" not in quiet.stderr and "%|" not in quiet.stderr
