@@ -50,6 +50,7 @@ from histosweep.model import ConfigError, TrainConfig, macro_f1
 from histosweep.search import check_current, load_settings, open_study
 from histosweep.search._artifacts import fetch_checkpoint, fetch_metrics, fetch_probs, fold_key
 from histosweep.search._plots import confusion_png, learning_curves_png
+from histosweep.search._trial_page import save_export_note
 from histosweep.storage import atomic_dir, current_umask, open_artifact_store
 
 REPORT = "report.html"
@@ -148,7 +149,9 @@ def export_best(opts: ExportOptions) -> dict[str, Any]:
             f"--out {out}: cannot write the bundle ({exc.strerror or exc}); free some space or "
             "pass --out with a writable folder"
         ) from None
-    return _summary(opts, src, manifest, submission, warnings)
+    summary = _summary(opts, src, manifest, submission, warnings)
+    save_export_note(src.study, summary)  # the dashboard's study page says what was exported
+    return summary
 
 
 def _check_options(opts: ExportOptions) -> None:

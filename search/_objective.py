@@ -20,6 +20,7 @@ from histosweep.search._artifacts import fetch_probs, fold_key, upload_file, upl
 from histosweep.search._errors import UserError, WorkerStopped  # noqa: F401 - re-exported
 from histosweep.search._plots import confusion_png
 from histosweep.search._settings import StudySettings
+from histosweep.search._trial_page import publish_trial
 
 log = logging.getLogger("histosweep")
 
@@ -133,6 +134,7 @@ class Objective:
         record.update(
             val_f1=macro_f1(self.labels[val_idx], result.val_probs),
             seconds=round(result.seconds, 3), epochs=len(result.epochs), curve=curve,
+            loss_curve=[round(float(e.train_loss), 5) for e in result.epochs],
             best_epoch=result.best_epoch, oom_events=len(result.oom_events),
         )
         log.info("[%s] trial %d fold %d: val F1 %.4f, %.1f s", self.rt.slot,
@@ -214,15 +216,26 @@ class Objective:
         trial.set_user_attr("fold_val_f1", [folds[f]["val_f1"] for f in order])
         trial.set_user_attr("fold_seconds", [folds[f]["seconds"] for f in order])
         trial.set_user_attr("oof_f1", value)
-        self._trial_pictures(trial, self.labels[oof_rows], oof_probs)
+        labels, preds = self.labels[oof_rows], oof_probs.argmax(1)
+        png_id = self._trial_pictures(trial, labels, preds)
+        publish_trial(self.rt.study, trial, folds=folds, value=value, labels=labels, preds=preds,
+                      classes=CLASSES, confusion_png=png_id)
         return value
 
-    def _trial_pictures(self, trial, labels, oof_probs) -> None:
-        with tempfile.TemporaryDirectory(prefix="histosweep-trial-") as tmp:
-            png = Path(tmp) / f"trial{trial.number}-oof-confusion.png"
-            confusion_png(png, labels, oof_probs.argmax(1), CLASSES,
-                          title=f"trial {trial.number}: out-of-fold predictions")
-            trial.set_user_attr("confusion_png", upload_file(self.rt.store, trial, png))
+    def _trial_pictures(self, trial, labels, preds) -> str | None:
+        """The OOF confusion matrix as a PNG artifact; a failure only logs a warning."""
+        try:
+            with tempfile.TemporaryDirectory(prefix="histosweep-trial-") as tmp:
+                png = Path(tmp) / f"trial{trial.number}-oof-confusion.png"
+                confusion_png(png, labels, preds, CLASSES,
+                              title=f"trial {trial.number}: out-of-fold predictions")
+                png_id = upload_file(self.rt.store, trial, png)
+        except Exception as exc:  # noqa: BLE001 - a picture must never fail a trained trial
+            log.warning("trial %d: confusion matrix PNG not saved: %s: %s", trial.number,
+                        type(exc).__name__, exc)
+            return None
+        trial.set_user_attr("confusion_png", png_id)
+        return png_id
 
 
 def _best_fold_f1(study) -> list[float]:

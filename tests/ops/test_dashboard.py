@@ -5,12 +5,15 @@ SQLite and PostgreSQL; a headless Chromium screenshot of the study page (slow).
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import urllib.parse
 import urllib.request
 from pathlib import Path
 
+import numpy as np
+import optuna
 import pytest
 
 from tests.ops._helpers import (
@@ -211,3 +214,154 @@ def test_dashboard_url_is_one_a_person_can_open(host: str, url: str) -> None:
     from histosweep.search._dashboard import dashboard_url
 
     assert dashboard_url(host, 8080) == url
+
+
+# --- a trained study: the trial's note and plotly figures, the export note -------------------
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """Two real trials (2 folds, 1 epoch) and export-best --device cpu; built once."""
+    from histosweep._demo import STUDY as DEMO
+    from histosweep._demo import DemoPaths, create_demo_study, run_demo_workers
+    from histosweep.cli import main
+    from histosweep.data import synthesize
+    from tests.search._helpers import tiny_space
+
+    root = tmp_path_factory.mktemp("trained")
+    paths = DemoPaths(root)
+    synthesize(paths.data, n_train=32, n_test=4, seed=0, short_side=48)
+    create_demo_study(paths, tiny_space(root, epochs=1), folds=2, pruner="none", progress=False)
+    assert run_demo_workers(paths, trials=2, workers=1, progress=False) == 0
+    out = root / "bundle"
+    code = main(["export-best", DEMO, "--out", str(out), "--storage", paths.storage, "--artifacts",
+                 str(paths.artifacts), "--device", "cpu", "--no-progress", "--json"])
+    assert code == 0
+    return paths, DEMO, out
+
+
+def test_export_and_predict_run_on_the_device_given(trained, capsys):
+    from histosweep.cli import main
+
+    paths, _, bundle = trained
+    capsys.readouterr()
+    csv = bundle.parent / "pred.csv"
+    assert main(["predict", str(bundle), "--images", str(paths.test), "--out", str(csv),
+                 "--device", "cpu", "--no-progress", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["rows"] == 4 and csv.is_file()
+
+
+def _oof_samples(storage: str, study: str) -> int:
+    from histosweep.search import load_settings
+    from tests.search._helpers import load
+
+    return sum(len(val) for _, val in load_settings(load(study, storage)).split_obj().folds)
+
+
+def _trained_detail(dash: _Dashboard, study: str) -> tuple[int, dict]:
+    summaries = get_json(f"{dash.base}/api/studies")["study_summaries"]
+    study_id = next(s["study_id"] for s in summaries if s["study_name"] == study)
+    return study_id, get_json(f"{dash.base}/api/studies/{study_id}")
+
+
+def test_trial_note_figures_and_export_note_are_served(trained, tmp_path):
+    import re
+
+    from histosweep.search._trial_page import EXPORT_HEADING
+
+    paths, study, bundle = trained
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    with _Dashboard(paths.storage, paths.artifacts, tmp_path) as dash:
+        study_id, detail = _trained_detail(dash, study)
+        complete = [t for t in detail["trials"] if t["state"] == "Complete"]
+        assert len(complete) == 2
+        for trial in complete:  # every trial: its fold table, its PNGs served from the store
+            body = trial["note"]["body"]
+            rows = [line for line in body.splitlines() if re.match(r"\| \d \| 0\.\d{4} \| 1 \|", line)]
+            assert len(rows) == 2, body
+            images = re.findall(r"!\[[^]]*\]\((/artifacts/[^)]+)\)", body)
+            assert len(images) == 3, body  # 2 folds' learning curves + the OOF confusion matrix
+            for path in images:
+                with urllib.request.urlopen(dash.base + path, timeout=10) as response:
+                    assert response.read(8) == b"\x89PNG\r\n\x1a\n"
+        figures = {g["id"]: json.loads(g["graph_object"]) for g in detail["plotly_graph_objects"]}
+        first = min(t["number"] for t in complete)  # the first to finish was the best then
+        curves = figures[f"trial-{first}-learning-curves"]
+        assert len(curves["data"]) == 4  # train loss + val F1 for each of 2 folds
+        confusion = figures[f"trial-{first}-oof-confusion"]
+        counts = confusion["data"][0]["z"]
+        assert sum(map(sum, counts)) == _oof_samples(paths.storage, study)
+        assert len(counts) == 4 and all(len(row) == 4 for row in counts)
+        assert set(figures) <= {f"trial-{t['number']}-{kind}" for t in complete
+                                for kind in ("learning-curves", "oof-confusion")}
+        note = detail["note"]["body"]
+        kept, export = note.split(EXPORT_HEADING)  # create's note stays above the export's
+        assert "**Data**" in kept and str(bundle) in export
+        assert f"{manifest['metrics']['lockbox_f1']:.4f}" in export and "95% bootstrap CI" in export
+        for member in manifest["members"]:
+            assert f"| {member['trial']} | {member['weight']:.3f} |" in export
+
+
+def test_export_keeps_what_a_person_wrote_in_the_study_note(trained):
+    from optuna_dashboard import get_note, save_note
+
+    from histosweep.search._trial_page import EXPORT_HEADING, save_export_note
+    from tests.search._helpers import load
+
+    paths, study_name, bundle = trained
+    study = load(study_name, paths.storage)
+    summary = {"out": "b2", "members": [{"trial": 1, "weight": 1.0, "oof_f1": 0.5}],
+               "metrics": {"oof_f1": 0.5, "lockbox_f1": 0.25, "lockbox_f1_ci95": [0.1, 0.4]},
+               "submission": None}
+    save_note(study, "my own notes\n\n" + get_note(study))
+    save_export_note(study, summary)
+    note = get_note(study)
+    assert note.startswith("my own notes\n\n# ")  # the person's line, then create's note
+    assert note.count(EXPORT_HEADING) == 1 and "`b2`" in note and str(bundle) not in note
+
+
+def test_a_failing_note_or_figure_only_warns(trained, caplog):
+    from histosweep.data import CLASSES
+    from histosweep.search._trial_page import publish_trial
+    from tests.search._helpers import load
+
+    paths, study_name, _ = trained
+    study = load(study_name, paths.storage)
+    trial = study.ask()  # a real trial; its fold record lacks val_f1, as a broken record would
+    with caplog.at_level("WARNING", logger="histosweep"):
+        publish_trial(study, trial, folds={0: {"epochs": 1}}, value=0.9, labels=np.zeros(2, int),
+                      preds=np.zeros(2, int), classes=CLASSES, confusion_png=None)
+    assert "dashboard note/figures not saved: KeyError" in caplog.text
+    study.tell(trial, state=optuna.trial.TrialState.FAIL)
+
+
+def _chromium_run(browser: str, tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+         "--disable-dev-shm-usage", "--no-first-run", f"--user-data-dir={tmp_path / 'chr'}",
+         "--virtual-time-budget=15000", "--window-size=1280,800", *args],
+        capture_output=True, text=True, timeout=180,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result
+
+
+@pytest.mark.slow
+def test_trial_page_and_figures_render_in_a_browser(trained, tmp_path):
+    browser = require_tool(_chromium(), "chromium not installed (apt-get install -y chromium)")
+    paths, study, _ = trained
+    shot = tmp_path / "trial.png"
+    with _Dashboard(paths.storage, paths.artifacts, tmp_path) as dash:
+        study_id, detail = _trained_detail(dash, study)
+        number = min(t["number"] for t in detail["trials"] if t["state"] == "Complete")
+        trial_page = f"{dash.base}/dashboard/studies/{study_id}/trials?numbers={number}"
+        trial_dom = _chromium_run(browser, tmp_path, "--dump-dom", trial_page).stdout
+        study_dom = _chromium_run(browser, tmp_path, "--dump-dom",
+                                  f"{dash.base}/dashboard/studies/{study_id}").stdout
+        _chromium_run(browser, tmp_path, f"--screenshot={shot}", trial_page)
+    # the note rendered as markdown: its heading, its table and its images
+    assert f"Trial {number}: out-of-fold macro-F1" in trial_dom
+    assert "best epoch</th>" in trial_dom and f"/artifacts/{study_id}/" in trial_dom
+    # plotly drew the figures on the study page (an svg inside the figure's div)
+    for kind in ("learning-curves", "oof-confusion"):
+        start = study_dom.index(f'id="user-defined-plot:trial-{number}-{kind}"')
+        assert "main-svg" in study_dom[start:start + 5000], kind
+    _assert_not_blank(shot)

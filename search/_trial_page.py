@@ -1,0 +1,143 @@
+"""What optuna-dashboard shows of a trial and of an export: the trial's note (fold table, its
+PNG artifacts inline), plotly figures (learning curves, out-of-fold confusion matrix) and the
+study note that export-best writes. Exercise: `histosweep dashboard` after a worker run.
+
+NOTE: optuna-dashboard 0.21 keeps plotly figures per study only (save_plotly_graph_object has
+no trial argument) and sends every one with each poll of the study page. Saving two figures for
+every trial would make that page and its polling grow with the study, so figures are saved only
+for a trial that is the study's best when it finishes (named `trial-N-...`): a handful per
+study. Every trial's own page gets its note, which embeds its PNG curves and confusion matrix.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger("histosweep")
+
+EXPORT_HEADING = "## Exported by histosweep export-best"
+# NOTE: no template: plotly's default one adds ~8 KB of JSON to every figure in the storage
+FIGURE_LAYOUT = {"template": None, "plot_bgcolor": "white", "height": 360,
+                 "margin": {"l": 50, "r": 20, "t": 60, "b": 50}}
+
+
+def curves_figure_id(number: int) -> str:
+    return f"trial-{number}-learning-curves"
+
+
+def confusion_figure_id(number: int) -> str:
+    return f"trial-{number}-oof-confusion"
+
+
+# --- the trial ------------------------------------------------------------------------------
+def publish_trial(study, trial, *, folds: dict[int, dict], value: float, labels: np.ndarray,
+                  preds: np.ndarray, classes, confusion_png: str | None) -> None:
+    """The trial's note, and figures when it is the best so far; a failure only logs a warning."""
+    try:
+        from optuna_dashboard import save_note
+
+        save_note(trial, fold_note(study._study_id, trial, folds, value, confusion_png))
+        if _is_new_best(study, value):
+            save_trial_figures(study, trial.number, folds=folds, labels=labels, preds=preds,
+                               classes=classes, value=value)
+    except Exception as exc:  # noqa: BLE001 - pictures must never fail a trained trial
+        log.warning("trial %d: dashboard note/figures not saved: %s: %s", trial.number,
+                    type(exc).__name__, exc)
+
+
+def _is_new_best(study, value: float) -> bool:
+    try:
+        return value > study.best_value  # direction is maximize (macro-F1)
+    except ValueError:  # no complete trial yet
+        return True
+
+
+def save_trial_figures(study, number: int, *, folds, labels, preds, classes, value: float) -> None:
+    from optuna_dashboard import save_plotly_graph_object
+
+    title = f"trial {number} (out-of-fold macro-F1 {value:.4f})"
+    save_plotly_graph_object(study, curves_figure(folds, title=f"{title}: learning curves"),
+                             graph_object_id=curves_figure_id(number))
+    save_plotly_graph_object(study, confusion_figure(labels, preds, classes,
+                                                     title=f"{title}: confusion matrix"),
+                             graph_object_id=confusion_figure_id(number))
+
+
+def curves_figure(folds: dict[int, dict], *, title: str):
+    """Train loss (left) and validation macro-F1 (right) per epoch, one line per fold."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("train loss", "validation macro-F1"))
+    for f, record in sorted(folds.items()):
+        for col, key in ((1, "loss_curve"), (2, "curve")):
+            ys = [round(float(y), 5) for y in record.get(key) or []]
+            fig.add_trace(go.Scatter(x=list(range(1, len(ys) + 1)), y=ys, mode="lines+markers",
+                                     name=f"fold {f}", legendgroup=f"fold {f}",
+                                     showlegend=col == 2), row=1, col=col)
+    fig.update_xaxes(title_text="epoch", dtick=1, gridcolor="#eee")
+    fig.update_yaxes(gridcolor="#eee")
+    fig.update_layout(title=title, **FIGURE_LAYOUT)
+    return fig
+
+
+def confusion_figure(labels: np.ndarray, preds: np.ndarray, classes, *, title: str):
+    import plotly.graph_objects as go
+    from sklearn.metrics import confusion_matrix
+
+    cm = confusion_matrix(labels, preds, labels=list(range(len(classes))))
+    fig = go.Figure(go.Heatmap(z=cm.tolist(), x=list(classes), y=list(classes), colorscale="Blues",
+                               text=cm.tolist(), texttemplate="%{text}", showscale=False))
+    fig.update_xaxes(title_text="predicted")
+    fig.update_yaxes(title_text="true", autorange="reversed")
+    fig.update_layout(title=title, **FIGURE_LAYOUT)
+    return fig
+
+
+def fold_note(study_id: int, trial, folds: dict[int, dict], value: float,
+              confusion_png: str | None) -> str:
+    """Markdown: the fold table, then the PNG artifacts (the dashboard serves them)."""
+    lines = [f"## Trial {trial.number}: out-of-fold macro-F1 {value:.4f}", "",
+             "| fold | val F1 | epochs | seconds | best epoch |", "|---:|---:|---:|---:|---:|"]
+    for f, r in sorted(folds.items()):
+        best = r.get("best_epoch")
+        lines.append(f"| {f} | {r['val_f1']:.4f} | {r.get('epochs', '')} | {r.get('seconds', 0):.1f} "
+                     f"| {'' if best is None else best + 1} |")
+    lines += ["", "Epochs count from 1. Figures: learning curves per fold, then the out-of-fold "
+              "confusion matrix.", ""]
+    url = f"/artifacts/{study_id}/{trial._trial_id}"
+    for f, r in sorted(folds.items()):
+        if r.get("curves_png"):
+            lines.append(f"![fold {f} learning curves]({url}/{r['curves_png']})")
+    if confusion_png:
+        lines.append(f"![out-of-fold confusion matrix]({url}/{confusion_png})")
+    return "\n".join(lines) + "\n"
+
+
+# --- the study, after export-best -----------------------------------------------------------
+def save_export_note(study, summary: dict[str, Any]) -> None:
+    """Replace the export section of the study note (text above it is kept); never raises."""
+    try:
+        from optuna_dashboard import get_note, save_note
+
+        kept = get_note(study).split(EXPORT_HEADING)[0].rstrip()
+        save_note(study, (kept + "\n\n" if kept else "") + export_note(summary))
+    except Exception as exc:  # noqa: BLE001 - the bundle is written; the note is a courtesy
+        log.warning("study note not updated: %s: %s", type(exc).__name__, exc)
+
+
+def export_note(summary: dict[str, Any]) -> str:
+    m = summary["metrics"]
+    low, high = m["lockbox_f1_ci95"]
+    lines = [EXPORT_HEADING, "", f"Bundle: `{summary['out']}`", "",
+             "| trial | weight | out-of-fold macro-F1 |", "|---:|---:|---:|"]
+    lines += [f"| {x['trial']} | {x['weight']:.3f} | {x['oof_f1']:.4f} |" for x in summary["members"]]
+    lines += ["", f"- ensemble out-of-fold macro-F1 (selection data): **{m['oof_f1']:.4f}**",
+              f"- lockbox macro-F1 (holdout, read once): **{m['lockbox_f1']:.4f}** "
+              f"(95% bootstrap CI {low:.4f}-{high:.4f})"]
+    if summary.get("submission"):
+        lines.append(f"- submission: `{summary['submission']}` ({summary['submission_rows']} rows)")
+    return "\n".join(lines) + "\n"
