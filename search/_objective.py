@@ -119,6 +119,7 @@ class Objective:
             step = f * self.fold_steps + len(curve)
             curve.append(float(m.val_f1))
             trial.report(float(m.val_f1), step)
+            self._epoch_line(trial, f, cfg, m)
             return trial.should_prune()
 
         result = train_fold(
@@ -138,8 +139,15 @@ class Objective:
             best_epoch=result.best_epoch, oom_events=len(result.oom_events),
         )
         log.info("[%s] trial %d fold %d: val F1 %.4f, %.1f s", self.rt.slot,
-                 trial.number, f, record["val_f1"], result.seconds)
+                 trial.number, f, record["val_f1"], result.seconds,
+                 extra={"trial": trial.number, "fold": f})
         return record, len(result.epochs), result.val_probs
+
+    def _epoch_line(self, trial, f: int, cfg, m) -> None:
+        """One compact line per epoch (the terminal shows it when there are no progress bars)."""
+        log.info("trial %d fold %d/%d epoch %d/%d: train loss %.4f, val F1 %.4f, %.1f s",
+                 trial.number, f + 1, self.settings.folds, m.epoch + 1, cfg.epochs, m.train_loss,
+                 m.val_f1, m.seconds, extra={"trial": trial.number, "fold": f, "epoch": m.epoch})
 
     def _label_rows(self, cache, rows) -> np.ndarray:
         """Labels indexed like cache rows (rows of excluded samples get 0, never sampled)."""

@@ -20,6 +20,7 @@ from pathlib import Path
 from histosweep.constants import ENV_ARTIFACTS, ENV_STORAGE
 from histosweep.search._db import fail_stale, gated_ask, heartbeat, is_db_outage, retry_db
 from histosweep.search._errors import UserError, WorkerStopped
+from histosweep.search._logging import make_formatter, without_epoch_lines
 from histosweep.search._objective import Objective, Runtime
 from histosweep.search._settings import check_current, load_settings
 from histosweep.search._study import make_pruner, make_sampler, open_study
@@ -53,6 +54,7 @@ class WorkerOptions:
     data: str | None = None
     log_dir: str = "histosweep-logs"
     progress: bool = True
+    log_format: str = "text"  # text | json (JSON lines for log shippers)
 
 
 def parse_gpus(spec: str) -> list[str]:
@@ -116,11 +118,14 @@ def run_workers(opts: WorkerOptions) -> int:
 
 
 def _child_argv(opts: WorkerOptions) -> list[str]:
-    argv = ["worker", opts.study, "--heartbeat", str(opts.heartbeat), "--log-dir", opts.log_dir]
+    argv = ["worker", opts.study, "--heartbeat", str(opts.heartbeat), "--log-dir", opts.log_dir,
+            "--log-format", opts.log_format]
     for flag, value in (("--n-trials", opts.n_trials), ("--timeout", opts.timeout), ("--data", opts.data)):
         if value is not None:
             argv += [flag, str(value)]
-    return argv + ([] if opts.progress else ["--no-progress"])
+    # NOTE: always --no-progress: the slots share one terminal, where their tqdm bars would
+    # overwrite each other; each slot prints one `[slot] ... epoch` line per epoch instead.
+    return argv + ["--no-progress"]
 
 
 
@@ -154,11 +159,14 @@ def setup_logging(opts: WorkerOptions, label: str) -> Path:
     log_dir = Path(opts.log_dir)
     log_dir.mkdir(parents=True, exist_ok=True)
     path = log_dir / f"{opts.study}-{socket.gethostname()}-{label}.log"
-    fmt = logging.Formatter(f"%(asctime)s [{label}] %(levelname)s %(message)s")
+    fmt = make_formatter(opts.log_format, label)
     root = logging.getLogger("histosweep")
     root.setLevel(logging.INFO)
     root.handlers.clear()
-    for handler in (logging.FileHandler(path), logging.StreamHandler(sys.stderr)):
+    terminal = logging.StreamHandler(sys.stderr)
+    if opts.progress:  # the epoch's tqdm bar already says it; the log file still gets the line
+        terminal.addFilter(without_epoch_lines)
+    for handler in (logging.FileHandler(path), terminal):
         handler.setFormatter(fmt)
         root.addHandler(handler)
     root.propagate = False

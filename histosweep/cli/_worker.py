@@ -20,7 +20,12 @@ def add_arguments(parser) -> None:
                         help="heartbeat seconds; a trial silent for twice that is failed and retried (default 60)")
     parser.add_argument("--data", default=None, help="dataset folder, when it moved since create")
     parser.add_argument("--log-dir", default="histosweep-logs", help="one log file per worker process here")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress bars: one log line per epoch instead (always so with "
+                             "several slots, whose bars would overwrite each other)")
+    parser.add_argument("--log-format", choices=("text", "json"), default="text",
+                        help="text (default) or json: JSON lines (ts, level, slot, msg, trial, "
+                             "fold, epoch) on stderr and in the log files, for log shippers")
     for hidden in ("--_slot", "--_gpu", "--_threads"):
         parser.add_argument(hidden, default=None, help=argparse.SUPPRESS)
 
@@ -32,6 +37,7 @@ def run(args) -> int:
         study=args.study, storage=storage_arg(args), artifacts=artifacts_arg(args), gpus=args.gpus,
         trials_per_gpu=args.trials_per_gpu, n_trials=args.n_trials, timeout=args.timeout,
         heartbeat=args.heartbeat, data=args.data, log_dir=args.log_dir, progress=not args.no_progress,
+        log_format=args.log_format,
     )
     if args._slot:  # a child started by run_workers
         threads = int(args._threads) if args._threads else None
