@@ -6,7 +6,13 @@ Exercise: `histosweep synth /tmp/s && histosweep prepare /tmp/s`.
 """
 
 from histosweep.data._audit import AuditReport, audit_dataset
-from histosweep.data._cache import CachedArrays, build_cache, default_cache_dir, open_cache
+from histosweep.data._cache import (
+    CachedArrays,
+    build_cache,
+    cache_present,
+    default_cache_dir,
+    open_cache,
+)
 from histosweep.data._dataset import CLASSES, DataError, Dataset, Sample, load_dataset
 from histosweep.data._decode import RESIZE_MODES, decode_and_resize
 from histosweep.data._fingerprint import dataset_fingerprint
@@ -38,6 +44,7 @@ __all__ = [
     "Split",
     "audit_dataset",
     "build_cache",
+    "cache_present",
     "dataset_fingerprint",
     "decode_all",
     "decode_and_resize",

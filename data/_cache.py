@@ -201,6 +201,11 @@ def _open_npy(path: Path, shape: tuple[int, ...]) -> np.ndarray:
     return array
 
 
+def cache_present(ds: Dataset, resolution: int, mode: str = "stretch", *, cache_dir=None) -> bool:
+    """Whether the cache of `ds` at (resolution, mode) was built (open_cache checks it is current)."""
+    return (entry_dir(ds, resolution, mode, cache_dir) / "index.json").is_file()
+
+
 def open_cache(
     ds: Dataset,
     resolution: int,

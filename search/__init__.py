@@ -4,6 +4,7 @@ the pruner, the worker loop and status. Imports torch only when a trial trains.
 Exercise: `histosweep create S --data DATA && histosweep worker S --gpus cpu --n-trials 4`.
 """
 
+from histosweep.search._check import Check, CheckOptions, PreflightError, preflight, run_checks
 from histosweep.search._enqueue import REFERENCE_PARAMS, check_params, reference_params
 from histosweep.search._errors import UserError, WorkerStopped
 from histosweep.search._listing import list_studies, list_trials
@@ -27,6 +28,9 @@ from histosweep.search._study import (
 from histosweep.search._worker import WorkerOptions, run_slot, run_workers
 
 __all__ = [
+    "Check",
+    "CheckOptions",
+    "PreflightError",
     "OBJECTIVE_NAME",
     "PRUNERS",
     "check_current",
@@ -51,7 +55,9 @@ __all__ = [
     "make_sampler",
     "open_study",
     "parse_space",
+    "preflight",
     "reference_params",
+    "run_checks",
     "run_slot",
     "run_workers",
     "study_status",

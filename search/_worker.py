@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from histosweep.constants import ENV_ARTIFACTS, ENV_STORAGE
+from histosweep.search._check import CheckOptions, preflight
 from histosweep.search._db import fail_stale, gated_ask, heartbeat, is_db_outage, retry_db
 from histosweep.search._errors import UserError, WorkerStopped
 from histosweep.search._logging import make_formatter, without_epoch_lines
@@ -90,6 +91,10 @@ def slots_for(opts: WorkerOptions) -> list[tuple[str, str]]:
 def run_workers(opts: WorkerOptions) -> int:
     """Start one process per slot (or run in-process for a single slot); wait for all."""
     slots = slots_for(opts)
+    # NOTE: once here, before any slot asks for a trial: a broken study exits 1 with one line
+    # per problem instead of failing its first trials (slot children skip it: the parent ran it).
+    preflight(CheckOptions(study=opts.study, storage=opts.storage, artifacts=opts.artifacts,
+                           data=opts.data, gpus=opts.gpus))
     if len(slots) == 1:
         label, gpu = slots[0]
         return run_slot(opts, label=label, device="cpu" if gpu == "cpu" else f"cuda:{gpu}", threads=None)
