@@ -49,6 +49,7 @@ from histosweep.exceptions import UserError
 from histosweep.model import ConfigError, TrainConfig, macro_f1
 from histosweep.search import check_current, load_settings, open_study
 from histosweep.search._artifacts import fetch_checkpoint, fetch_metrics, fetch_probs, fold_key
+from histosweep.search._gc import DELETED_ATTR
 from histosweep.search._plots import confusion_png, learning_curves_png
 from histosweep.search._trial_page import save_export_note
 from histosweep.storage import atomic_dir, current_umask, open_artifact_store
@@ -321,6 +322,12 @@ def _write_folds(tmp: Path, store, src: _Source) -> list[dict[str, Any]]:
     members = []
     for c in src.members:
         n = c.trial.number
+        if c.trial.user_attrs.get(DELETED_ATTR):
+            raise UserError(
+                f"trial {n}'s fold checkpoints were removed by `histosweep gc` (it was outside "
+                "the --keep-top kept then); export with --candidates at most that N, or name kept "
+                "trials with --trial"
+            )
         folds = []
         for k, record in enumerate(c.records):
             rel = f"{FOLDS_DIR}/trial{n}_fold{k}.safetensors"

@@ -39,6 +39,8 @@ class StudySettings:
     excluded: list[dict[str, str]]
     version: int = FORMAT_VERSION
     sampler: str = "tpe"  # search._study.SAMPLERS; default: settings stored before it existed
+    # create --keep-top N: workers gc fold checkpoints outside the top N after each trial; 0 keeps all
+    keep_top: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

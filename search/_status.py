@@ -143,6 +143,10 @@ def format_status(s: dict[str, Any]) -> str:
     else:
         lines.append("best: no complete trial yet")
     lines += _running_table(s["running"])
+    if "artifact_bytes" in s:  # `histosweep status` adds it (the artifact store is a CLI option)
+        from histosweep.search._gc import format_bytes
+
+        lines.append(f"artifact store: {format_bytes(s['artifact_bytes'])} for this study")
     return "\n".join(lines)
 
 

@@ -44,6 +44,7 @@ class CreateOptions:
     force: bool = False
     sampler: str = "tpe"
     enqueue_reference: bool = False
+    keep_top: int = 0  # workers gc checkpoints outside the top N after each trial; 0 keeps all
 
 
 def create_study(name: str, storage_url: str | None, opts: CreateOptions, *, progress=True) -> dict:
@@ -76,6 +77,7 @@ def create_study(name: str, storage_url: str | None, opts: CreateOptions, *, pro
         "excluded": len(settings.excluded), "folds": settings.folds,
         "holdout": len(settings.split["holdout"]), "fingerprint": settings.fingerprint,
         "pruner": settings.pruner, "sampler": settings.sampler, "searched": space.searched(),
+        "keep_top": settings.keep_top,
     }
     if opts.enqueue_reference:
         study = optuna.load_study(study_name=name, storage=storage)
@@ -108,6 +110,9 @@ def _check_options(opts: CreateOptions) -> None:
         raise UserError(f"--holdout {opts.holdout}: use a fraction in (0, 0.5], e.g. 0.2")
     if opts.pruner not in PRUNERS:
         raise UserError(f"--pruner {opts.pruner!r}: choose one of {', '.join(PRUNERS)}")
+    if opts.keep_top < 0:
+        raise UserError(f"--keep-top {opts.keep_top}: use 0 (keep every checkpoint) or N >= 1, at "
+                        "least the --candidates export-best will select from")
     if opts.sampler not in SAMPLERS:
         raise UserError(f"--sampler {opts.sampler!r}: choose one of {', '.join(SAMPLERS)}")
     if opts.sampler == "cmaes":
@@ -137,6 +142,7 @@ def build_settings(space: Space, opts: CreateOptions, *, progress=True) -> Study
         folds=opts.folds, holdout=opts.holdout, seed=opts.seed, pruner=opts.pruner,
         keep_flagged=opts.keep_flagged,
         excluded=[] if opts.keep_flagged else list(report.excluded), sampler=opts.sampler,
+        keep_top=opts.keep_top,
     )
 
 
@@ -175,6 +181,11 @@ def _reconcile(name, storage, existing, settings: StudySettings, opts: CreateOpt
         raise UserError(
             f"study {name!r} already exists with sampler {old.sampler!r}, not {settings.sampler!r} "
             f"(pass --sampler {old.sampler} to accept it, or --force to delete it and its trials)"
+        )
+    if same and old.keep_top != settings.keep_top and not opts.force:
+        raise UserError(
+            f"study {name!r} already exists with --keep-top {old.keep_top}, not {settings.keep_top} "
+            f"(pass --keep-top {old.keep_top} to accept it, or --force to delete it and its trials)"
         )
     if same and opts.skip_if_exists:
         return "exists"

@@ -21,6 +21,7 @@ from histosweep.constants import ENV_ARTIFACTS, ENV_STORAGE
 from histosweep.search._check import CheckOptions, preflight
 from histosweep.search._db import fail_stale, gated_ask, heartbeat, is_db_outage, retry_db
 from histosweep.search._errors import UserError, WorkerStopped
+from histosweep.search._gc import retention_pass
 from histosweep.search._logging import make_formatter, without_epoch_lines
 from histosweep.search._objective import Objective, Runtime
 from histosweep.search._settings import check_current, load_settings
@@ -321,6 +322,9 @@ class TrialLoop:
         if reason and reason.startswith(REQUEUED):
             retry_db(lambda: self._requeue(trial))
         self._log_result(trial, state, value, reason)
+        keep_top = getattr(getattr(self.objective, "settings", None), "keep_top", 0)
+        if keep_top:  # create --keep-top N: the same gc as `histosweep gc`, newly out-of-top only
+            retention_pass(self.study, self.objective.rt.store, self.opts.artifacts, keep_top)
 
     def _tell(self, trial, state, value, reason) -> None:
         import optuna

@@ -2,7 +2,12 @@
 (folder or S3), atomic file writes, and password redaction. Imports nothing of ours.
 """
 
-from histosweep.storage._artifacts import open_artifact_store, resolve_artifacts
+from histosweep.storage._artifacts import (
+    artifact_size,
+    is_s3,
+    open_artifact_store,
+    resolve_artifacts,
+)
 from histosweep.storage._atomic import (
     atomic_dir,
     atomic_path,
@@ -14,11 +19,14 @@ from histosweep.storage._errors import StorageError
 from histosweep.storage._queries import (
     count_trials_by_state,
     heartbeat_ages,
+    set_finished_user_attr,
     start_ages,
     study_gate,
+    trials_with_user_attr,
 )
 from histosweep.storage._rdb import (
     DEFAULT_HEARTBEAT_S,
+    DEFAULT_MAX_RETRY,
     engine_options,
     open_storage,
     retry_callback,
@@ -33,7 +41,9 @@ from histosweep.storage._url import (
 
 __all__ = [
     "DEFAULT_HEARTBEAT_S",
+    "DEFAULT_MAX_RETRY",
     "StorageError",
+    "artifact_size",
     "atomic_dir",
     "atomic_path",
     "atomic_write_bytes",
@@ -41,9 +51,12 @@ __all__ = [
     "current_umask",
     "count_trials_by_state",
     "heartbeat_ages",
+    "set_finished_user_attr",
     "start_ages",
     "study_gate",
+    "trials_with_user_attr",
     "engine_options",
+    "is_s3",
     "is_sqlite",
     "open_artifact_store",
     "open_storage",

@@ -16,6 +16,22 @@ def resolve_artifacts(spec: str | None = None) -> str:
     return (spec or os.environ.get(ENV_ARTIFACTS) or DEFAULT_ARTIFACTS).strip()
 
 
+def is_s3(spec: str | None = None) -> bool:
+    return resolve_artifacts(spec).startswith("s3://")
+
+
+def artifact_size(spec: str | None, artifact_id: str) -> int | None:
+    """Bytes of one artifact in a folder store (0 when absent); None for S3, where asking costs
+    a request per artifact."""
+    if is_s3(spec):
+        return None
+    path = Path(resolve_artifacts(spec)) / artifact_id
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
 def open_artifact_store(spec: str | None = None):
     """An Optuna ArtifactStore for a folder path or an s3://bucket/prefix spec."""
     spec = resolve_artifacts(spec)

@@ -14,6 +14,8 @@ import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 
+from histosweep.storage._errors import StorageError
+
 STATES = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
 
 
@@ -89,6 +91,43 @@ def start_ages(storage, study_id: int) -> dict[int, tuple[int, float]]:
         int(tid): (int(n), max(0.0, (now - _naive(ts)).total_seconds()) if ts is not None else 0.0)
         for tid, n, ts in rows
     }
+
+
+def set_finished_user_attr(storage, trial_id: int, key: str, value) -> None:
+    """Set a user attr on a trial that may be finished (Optuna refuses that): one upsert.
+
+    Only for bookkeeping after the fact (`histosweep gc` records `checkpoints_deleted`); a
+    process that cached the trial keeps its old copy, so readers of such attrs ask
+    `trials_with_user_attr`.
+    """
+    import json
+
+    import sqlalchemy as sa
+
+    if not _has_engine(storage):
+        raise StorageError("this needs the database itself, not the gRPC storage proxy: "
+                           "pass --storage with the database URL")
+    query = sa.text(
+        "INSERT INTO trial_user_attributes (trial_id, key, value_json) VALUES (:tid, :key, :val) "
+        "ON CONFLICT (trial_id, key) DO UPDATE SET value_json = excluded.value_json"
+    )
+    with _rdb(storage).engine.begin() as conn:
+        conn.execute(query, {"tid": trial_id, "key": key, "val": json.dumps(value)})
+
+
+def trials_with_user_attr(storage, study_id: int, key: str) -> set[int]:
+    """trial_ids of the study's trials that hold user attr `key`, read from the database."""
+    import sqlalchemy as sa
+
+    if not _has_engine(storage):
+        raise StorageError("this needs the database itself, not the gRPC storage proxy: "
+                           "pass --storage with the database URL")
+    query = sa.text(
+        "SELECT a.trial_id FROM trial_user_attributes a JOIN trials t ON t.trial_id = a.trial_id "
+        "WHERE t.study_id = :sid AND a.key = :key"
+    )
+    with _rdb(storage).engine.connect() as conn:
+        return {int(r[0]) for r in conn.execute(query, {"sid": study_id, "key": key})}
 
 
 def _naive(value) -> datetime.datetime:

@@ -32,6 +32,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "studies": ("_studies", "every study in the storage: trials by state, best value"),
     "trials": ("_trials", "one row per trial of a study: state, value, params, duration"),
     "delete-study": ("_delete_study", "delete a study and its trials from the storage"),
+    "gc": ("_gc", "delete fold checkpoints of pruned, failed and out-of-top-N trials"),
     "dashboard": ("_dashboard", "serve optuna-dashboard on the study storage and artifacts"),
     "export-best": ("_export", "bundle the best trial: checkpoints, manifest, report, CSV"),
     "predict": ("_predict", "predict a test folder with an exported bundle"),

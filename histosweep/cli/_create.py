@@ -25,6 +25,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--sampler", default="tpe", help=SAMPLER_HELP)
     parser.add_argument("--enqueue-reference", action="store_true",
                         help="queue the reference recipe's point of the space as a trial")
+    parser.add_argument("--keep-top", type=int, default=0, metavar="N",
+                        help="workers delete fold checkpoints outside the top N trials after each "
+                             "trial (histosweep gc); N >= the export-best --candidates; 0 keeps all (default)")
     parser.add_argument("--keep-flagged", action="store_true", help="keep samples the audit flags")
     parser.add_argument("--skip-if-exists", action="store_true", help="accept an identical existing study")
     parser.add_argument("--force", action="store_true", help="replace an existing study of this name (deletes its trials)")
@@ -38,7 +41,7 @@ def run(args) -> int:
         data=Path(args.data), space_file=Path(args.space) if args.space else None,
         folds=args.folds, holdout=args.holdout, seed=args.seed, pruner=args.pruner,
         keep_flagged=args.keep_flagged, skip_if_exists=args.skip_if_exists, force=args.force,
-        sampler=args.sampler, enqueue_reference=args.enqueue_reference,
+        sampler=args.sampler, enqueue_reference=args.enqueue_reference, keep_top=args.keep_top,
     )
     url = storage_arg(args)
     summary = create_study(args.study, url, opts, progress=not args.json)

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import sys
 
-from histosweep.cli._common import UserError, print_json, storage_arg
+from histosweep.cli._common import UserError, artifacts_arg, print_json, storage_arg
 
-OPTIONS = ("storage", "json")  # the common options this command reads (cli._common)
+OPTIONS = ("storage", "artifacts", "json")  # the common options this command reads (cli._common)
 
 
 def add_arguments(parser) -> None:
@@ -33,6 +33,7 @@ def _check(args) -> None:
 
 
 def run(args) -> int:
+    from histosweep.search._gc import study_artifact_bytes
     from histosweep.search._status import format_status, study_status, watch_status
     from histosweep.search._study import open_study
     from histosweep.storage import redact, resolve_storage_url
@@ -43,7 +44,9 @@ def run(args) -> int:
     storage = redact(resolve_storage_url(url))
 
     def snapshot() -> dict:
-        return {**study_status(study), "storage": storage}
+        # artifact_bytes: the study's files in a folder store, None on S3
+        return {**study_status(study), "storage": storage,
+                "artifact_bytes": study_artifact_bytes(study, artifacts_arg(args))}
 
     if args.watch:
         try:
