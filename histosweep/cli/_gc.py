@@ -8,6 +8,8 @@ from __future__ import annotations
 from histosweep.cli._common import artifacts_arg, print_json, storage_arg
 from histosweep.constants import DEFAULT_CANDIDATES
 
+OPTIONS = ("storage", "artifacts", "json")  # the common options this command reads (cli._common)
+
 
 def add_arguments(parser) -> None:
     parser.add_argument("study", help="study name")

@@ -18,7 +18,9 @@ EXPECTED = {
     "prepare": {"--json"},
     "create": {"--storage", "--json"},
     "worker": {"--storage", "--artifacts"},
-    "status": {"--storage", "--json"},
+    "status": {"--storage", "--artifacts", "--json"},  # --artifacts: the study's bytes in the store
+    "check": {"--storage", "--artifacts", "--json"},
+    "gc": {"--storage", "--artifacts", "--json"},
     "enqueue": {"--storage", "--json"},
     "studies": {"--storage", "--json"},
     "trials": {"--storage", "--json"},
