@@ -130,16 +130,19 @@ def trial_rows(url: str, root: Path, arrays, y_test) -> list[dict]:
     return rows
 
 
-def export_rows(url: str, root: Path, args, arrays, y_test, rows) -> dict:
-    from histosweep.bundle import ExportOptions, ensemble_predict, export_best, load_bundle
-    from histosweep.bundle._ensemble import decide
+def export_rows(url: str, root: Path, args, y_test, rows) -> dict:
+    from histosweep.bundle import ExportOptions, export_best, load_bundle
+    from histosweep.bundle._ensemble import decide, ensemble_probs
     from histosweep.model import macro_f1
 
     summary = export_best(ExportOptions(study="selection", out=root / "bundle", storage=url,
                                         artifacts=str(root / "artifacts"), candidates=args.candidates,
                                         overwrite=True, progress=False))
     bundle = load_bundle(root / "bundle")
-    probs = ensemble_predict(bundle, arrays, device="cpu", progress=False)
+    # NOTE: the members' test probabilities were computed above from the same fold checkpoints
+    # (deterministic on the CPU), so the bundle's ensemble is their weighted mean
+    by_trial = {r["trial"]: r["test_probs"] for r in rows}
+    probs = ensemble_probs([by_trial[m.trial] for m in bundle.members], [m.weight for m in bundle.members])
     m = summary["metrics"]
     best = next(r for r in rows if r["trial"] == m["single_best"]["trial"])
     return {
@@ -177,7 +180,7 @@ def main(argv: list[str] | None = None) -> dict:
         url, seconds = run_search(root, data, args)
         arrays = test_arrays(data, args.resolution)
         rows = trial_rows(url, root, arrays, np.asarray(y_test))
-        exported = export_rows(url, root, args, arrays, np.asarray(y_test), rows)
+        exported = export_rows(url, root, args, np.asarray(y_test), rows)
         from histosweep.search import open_study
 
         status = study_status(open_study("selection", url))
