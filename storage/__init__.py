@@ -2,7 +2,12 @@
 (folder or S3), atomic file writes, and password redaction. Imports nothing of ours.
 """
 
-from histosweep.storage._artifacts import open_artifact_store, resolve_artifacts
+from histosweep.storage._artifacts import (
+    open_artifact_store,
+    probe_store,
+    resolve_artifacts,
+    store_name,
+)
 from histosweep.storage._atomic import (
     atomic_dir,
     atomic_path,
@@ -10,7 +15,7 @@ from histosweep.storage._atomic import (
     atomic_write_text,
     current_umask,
 )
-from histosweep.storage._errors import StorageError
+from histosweep.storage._errors import StorageError, StoreError
 from histosweep.storage._queries import (
     count_trials_by_state,
     heartbeat_ages,
@@ -34,6 +39,7 @@ from histosweep.storage._url import (
 __all__ = [
     "DEFAULT_HEARTBEAT_S",
     "StorageError",
+    "StoreError",
     "atomic_dir",
     "atomic_path",
     "atomic_write_bytes",
@@ -47,10 +53,12 @@ __all__ = [
     "is_sqlite",
     "open_artifact_store",
     "open_storage",
+    "probe_store",
     "redact",
     "redact_text",
     "remember_secrets",
     "resolve_artifacts",
     "resolve_storage_url",
     "retry_callback",
+    "store_name",
 ]
