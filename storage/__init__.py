@@ -9,11 +9,14 @@ from histosweep.storage._artifacts import (
     store_name,
 )
 from histosweep.storage._atomic import (
+    TMP_MARKER,
     atomic_dir,
     atomic_path,
     atomic_write_bytes,
     atomic_write_text,
     current_umask,
+    exclusive_lock,
+    stale_temp_dirs,
 )
 from histosweep.storage._errors import StorageError, StoreError
 from histosweep.storage._queries import (
@@ -37,6 +40,7 @@ from histosweep.storage._url import (
 )
 
 __all__ = [
+    "TMP_MARKER",
     "DEFAULT_HEARTBEAT_S",
     "StorageError",
     "StoreError",
@@ -47,9 +51,11 @@ __all__ = [
     "current_umask",
     "count_trials_by_state",
     "heartbeat_ages",
+    "stale_temp_dirs",
     "start_ages",
     "study_gate",
     "engine_options",
+    "exclusive_lock",
     "is_sqlite",
     "open_artifact_store",
     "open_storage",
