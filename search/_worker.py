@@ -267,8 +267,11 @@ class TrialLoop:
                         f"{self.last_failure} (see the worker log; fix the space or the data)"
                     )
         finally:
+            # NOTE: once stopped, later stop signals stay no-ops (a Ctrl-C on the process group
+            # reaches a slot twice: from the terminal and forwarded by its parent).
             for s, h in old.items():
-                signal.signal(s, h)
+                if self.stopped_by is None:
+                    signal.signal(s, h)
         log.info("worker done: %d trials finished here", self.finished_here)
         # NOTE: 128 + signal, as a shell reports a process the signal ended: schedulers
         # requeue on 143 (SIGTERM) and 130 (SIGINT); 0 would read as "study done".
@@ -281,9 +284,10 @@ class TrialLoop:
             signal.signal(signum, signal.SIG_DFL)
             os.kill(os.getpid(), signum)
             return
-        log.warning("received %s: stopping", signal.Signals(signum).name)
         first = self.stopped_by is None
-        self.stopped_by = signum if first else self.stopped_by
+        if first:
+            log.warning("received %s: stopping", signal.Signals(signum).name)
+            self.stopped_by = signum
         self.stop.set()
         if self.in_trial and first:  # a second signal must not interrupt the clean stop
             raise WorkerStopped(signal.Signals(signum).name)
@@ -292,18 +296,21 @@ class TrialLoop:
         """A new trial, None when the study is full of running trials, False when done."""
 
         fail_stale(self.study)
+        if self.stop.is_set():
+            return False
         return gated_ask(self.study, self.opts.n_trials)
 
     def _run_trial(self, trial) -> None:
         import optuna
         from optuna.trial import TrialState
 
-
         state, value, reason = TrialState.FAIL, None, None
         self.in_trial = True
         try:
             with heartbeat(trial._trial_id, self.study._storage):
                 try:
+                    if self.stop.is_set():  # signalled during the ask (in_trial was False then)
+                        raise WorkerStopped(f"{_signal_name(self.stopped_by)} before the trial started")
                     value = self.objective(trial)
                     state = TrialState.COMPLETE
                 except optuna.TrialPruned as exc:
@@ -381,6 +388,10 @@ class TrialLoop:
             log.info("trial %d complete: out-of-fold macro-F1 %.4f", trial.number, value)
         else:
             log.info("trial %d %s: %s", trial.number, state.name.lower(), reason)
+
+
+def _signal_name(signum: int | None) -> str:
+    return signal.Signals(signum).name if signum else "a stop request"
 
 
 def _reason(exc: BaseException) -> str:
