@@ -23,6 +23,7 @@ from histosweep.bundle._ensemble import (
     fit_offsets,
     greedy_selection,
 )
+from histosweep.bundle._out import out_lock
 from histosweep.bundle._predict import (
     BUNDLE_FORMAT,
     FOLDS_DIR,
@@ -117,14 +118,18 @@ def export_best(opts: ExportOptions) -> dict[str, Any]:
     """Write the bundle for opts.study into opts.out; returns a summary (paths, metrics, warnings)."""
     _check_options(opts)
     out = Path(opts.out)
-    _check_out(out, opts.overwrite)
+    with out_lock(out, opts.overwrite) as may_replace:
+        return _export(opts, out, may_replace)
+
+
+def _export(opts: ExportOptions, out: Path, may_replace) -> dict[str, Any]:
     store = open_artifact_store(opts.artifacts)
     src = _read_source(opts, store)
     _stage(opts, f"selecting the ensemble from {len(src.candidates)} trial(s) on out-of-fold data")
     offsets = _select(opts, src)
     warnings: list[str] = []
     try:
-        with atomic_dir(out, replace=True) as tmp:
+        with atomic_dir(out, replace=may_replace, marker=True) as tmp:
             _stage(opts, "fetching fold checkpoints")
             members = _write_folds(tmp, store, src)
             _stage(opts, "scoring the lockbox (holdout), once")
@@ -145,6 +150,12 @@ def export_best(opts: ExportOptions) -> dict[str, Any]:
                                             batch_size=opts.batch_size, device=opts.device,
                                             progress=opts.progress)
             readable_by_others(tmp)
+    except FileExistsError:  # someone else's folder appeared at --out: atomic_dir left it be
+        raise UserError(
+            f"--out {out}: a folder that is not an earlier bundle appeared there during the "
+            "export; it was left untouched and no bundle was written (move it away or choose "
+            "another --out)"
+        ) from None
     except OSError as exc:  # disk full, read-only or missing parent: atomic_dir left nothing
         raise UserError(
             f"--out {out}: cannot write the bundle ({exc.strerror or exc}); free some space or "
@@ -273,21 +284,6 @@ def _fold_records(trial, folds: int) -> list[dict[str, Any]]:
             "(user attr fold_<k>); it did not finish all folds"
         )
     return [trial.user_attrs[fold_key(k)] for k in range(folds)]
-
-
-def _check_out(out: Path, overwrite: bool) -> None:
-    above = next((p for p in out.parents if p.exists()), None)
-    if above is not None and not above.is_dir():
-        raise UserError(f"--out {out}: {above} is a file, not a folder; pass --out with a folder path")
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file; pass a folder for the bundle")
-    if not out.is_dir() or not any(out.iterdir()):
-        return
-    if not overwrite:
-        raise UserError(f"--out {out} exists and is not empty; choose a new folder or pass --overwrite")
-    if not (out / MANIFEST).is_file():
-        # NOTE: --overwrite only ever replaces a bundle, never an arbitrary folder.
-        raise UserError(f"--out {out} is not an export-best bundle (no {MANIFEST}); refusing to replace it")
 
 
 # --- selection (out-of-fold only) -------------------------------------------------------------

@@ -5,9 +5,12 @@ Used by the cache build and by the audit for features still missing. Exercise: `
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
+import signal
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,6 +33,27 @@ def _start_method() -> str:
 
     plain = threading.active_count() == 1 and "torch" not in sys.modules
     return "fork" if plain and "fork" in multiprocessing.get_all_start_methods() else "spawn"
+
+
+@contextlib.contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """Start pool processes with SIGINT ignored: a Ctrl-C on the process group is for the
+    caller to handle (it ends the pool), not a KeyboardInterrupt traceback from every pool
+    process, even one still starting its interpreter.
+
+    NOTE: an ignored signal is the one setting that survives fork and exec (a handler or a
+    blocked mask does not reach a spawned interpreter). The price: a SIGINT to the caller in
+    the milliseconds the pool takes to start is lost (press Ctrl-C again).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        if old is not None:
+            signal.signal(signal.SIGINT, old)
 
 
 def default_workers(n_jobs: int) -> int:
@@ -63,7 +87,9 @@ def decode_all(
                 bar.update()
             return
         context = multiprocessing.get_context(method)
-        with context.Pool(min(workers, len(jobs))) as pool:
+        with _sigint_ignored():
+            pool = context.Pool(min(workers, len(jobs)))
+        with pool:
             for result in pool.imap_unordered(decode_sample, jobs, chunksize=1):
                 yield result
                 bar.update()

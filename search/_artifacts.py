@@ -2,7 +2,8 @@
 
 Each fold uploads its checkpoint (safetensors), probabilities (npz, no pickle), metrics
 (JSON) and learning-curve picture; their ids go into the trial's user attr `fold_<k>` only
-after every upload succeeded, so an interrupted upload is never referenced.
+after every upload succeeded, so an interrupted upload is never referenced. A store that
+fails to write or read raises StoreError (infrastructure: the worker re-queues the trial).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 
 from histosweep.search._errors import UserError
 from histosweep.search._plots import learning_curves_png
+from histosweep.storage import StoreError, store_name
 
 
 def fold_key(fold: int) -> str:
@@ -42,10 +44,15 @@ def upload_file(store, trial, path: Path) -> str:
     try:
         with open(path, "rb") as fh:
             store.write(artifact_id, fh)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(Exception):
             store.remove(artifact_id)
-        raise
+        if not isinstance(exc, Exception):  # WorkerStopped, KeyboardInterrupt: not the store's
+            raise
+        raise StoreError(
+            f"artifact store {store_name(store)}: cannot write {path.name} ({_one_line(exc)}); "
+            "check that the store is reachable, writable and not full"
+        ) from exc
     mimetype, encoding = mimetypes.guess_type(path.name)
     meta = ArtifactMeta(artifact_id=artifact_id, filename=path.name,
                         mimetype=mimetype or "application/octet-stream", encoding=encoding)
@@ -86,14 +93,29 @@ def upload_fold(store, trial, fold: int, result, cfg, val_rows, holdout_rows, *,
 
 
 def read_bytes(store, artifact_id: str, *, what: str) -> bytes:
+    """The artifact's bytes. A missing artifact is UserError (a wrong store, or lost data: no
+    retry brings it back); any other failure of the store is StoreError (it may come back)."""
+    from optuna.artifacts.exceptions import ArtifactNotFound
+
     try:
         with store.open_reader(artifact_id) as fh:
             return fh.read()
-    except Exception as exc:  # ArtifactNotFound, OSError, botocore errors
+    except ArtifactNotFound as exc:
         raise UserError(
             f"artifact {artifact_id} ({what}) cannot be read from the artifact store: {exc} "
             "(check --artifacts / HISTOSWEEP_ARTIFACTS points at the store the workers used)"
         ) from None
+    except Exception as exc:  # OSError, botocore errors
+        raise StoreError(
+            f"artifact {artifact_id} ({what}) cannot be read from the artifact store "
+            f"{store_name(store)}: {_one_line(exc)} (check that the store is reachable and "
+            "--artifacts / HISTOSWEEP_ARTIFACTS points at the store the workers used)"
+        ) from None
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}"[:300]
 
 
 def fetch_probs(store, record: dict, *, what: str) -> dict[str, np.ndarray]:

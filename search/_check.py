@@ -6,12 +6,10 @@ Run by `histosweep check STUDY [--gpus …]` and by every `histosweep worker` be
 
 from __future__ import annotations
 
-import io
 import os
 import socket
 import tempfile
 import time
-import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -20,10 +18,15 @@ from histosweep.exceptions import HistosweepError, UserError
 from histosweep.model import TrainConfig
 from histosweep.search._settings import StudySettings, check_current, load_settings
 from histosweep.search._space import Space
-from histosweep.storage import open_artifact_store, redact, redact_text, resolve_artifacts
+from histosweep.storage import (
+    open_artifact_store,
+    probe_store,
+    redact,
+    redact_text,
+    resolve_artifacts,
+)
 
 CHECK_ATTR = "histosweep:check"  # study system attr: the last check's host and time
-PROBE_PREFIX = "histosweep-check-"  # artifact id prefix of the probe written and removed
 HUB_PROBE_TIMEOUT_S = 5.0  # one HEAD request to the hub, only when offline mode is off
 _OFFLINE = {"1", "ON", "YES", "TRUE"}
 
@@ -110,25 +113,12 @@ def _check_storage(opts: CheckOptions, checks: list[Check]) -> StudySettings | N
 
 # --- artifact store ----------------------------------------------------------------------------
 def check_artifacts(spec: str | None) -> Check:
-    """Write a probe artifact, read it back, remove it."""
+    """Write a probe artifact, read it back, remove it (the worker's own probe_store)."""
     spec = resolve_artifacts(spec)
-    probe = f"{PROBE_PREFIX}{uuid.uuid4().hex}"
-    payload = f"histosweep check {probe}".encode()
     try:
-        store = open_artifact_store(spec)
-        store.write(probe, io.BytesIO(payload))
-        try:
-            with store.open_reader(probe) as fh:
-                back = fh.read()
-        finally:
-            store.remove(probe)
-    except HistosweepError as exc:
+        probe_store(open_artifact_store(spec))
+    except HistosweepError as exc:  # StoreError from the probe, StorageError from opening
         return Check("artifacts", False, str(exc))
-    except Exception as exc:  # noqa: BLE001 - OSError, botocore errors, ArtifactNotFound
-        return Check("artifacts", False, f"artifact store {spec} is not writable ({_first(exc)}); "
-                     "pass --artifacts with a writable folder or bucket")
-    if back != payload:
-        return Check("artifacts", False, f"artifact store {spec} returned other bytes than written")
     return Check("artifacts", True, f"{spec}: a probe artifact was written, read back and removed")
 
 

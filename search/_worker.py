@@ -27,8 +27,10 @@ from histosweep.search._objective import Objective, Runtime
 from histosweep.search._settings import check_current, load_settings
 from histosweep.search._study import make_pruner, make_sampler, open_study
 from histosweep.storage import (
+    StoreError,
     count_trials_by_state,
     open_artifact_store,
+    probe_store,
     redact,
     redact_text,
     resolve_storage_url,
@@ -39,8 +41,10 @@ log = logging.getLogger("histosweep")
 IDLE_POLL_S = 5.0  # how often an idle worker re-checks whether running trials freed a slot
 MAX_CONSECUTIVE_FAILURES = 5  # a space that fails every trial should stop, not spin
 # Fail reasons of trials that are re-queued (resumed from their finished folds), not counted as
-# failures of the space: a stop signal, or a database outage in the middle of the trial.
-REQUEUED = ("worker stopped", "database unavailable")
+# failures of the space: a stop signal, a database or artifact-store outage mid-trial.
+REQUEUED = ("worker stopped", "database unavailable", "artifact store unavailable")
+STORE_RETRY_S = 300.0  # how long an artifact store may keep failing before the worker gives up
+STORE_BACKOFF_MAX_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -195,10 +199,12 @@ def run_slot(opts: WorkerOptions, *, label: str, device: str, threads: int | Non
     check_current(study, settings)
     study.pruner = make_pruner(settings, settings.space_obj().max_epochs())
     study.sampler = build_sampler(study, settings, label)
-    rt = Runtime(study=study, settings=settings, store=open_artifact_store(opts.artifacts),
+    store = open_artifact_store(opts.artifacts)
+    probe_store(store)  # an unusable store is one line here, not a failed trial on the GPU
+    rt = Runtime(study=study, settings=settings, store=store,
                  device=device, slot=label, data_root=opts.data, progress=opts.progress)
     rt.dataset()  # fail fast on moved or changed data
-    loop = TrialLoop(study, Objective(rt), opts, label)
+    loop = TrialLoop(study, Objective(rt), opts, label, store=store)
     log.info("worker on %s (%s), log %s, storage %s", label, device, logfile,
              redact(resolve_storage_url(opts.storage)))
     return loop.run()
@@ -233,17 +239,21 @@ def _log_categorical_fallback(settings) -> None:
 class TrialLoop:
     """ask -> objective -> tell, gated so that --n-trials is exact across all workers."""
 
-    def __init__(self, study, objective, opts: WorkerOptions, label: str) -> None:
+    def __init__(self, study, objective, opts: WorkerOptions, label: str, *, store=None) -> None:
         self.study = study
         self.objective = objective
         self.opts = opts
         self.label = label
+        self.store = store  # probed after a store failure before the next trial (None: just wait)
+        self.store_failing_since: float | None = None
+        self.store_failures = 0
         self.stop = threading.Event()
         self.pid = os.getpid()
         self.in_trial = False
         self.finished_here = 0
         self.failures_in_a_row = 0
         self.last_failure = ""
+        self.last_store_failure = ""
         self.stopped_by: int | None = None  # the first stop signal received
 
     def run(self) -> int:
@@ -262,14 +272,19 @@ class TrialLoop:
                     self.stop.wait(min(IDLE_POLL_S, max(1.0, self.opts.heartbeat / 2)))
                     continue
                 self._run_trial(trial)
+                if self.store_failing_since is not None:
+                    self._wait_for_store()
                 if self.failures_in_a_row >= MAX_CONSECUTIVE_FAILURES:
                     raise UserError(
                         f"{self.failures_in_a_row} trials in a row failed on {self.label}; last: "
                         f"{self.last_failure} (see the worker log; fix the space or the data)"
                     )
         finally:
+            # NOTE: once stopped, later stop signals stay no-ops (a Ctrl-C on the process group
+            # reaches a slot twice: from the terminal and forwarded by its parent).
             for s, h in old.items():
-                signal.signal(s, h)
+                if self.stopped_by is None:
+                    signal.signal(s, h)
         log.info("worker done: %d trials finished here", self.finished_here)
         # NOTE: 128 + signal, as a shell reports a process the signal ended: schedulers
         # requeue on 143 (SIGTERM) and 130 (SIGINT); 0 would read as "study done".
@@ -282,9 +297,10 @@ class TrialLoop:
             signal.signal(signum, signal.SIG_DFL)
             os.kill(os.getpid(), signum)
             return
-        log.warning("received %s: stopping", signal.Signals(signum).name)
         first = self.stopped_by is None
-        self.stopped_by = signum if first else self.stopped_by
+        if first:
+            log.warning("received %s: stopping", signal.Signals(signum).name)
+            self.stopped_by = signum
         self.stop.set()
         if self.in_trial and first:  # a second signal must not interrupt the clean stop
             raise WorkerStopped(signal.Signals(signum).name)
@@ -293,18 +309,21 @@ class TrialLoop:
         """A new trial, None when the study is full of running trials, False when done."""
 
         fail_stale(self.study)
+        if self.stop.is_set():
+            return False
         return gated_ask(self.study, self.opts.n_trials)
 
     def _run_trial(self, trial) -> None:
         import optuna
         from optuna.trial import TrialState
 
-
         state, value, reason = TrialState.FAIL, None, None
         self.in_trial = True
         try:
             with heartbeat(trial._trial_id, self.study._storage):
                 try:
+                    if self.stop.is_set():  # signalled during the ask (in_trial was False then)
+                        raise WorkerStopped(f"{_signal_name(self.stopped_by)} before the trial started")
                     value = self.objective(trial)
                     state = TrialState.COMPLETE
                 except optuna.TrialPruned as exc:
@@ -315,6 +334,9 @@ class TrialLoop:
                     reason = _reason(exc)
                     if is_db_outage(exc):
                         reason = f"database unavailable during the trial ({reason}); re-queued to resume"
+                    elif isinstance(exc, StoreError):
+                        reason = (f"artifact store unavailable during the trial ({reason}); "
+                                  "re-queued to resume")
                     log.error("trial %d failed: %s", trial.number, reason)
         finally:
             self.in_trial = False
@@ -338,6 +360,26 @@ class TrialLoop:
         self.study.tell(trial, value if state == TrialState.COMPLETE else None, state=state,
                         skip_if_finished=True)
 
+    def _wait_for_store(self) -> None:
+        """Back off after a trial failed on the artifact store, as for a database outage: wait
+        (doubling, at most STORE_BACKOFF_MAX_S) until a probe succeeds; give up with one line once
+        the store has failed for STORE_RETRY_S. A stop signal ends the wait at once."""
+        delay = min(2.0 ** (self.store_failures - 1), STORE_BACKOFF_MAX_S)
+        while not self.stop.is_set():
+            if time.monotonic() - self.store_failing_since >= STORE_RETRY_S:
+                raise StoreError(f"the artifact store kept failing for {STORE_RETRY_S:.0f} s on "
+                                 f"{self.label}; last: {self.last_store_failure}")
+            log.warning("artifact store unavailable; retrying in %.1f s", delay)
+            if self.stop.wait(delay):
+                return
+            try:
+                if self.store is not None:
+                    probe_store(self.store)
+                return
+            except StoreError as exc:
+                self.last_store_failure = str(exc)
+                delay = min(delay * 2, STORE_BACKOFF_MAX_S)
+
     def _requeue(self, trial) -> None:
         frozen = self.study._storage.get_trial(trial._trial_id)
         retry_callback()(self.study, frozen)
@@ -351,10 +393,21 @@ class TrialLoop:
         elif not (reason or "").startswith(REQUEUED):
             self.failures_in_a_row += 1
             self.last_failure = reason or "unknown"
+        if (reason or "").startswith("artifact store unavailable"):
+            self.store_failures += 1
+            self.last_store_failure = reason
+            if self.store_failing_since is None:
+                self.store_failing_since = time.monotonic()
+        else:  # the store worked for a whole trial (or the trial failed on its own)
+            self.store_failing_since, self.store_failures = None, 0
         if state == TrialState.COMPLETE:
             log.info("trial %d complete: out-of-fold macro-F1 %.4f", trial.number, value)
         else:
             log.info("trial %d %s: %s", trial.number, state.name.lower(), reason)
+
+
+def _signal_name(signum: int | None) -> str:
+    return signal.Signals(signum).name if signum else "a stop request"
 
 
 def _reason(exc: BaseException) -> str:

@@ -6,16 +6,21 @@ from histosweep.storage._artifacts import (
     artifact_size,
     is_s3,
     open_artifact_store,
+    probe_store,
     resolve_artifacts,
+    store_name,
 )
 from histosweep.storage._atomic import (
+    TMP_MARKER,
     atomic_dir,
     atomic_path,
     atomic_write_bytes,
     atomic_write_text,
     current_umask,
+    exclusive_lock,
+    stale_temp_dirs,
 )
-from histosweep.storage._errors import StorageError
+from histosweep.storage._errors import StorageError, StoreError
 from histosweep.storage._queries import (
     count_trials_by_state,
     heartbeat_ages,
@@ -40,10 +45,12 @@ from histosweep.storage._url import (
 )
 
 __all__ = [
+    "TMP_MARKER",
     "DEFAULT_HEARTBEAT_S",
     "DEFAULT_MAX_RETRY",
     "StorageError",
     "artifact_size",
+    "StoreError",
     "atomic_dir",
     "atomic_path",
     "atomic_write_bytes",
@@ -52,18 +59,22 @@ __all__ = [
     "count_trials_by_state",
     "heartbeat_ages",
     "set_finished_user_attr",
+    "stale_temp_dirs",
     "start_ages",
     "study_gate",
     "trials_with_user_attr",
     "engine_options",
     "is_s3",
+    "exclusive_lock",
     "is_sqlite",
     "open_artifact_store",
     "open_storage",
+    "probe_store",
     "redact",
     "redact_text",
     "remember_secrets",
     "resolve_artifacts",
     "resolve_storage_url",
     "retry_callback",
+    "store_name",
 ]

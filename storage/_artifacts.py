@@ -5,11 +5,15 @@ S3 goes through Optuna's Boto3ArtifactStore; AWS_ENDPOINT_URL points it at MinIO
 
 from __future__ import annotations
 
+import io
 import os
+import uuid
 from pathlib import Path
 
 from histosweep.constants import DEFAULT_ARTIFACTS, ENV_ARTIFACTS
-from histosweep.storage._errors import StorageError
+from histosweep.storage._errors import StorageError, StoreError
+
+PROBE_PREFIX = "histosweep-probe-"  # the probe's object name; removed again at once
 
 
 def resolve_artifacts(spec: str | None = None) -> str:
@@ -50,6 +54,48 @@ def open_artifact_store(spec: str | None = None):
     if not os.access(path, os.W_OK):
         raise StorageError(f"artifact folder {path} is not writable (pass --artifacts with a writable folder)")
     return FileSystemArtifactStore(str(path))
+
+
+def store_name(store) -> str:
+    """The store as a person would name it: its folder, or s3://bucket[/prefix]."""
+    if isinstance(store, _PrefixedStore):
+        return f"{store_name(store._inner)}/{store._prefix}"
+    if hasattr(store, "bucket"):
+        return f"s3://{store.bucket}"
+    return str(getattr(store, "_base_path", type(store).__name__))
+
+
+def probe_store(store) -> None:
+    """Write, read back and remove a small object: StoreError (one line) when the store cannot.
+
+    Cheap enough for every worker start and `histosweep check`; run before any GPU work so an
+    unusable store is one line, not a failed trial.
+    """
+    probe_id = f"{PROBE_PREFIX}{uuid.uuid4().hex}"
+    body = f"histosweep probe {probe_id}".encode()
+    step = "write"
+    try:
+        store.write(probe_id, io.BytesIO(body))
+        step = "read back"
+        with store.open_reader(probe_id) as fh:
+            back = fh.read()
+        step = "remove"
+        store.remove(probe_id)
+    except Exception as exc:  # OSError, botocore errors, ArtifactNotFound
+        raise StoreError(
+            f"artifact store {store_name(store)} is not usable: cannot {step} a test object "
+            f"({one_line(exc)}); check --artifacts / {ENV_ARTIFACTS} (folder writable with free "
+            "space, or the S3 endpoint, bucket and credentials)"
+        ) from None
+    if back != body:
+        raise StoreError(f"artifact store {store_name(store)} returned other bytes than were written "
+                         "to it; check the store")
+
+
+def one_line(exc: BaseException) -> str:
+    """`Name: first line` of an exception, for one-line messages."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}"[:300]
 
 
 def _open_s3(spec: str):

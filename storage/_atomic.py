@@ -7,11 +7,17 @@ content or the new, never half. Exercise: the cache build and `histosweep export
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import shutil
+import socket
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+
+# Written into a marked temp folder (atomic_dir(marker=True)) and removed before the rename: a
+# folder that still holds it was left by a killed run, and only such a folder is ever cleaned.
+TMP_MARKER = ".histosweep-partial"
 
 
 def current_umask() -> int:
@@ -57,27 +63,110 @@ def atomic_write_text(target: str | os.PathLike[str], text: str) -> None:
 
 
 @contextlib.contextmanager
-def atomic_dir(target: str | os.PathLike[str], *, replace: bool = False) -> Iterator[Path]:
+def atomic_dir(target: str | os.PathLike[str], *, replace: bool | Callable[[Path], bool] = False,
+               marker: bool = False) -> Iterator[Path]:
     """Yield a temporary folder next to `target`; rename it onto `target` on success.
 
-    With replace=True an existing `target` is swapped out (old copy removed afterwards);
-    otherwise an existing target is an error raised before anything is written.
+    replace=True swaps out whatever is at `target` (old copy removed afterwards). A callable is
+    asked, at the start and again at the final rename, whether what is there may be replaced
+    (e.g. only an earlier bundle). Otherwise, or when it says no, a target that exists or
+    appeared meanwhile raises FileExistsError and is left untouched. marker=True puts
+    TMP_MARKER in the temp folder until the rename (see stale_temp_dirs).
     """
     target = Path(target)
-    if target.exists() and not replace:
+    if _exists(target) and not _may_replace(replace, target):
         raise FileExistsError(f"{target} already exists")
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     try:
+        if marker:
+            (tmp / TMP_MARKER).write_text(f"pid {os.getpid()} on {socket.gethostname()}\n")
         yield tmp
+        if marker:
+            (tmp / TMP_MARKER).unlink()
         os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes 0700 folders
-        old = None
-        if target.exists():
-            old = target.parent / f".{target.name}.old-{os.getpid()}"
-            os.replace(target, old)
-        os.replace(tmp, target)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        _swap_in(tmp, target, replace)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _exists(path: Path) -> bool:
+    return path.exists() or path.is_symlink()
+
+
+def _may_replace(replace: bool | Callable[[Path], bool], target: Path) -> bool:
+    return replace(target) if callable(replace) else bool(replace)
+
+
+def _swap_in(tmp: Path, target: Path, replace) -> None:
+    old = None
+    if _exists(target):
+        if not _may_replace(replace, target):
+            raise FileExistsError(f"{target} appeared while it was being written")
+        old = target.parent / f".{target.name}.old-{os.getpid()}"
+        os.replace(target, old)
+    try:
+        # NOTE: rename, never replace, once the target is out of the way: a non-empty folder
+        # that appears there in between makes it fail (ENOTEMPTY) instead of being swapped out.
+        os.rename(tmp, target)
+    except OSError as exc:
+        if old is not None and not _exists(target):
+            os.replace(old, target)  # put the earlier copy back
+        if _exists(target):
+            raise FileExistsError(f"{target} appeared while it was being written") from exc
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def stale_temp_dirs(target: str | os.PathLike[str], *, before: float) -> list[Path]:
+    """Temp folders of atomic_dir(target, marker=True) still holding their marker, made before
+    `before` (a time.time()): left by a run that was killed. Nothing else is ever listed."""
+    target = Path(target)
+    prefix = f".{target.name}."
+    found = []
+    if not target.parent.is_dir():
+        return found
+    for path in target.parent.iterdir():
+        name = path.name
+        middle = name[len(prefix):-len(".tmp")] if name.startswith(prefix) and name.endswith(".tmp") else ""
+        # mkdtemp's random part has no dot: `.b.x.XXXX.tmp` belongs to target b.x, not b
+        if not middle or "." in middle or path.is_symlink() or not path.is_dir():
+            continue
+        mark = path / TMP_MARKER
+        if mark.is_file() and not mark.is_symlink() and mark.stat().st_mtime < before:
+            found.append(path)
+    return sorted(found)
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Hold an flock on `path` (created; removed on release) for the block, or raise
+    BlockingIOError at once when another process holds it. The kernel drops the lock of a
+    killed process, so a SIGKILL never leaves a stale lock (only a file the next run reuses)."""
+    path = Path(path)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise
+        try:
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        # NOTE: the previous holder removed the file between our open and our lock: the lock we
+        # got is on an unlinked file nobody else will see; take the lock on the new one.
+        os.close(fd)
+    try:
+        with contextlib.suppress(OSError):  # for people reading the file; a full disk is fine
+            os.ftruncate(fd, 0)
+            os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)  # while still holding it: see the NOTE above
+        os.close(fd)
