@@ -83,3 +83,23 @@ def test_value_is_the_out_of_fold_macro_f1(synth_root, tmp_path):
             probs.append(stored["val_probs"])
         assert sorted(rows) == sorted(set(range(len(labels))) - set(settings["split"]["holdout"]))
         assert t.value == pytest.approx(macro_f1(labels[rows], np.concatenate(probs)), abs=1e-12)
+
+
+@pytest.mark.slow
+def test_pruning_steps_are_comparable_when_epochs_is_searched(synth_root, tmp_path):
+    """Step = fold * (most epochs the space can pick) + epoch: fold 1 of a 1-epoch trial reports
+    at the same step as fold 1 of a 2-epoch trial, not at the 2-epoch trial's fold-0 epoch 1."""
+    storage = f"sqlite:///{tmp_path / 'steps.db'}"
+    space = tmp_path / "epochs.toml"
+    space.write_text(tiny_space(tmp_path, epochs=1).read_text().replace("epochs = 1", "epochs = [1, 2]"))
+    create_study("steps", storage, CreateOptions(data=synth_root, space_file=space, folds=2, pruner="none"),
+                 progress=False)
+    study = load("steps", storage)
+    study.enqueue_trial({"epochs": 1, "lr": 1e-3, "cutmix_prob": 0.0})
+    study.enqueue_trial({"epochs": 2, "lr": 1e-3, "cutmix_prob": 0.0})
+    assert run_workers(WorkerOptions(study="steps", storage=storage, artifacts=str(tmp_path / "a"),
+                                     gpus="cpu", n_trials=2, log_dir=str(tmp_path / "logs"),
+                                     progress=False)) == 0
+    one, two = load("steps", storage).get_trials()
+    assert sorted(one.intermediate_values) == [0, 2]  # fold 0 epoch 0, fold 1 epoch 0
+    assert sorted(two.intermediate_values) == [0, 1, 2, 3]
