@@ -50,7 +50,7 @@ def test_commands_ignore_a_users_own_data_model_search_storage_packages(tmp_path
     common = ["--storage", storage, "--artifacts", str(work / "artifacts")]
     space = tiny_space(tmp_path, epochs=1)
     _run(work, "create", "s", "--data", str(synth_root), "--space", str(space), "--folds", "2",
-         *common)
+         "--storage", storage)
     _run(work, "worker", "s", "--gpus", "cpu", "--trials-per-gpu", "2", "--n-trials", "2",
          "--no-progress", "--log-dir", str(work / "logs"), *common)
     _run(work, "export-best", "s", "--out", str(work / "export"), "--test", str(synth_root / "TEST"),
