@@ -25,6 +25,8 @@ _LAZY = {
     "save_checkpoint": "_checkpoint",
     "class_weights": "_loss",
     "soft_cross_entropy": "_loss",
+    "TILE_POOLS": "_mil",
+    "TilePool": "_mil",
     "DualBranchNet": "_net",
     "build_model": "_net",
     "pick_device": "_predict",
