@@ -11,8 +11,13 @@ import re
 from histosweep.constants import DEFAULT_STORAGE, ENV_STORAGE
 from histosweep.storage._errors import StorageError
 
-# user:password@ inside any URL-looking text -> user:***@
-_PASSWORD_RE = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@\s]*)@")
+# user:password@host inside any URL-looking text -> user:***@host. Tolerates malformed URLs
+# (`scheme:/u:pw@h`, no slashes), a password holding spaces or a raw `@`: the password runs to
+# the last `@` that is followed by a host name and then a port, path, quote, space or the end.
+_PASSWORD_RE = re.compile(
+    r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*:/*)(?P<user>[^:/@\s]*):(?P<pw>[^\n]*?)"
+    r"@(?=(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.\-]+)(?::\d*)?(?:[/?'\"\s,;)]|$))"
+)
 _KNOWN_SECRETS: set[str] = set()
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import optuna
 import pytest
 
@@ -156,3 +159,26 @@ def test_unopenable_sqlite_file_gets_file_advice(tmp_path):
         storage.open_storage(f"sqlite:///{blocker}/study.db")
     message = str(info.value)
     assert str(blocker) in message and "writable" in message and "host, port" not in message
+
+
+@pytest.mark.parametrize(
+    "url, secret",
+    [
+        ("postgresql+psycopg2:/bob:one-slash-pw@127.0.0.1:1/db", "one-slash-pw"),
+        ("postgresql+psycopg2://bob:has space pw@127.0.0.1:1/db", "has space pw"),
+        ("postgresql://bob:raw@at-pw@127.0.0.1:1/db", "raw@at-pw"),
+        ("postgresql+psycopg2:bob:no-slash-pw@127.0.0.1:1/db", "no-slash-pw"),
+        ("mysql://bob:other-scheme-pw@[::1]:3306/db", "other-scheme-pw"),
+    ],
+)
+def test_malformed_urls_never_print_their_password(url, secret, tmp_path):
+    """The CLI's one line for a malformed URL hides the password, also with --debug."""
+    for extra in ([], ["--debug"]):
+        proc = subprocess.run(
+            [sys.executable, "-m", "histosweep", "status", "s", "--storage", url, *extra],
+            capture_output=True, text=True, cwd=tmp_path, timeout=120,
+        )
+        assert proc.returncode == 1, proc.stderr
+        out = proc.stdout + proc.stderr
+        assert "bob:***@" in out, out
+        assert secret not in out and secret.split()[0] not in out, out
