@@ -14,25 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-# NOTE: a wide log-lr range gives the pruner something to stop (very low/high lr learn nothing);
-# 48 px and atto/10t keep one epoch around a second on a CPU core.
-SPACE = """
-[params]
-resolution = {resolution}
-resize_mode = "stretch"
-image_backbone = "convnext_atto"
-mask_backbone = "resnet10t"
-pretrained = false
-head_hidden = 32
-epochs = {epochs}
-batch_size = 16
-t0 = {epochs}
-lr = {{ low = 1e-5, high = 3e-2, log = true }}
-weight_decay = {{ low = 1e-3, high = 1e-1, log = true }}
-dropout = {{ low = 0.0, high = 0.5 }}
-color_jitter_prob = {{ low = 0.0, high = 1.0 }}
-cutmix_prob = [0.0, 0.5]
-"""
+from _spaces import small_space
 
 
 def _args(argv: list[str] | None) -> argparse.Namespace:
@@ -210,7 +192,7 @@ def main(argv: list[str] | None = None) -> dict:
         os.environ.setdefault("HISTOSWEEP_CACHE", str(root / "cache"))
         data = make_data(root, args.n_train, args.resolution)
         space = root / "space.toml"
-        space.write_text(SPACE.format(resolution=args.resolution, epochs=args.epochs))
+        space.write_text(small_space(resolution=args.resolution, epochs=args.epochs))
         pruned = run_search(f"pruned-{args.try_pruner or args.pruner}", args.pruner, args, root, data, space)
         pruned["pruner"] = args.try_pruner or args.pruner
         unpruned = run_search("unpruned", "none", args, root, data, space)

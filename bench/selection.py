@@ -18,25 +18,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-SPACE = """
-[params]
-resolution = {resolution}
-resize_mode = "stretch"
-image_backbone = "convnext_atto"
-mask_backbone = "resnet10t"
-pretrained = false
-head_hidden = 32
-epochs = {epochs}
-batch_size = 16
-t0 = {epochs}
-lr = {{ low = 1e-5, high = 3e-2, log = true }}
-weight_decay = {{ low = 1e-3, high = 1e-1, log = true }}
-dropout = {{ low = 0.0, high = 0.5 }}
-label_smoothing = {{ low = 0.0, high = 0.2 }}
-color_jitter_prob = {{ low = 0.0, high = 1.0 }}
-cutmix_prob = [0.0, 0.5]
-"""
+from _spaces import small_space
 
 
 def _args(argv: list[str] | None) -> argparse.Namespace:
@@ -77,7 +59,8 @@ def run_search(root: Path, data: Path, args) -> tuple[str, float]:
 
     url = f"sqlite:///{root / 'study.db'}"
     space = root / "space.toml"
-    space.write_text(SPACE.format(resolution=args.resolution, epochs=args.epochs))
+    space.write_text(small_space(resolution=args.resolution, epochs=args.epochs,
+                                  extra="label_smoothing = { low = 0.0, high = 0.2 }\n"))
     create_study("selection", url, CreateOptions(data=data, space_file=space, folds=args.folds,
                                                  seed=args.seed, pruner=args.pruner, force=True),
                  progress=False)
