@@ -158,7 +158,7 @@ def _embed_batch(embedder: Embedder, views: np.ndarray) -> np.ndarray:
     return out.float().cpu().numpy().astype(np.float16)
 
 
-def input_key(cfg: TrainConfig) -> str:
+def input_key_for(cfg: TrainConfig) -> str:
     """The input mode/resolution part of the cache key (tiles add their own, see README)."""
     return f"whole-{cfg.resolution}-{cfg.resize_mode}"
 
@@ -175,7 +175,7 @@ def ensure_embeddings(ds, cfg: TrainConfig, *, cache_dir=None, device=None, batc
     )
 
     embedder = embedder or build_embedder(cfg, device=device)
-    key = input_key(cfg)
+    key = input_key_for(cfg)
     target = embedding_dir(ds, backbone=embedder.name, weights_sha256=embedder.weights_sha256,
                            input_key=key, cache_dir=cache_dir)
     if not embeddings_present(target):

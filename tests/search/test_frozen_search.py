@@ -1,0 +1,110 @@
+"""train_mode = frozen end to end, offline, with a tiny ViT (timm's test_vit: the VisionTransformer
+construction, random init) whose weights come from a local safetensors file the test writes:
+create -> worker (embeds on demand) -> export-best --test -> predict gives the same CSV, the
+bundle names the backbone and its weights sha256, and other weights are refused."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from histosweep.cli import main
+from tests.search._helpers import load
+
+SPACE_FROZEN = """
+[params]
+train_mode = "frozen"
+resolution = 32
+resize_mode = "stretch"
+image_backbone = "test_vit"
+image_pretrained_path = "{weights}"
+frozen_head = ["linear", "mlp"]
+frozen_pool = "attention"
+head_hidden = {{ low = 16, high = 64, log = true }}
+optimizer = "adamw"
+epochs = 3
+batch_size = 8
+lr = {{ low = 1e-3, high = 1e-2, log = true }}
+weight_decay = {{ low = 1e-4, high = 1e-1, log = true }}
+dropout = {{ low = 0.0, high = 0.3 }}
+"""
+
+
+def write_vit_weights(path: Path, seed: int) -> Path:
+    """A timm state dict for test_vit (the 'pretrained' weights a user would stage)."""
+    import safetensors.torch
+    import timm
+    import torch
+
+    torch.manual_seed(seed)
+    model = timm.create_model("test_vit", num_classes=0)
+    safetensors.torch.save_file({k: v.contiguous() for k, v in model.state_dict().items()}, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def frozen_study(tmp_path_factory):
+    from histosweep._demo import DemoPaths, create_demo_study, run_demo_workers
+    from histosweep.data import synthesize
+
+    root = tmp_path_factory.mktemp("frozen-study")
+    paths = DemoPaths(root)
+    synthesize(paths.data, n_train=40, n_test=6, seed=0, short_side=64)
+    weights = write_vit_weights(root / "vit.safetensors", seed=1)
+    space = root / "space.toml"
+    space.write_text(SPACE_FROZEN.format(weights=weights))
+    create_demo_study(paths, space, folds=2, pruner="none", progress=False)
+    assert run_demo_workers(paths, trials=3, workers=1, progress=False) == 0
+    return paths, weights
+
+
+def test_frozen_trials_complete_on_cached_embeddings(frozen_study):
+    import optuna
+
+    paths, _ = frozen_study
+    trials = load("demo", paths.storage).get_trials()
+    assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 3
+    embedding = trials[0].user_attrs["embedding"]
+    assert embedding["backbone"] == "test_vit" and embedding["dim"] == 64
+    assert len(embedding["weights_sha256"]) == 64
+    assert all(t.user_attrs["embedding"] == embedding for t in trials)  # one cache, shared
+    assert all(0.0 <= t.value <= 1.0 for t in trials)
+    assert all(len(t.user_attrs["fold_0"]["curve"]) == 3 for t in trials)  # reported per epoch
+
+
+def test_export_and_predict_write_the_same_csv(frozen_study, tmp_path, capsys):
+    paths, _ = frozen_study
+    out = tmp_path / "bundle"
+    assert main(["export-best", "demo", "--out", str(out), "--storage", paths.storage,
+                 "--artifacts", str(paths.artifacts), "--no-progress", "--test",
+                 str(paths.test)]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    member = manifest["members"][0]
+    assert member["config"]["train_mode"] == "frozen"
+    assert member["embedding"]["backbone"] == "test_vit"
+    assert len(member["embedding"]["weights_sha256"]) == 64
+    csv = tmp_path / "predict.csv"
+    assert main(["predict", str(out), "--images", str(paths.test), "--out", str(csv),
+                 "--no-progress"]) == 0
+    assert csv.read_bytes() == (out / "submission.csv").read_bytes()
+    assert len(csv.read_text().splitlines()) == 1 + 6
+
+
+def test_predict_refuses_other_backbone_weights(frozen_study, tmp_path, capsys):
+    paths, weights = frozen_study
+    out = tmp_path / "bundle"
+    assert main(["export-best", "demo", "--out", str(out), "--storage", paths.storage,
+                 "--artifacts", str(paths.artifacts), "--no-progress", "--single"]) == 0
+    write_vit_weights(weights, seed=2)  # the staged file now holds other weights
+    try:
+        capsys.readouterr()
+        code = main(["predict", str(out), "--images", str(paths.test), "--out",
+                     str(tmp_path / "x.csv"), "--no-progress"])
+        err = capsys.readouterr().err
+    finally:
+        write_vit_weights(weights, seed=1)
+    assert code == 1 and "weights sha256" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "x.csv").exists()
