@@ -62,7 +62,8 @@ def _stage_hub_cache(hub_cache: Path, repo: str, mean: list[float]) -> None:
     snapshot.mkdir(parents=True)
     (folder / "refs").mkdir()
     (folder / "refs" / "main").write_text("0" * 40)
-    config = {"architecture": "test_vit", "num_classes": 0, "pretrained_cfg": {
+    config = {"architecture": "test_vit", "num_classes": 0, "model_args": {"img_size": 160},
+              "pretrained_cfg": {
         "input_size": [3, 160, 160], "mean": mean, "std": [0.2, 0.2, 0.2], "num_classes": 0,
         "interpolation": "bicubic", "crop_pct": 1.0}}
     (snapshot / "config.json").write_text(json.dumps(config))
