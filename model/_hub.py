@@ -127,18 +127,21 @@ def hub_offline() -> bool:
     return bool(constants.HF_HUB_OFFLINE)
 
 
-def missing_hub_weights_message(name: str, field_name: str, reason: str) -> str:
+def missing_hub_weights_message(name: str, field_name: str, reason: str, *,
+                                cache: Path | None = None, offline: bool | None = None) -> str:
     """One line: the model, the cache folder looked in, and how to stage it."""
     spec = backbone_spec(name)
+    folder = (cache / hub_cache_dir(name).name) if cache is not None else hub_cache_dir(name)
+    offline = hub_offline() if offline is None else offline
     kwargs = ", ".join(f"{k}={v!r}" for k, v in spec.kwargs.items() if not isinstance(v, str))
     build = f"timm.create_model('{name}', pretrained=True{', ' + kwargs if kwargs else ''})"
     gated = (" (gated: accept its terms on huggingface.co and `hf auth login` with your own "
              "token; histosweep ships no weights)") if spec.gated else ""
-    mode = "offline (HF_HUB_OFFLINE=1)" if hub_offline() else "the hub was not reachable"
+    mode = "offline (HF_HUB_OFFLINE=1)" if offline else "the hub was not reachable"
     return (
-        f"{field_name}: {name} is not in the Hugging Face cache {hub_cache_dir(name)} and {mode} "
+        f"{field_name}: {name} is not in the Hugging Face cache {folder} and {mode} "
         f"({reason}); stage it: on a connected machine{gated} run `python -c \"import timm; "
-        f"{build}\"`, copy its {hub_cache_dir(name).name} folder into this machine's "
+        f"{build}\"`, copy its {folder.name} folder into this machine's "
         f"{_cache_env_hint()} and keep HF_HUB_OFFLINE=1, or set image_pretrained_path to a local "
         f"weights file"
     )

@@ -108,3 +108,23 @@ def test_predict_refuses_other_backbone_weights(frozen_study, tmp_path, capsys):
     assert code == 1 and "weights sha256" in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
     assert not (tmp_path / "x.csv").exists()
+
+
+def test_check_names_an_unstaged_hub_backbone(synth_root, tmp_path, monkeypatch, capsys):
+    from histosweep.search import CreateOptions, create_study
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    space = tmp_path / "space.toml"
+    space.write_text('[params]\ntrain_mode = "frozen"\nimage_backbone = "hf-hub:MahmoodLab/uni"\n'
+                     'pretrained = true\nresolution = 224\n')
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    create_study("uni", url, CreateOptions(data=synth_root, space_file=space, folds=2),
+                 progress=False)
+    (tmp_path / "artifacts").mkdir()
+    code = main(["check", "uni", "--storage", url, "--artifacts", str(tmp_path / "artifacts")])
+    err = [line for line in capsys.readouterr().err.splitlines() if "hf-hub:MahmoodLab/uni" in line]
+    assert code == 1 and len(err) == 1 and err[0].startswith("error: weights: ")
+    assert str(tmp_path / "hf" / "hub" / "models--MahmoodLab--uni") in err[0]
+    assert "HF_HUB_OFFLINE=1" in err[0] and "own token" in err[0]
