@@ -128,3 +128,15 @@ def test_check_names_an_unstaged_hub_backbone(synth_root, tmp_path, monkeypatch,
     assert code == 1 and len(err) == 1 and err[0].startswith("error: weights: ")
     assert str(tmp_path / "hf" / "hub" / "models--MahmoodLab--uni") in err[0]
     assert "HF_HUB_OFFLINE=1" in err[0] and "own token" in err[0]
+
+
+def test_packaged_frozen_space_loads_as_frozen_trials():
+    from importlib import resources
+
+    from histosweep.search import load_space
+
+    path = resources.files("histosweep.search").joinpath("frozen_space.toml")
+    space = load_space(str(path))
+    cfg = space.fixed_config()
+    assert cfg.train_mode == "frozen" and cfg.image_backbone == "hf-hub:MahmoodLab/uni"
+    assert {"lr", "weight_decay", "dropout", "head_hidden", "epochs"} <= set(space.searched())
