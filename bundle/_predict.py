@@ -216,6 +216,8 @@ def member_probs(member: BundleMember, images: np.ndarray, masks: np.ndarray, *,
     if member.config.train_mode == "frozen":  # embed once with the backbone, then the heads
         from histosweep.bundle._frozen import frozen_member_probs
 
+        if tta:
+            log.warning("trial %d is a frozen-feature member: predicted without TTA", member.trial)
         return frozen_member_probs(member, images, masks, batch_size=batch_size, device=device,
                                    progress=progress)
     target = pick_device(device)
