@@ -159,33 +159,40 @@ def _embed_batch(embedder: Embedder, views: np.ndarray) -> np.ndarray:
 
 
 def input_key_for(cfg: TrainConfig) -> str:
-    """The input mode/resolution part of the cache key (tiles add their own, see README)."""
-    return f"whole-{cfg.resolution}-{cfg.resize_mode}"
+    """The input mode/resolution part of the cache key: whole-<res>-<resize mode>."""
+    # NOTE: a tiles input mode adds its tile side/count/margin here and in _input_arrays
+    return f"{getattr(cfg, 'input_mode', 'whole')}-{cfg.resolution}-{cfg.resize_mode}"
+
+
+def _input_arrays(ds, cfg: TrainConfig, *, cache_dir, progress: bool):
+    """(images, masks, counts or None, sample_ids) the embedder reads for cfg's input mode:
+    (N, R, R, 3)/(N, R, R) for whole images; a tiles cache gives (N, K, T, T, 3)/(N, K, T, T)
+    and counts (N,), which embed_views takes as they are."""
+    from histosweep.data import open_cache
+
+    mode = getattr(cfg, "input_mode", "whole")
+    if mode != "whole":
+        raise ModelError(f"train_mode = frozen embeds input_mode 'whole' only so far, not {mode!r}")
+    cache = open_cache(ds, cfg.resolution, cfg.resize_mode, cache_dir=cache_dir, progress=progress)
+    return cache.images, cache.masks, None, cache.sample_ids
 
 
 def ensure_embeddings(ds, cfg: TrainConfig, *, cache_dir=None, device=None, batch_size: int = 64,
                       progress: bool = True, embedder: Embedder | None = None):
     """The embedding cache of `ds` for cfg's backbone and input; computed once when missing."""
-    from histosweep.data import (
-        embedding_dir,
-        embeddings_present,
-        open_cache,
-        open_embeddings,
-        write_embeddings,
-    )
+    from histosweep.data import embedding_dir, embeddings_present, open_embeddings, write_embeddings
 
     embedder = embedder or build_embedder(cfg, device=device)
     key = input_key_for(cfg)
     target = embedding_dir(ds, backbone=embedder.name, weights_sha256=embedder.weights_sha256,
                            input_key=key, cache_dir=cache_dir)
     if not embeddings_present(target):
-        images = open_cache(ds, cfg.resolution, cfg.resize_mode, cache_dir=cache_dir,
-                            progress=progress)
+        images, masks, counts, sample_ids = _input_arrays(ds, cfg, cache_dir=cache_dir,
+                                                          progress=progress)
         started = time.perf_counter()
-        arrays = embed_views(embedder, images.images, images.masks, batch_size=batch_size,
+        arrays = embed_views(embedder, images, masks, counts, batch_size=batch_size,
                              progress=progress, desc=f"embed {embedder.name} {key}")
-        log.info("embedded %d images with %s in %.1f s", len(images.sample_ids), embedder.name,
+        log.info("embedded %d images with %s in %.1f s", len(sample_ids), embedder.name,
                  time.perf_counter() - started)
-        write_embeddings(target, arrays, sample_ids=images.sample_ids,
-                         identity=embedder.identity(key))
+        write_embeddings(target, arrays, sample_ids=sample_ids, identity=embedder.identity(key))
     return open_embeddings(target, sample_ids=ds.sample_ids())

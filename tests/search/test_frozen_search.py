@@ -78,8 +78,11 @@ def test_export_and_predict_write_the_same_csv(frozen_study, tmp_path, capsys):
     paths, _ = frozen_study
     out = tmp_path / "bundle"
     assert main(["export-best", "demo", "--out", str(out), "--storage", paths.storage,
-                 "--artifacts", str(paths.artifacts), "--no-progress", "--test",
+                 "--artifacts", str(paths.artifacts), "--no-progress", "--json", "--test",
                  str(paths.test)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    # the bundle re-embeds the lockbox images and reproduces the stored lockbox F1 exactly
+    assert summary["warnings"] == [] and summary["metrics"]["lockbox_f1_reproduced"] is True
     manifest = json.loads((out / "manifest.json").read_text())
     member = manifest["members"][0]
     assert member["config"]["train_mode"] == "frozen"
