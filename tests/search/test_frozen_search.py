@@ -143,3 +143,41 @@ def test_packaged_frozen_space_loads_as_frozen_trials():
     cfg = space.fixed_config()
     assert cfg.train_mode == "frozen" and cfg.image_backbone == "hf-hub:MahmoodLab/uni"
     assert {"lr", "weight_decay", "dropout", "head_hidden", "epochs"} <= set(space.searched())
+
+
+def test_retry_of_a_failed_frozen_trial_reuses_its_finished_fold(frozen_study, tmp_path):
+    """The retry of a trial that died after fold 0 (system attr retry_history) trains only
+    fold 1 and, the config and seed being the same, scores what the complete trial scored."""
+    import optuna
+
+    from histosweep.search import CreateOptions, create_study
+    from histosweep.search._worker import WorkerOptions, run_workers
+
+    paths, _ = frozen_study
+    one = tmp_path / "one.toml"  # the frozen space with every searched key fixed
+    one.write_text("\n".join(line for line in (paths.root / "space.toml").read_text().splitlines()
+                             if "low" not in line and not line.startswith("frozen_head"))
+                   + '\nfrozen_head = "mlp"\nhead_hidden = 32\nlr = 3e-3\nweight_decay = 1e-3\n')
+    create_study("resume", paths.storage, CreateOptions(data=paths.data, space_file=one, folds=2,
+                                                        pruner="none"), progress=False)
+    options = WorkerOptions(study="resume", storage=paths.storage, artifacts=str(paths.artifacts),
+                            n_trials=1, log_dir=str(tmp_path / "logs"), progress=False)
+    assert run_workers(options) == 0
+    study = load("resume", paths.storage)
+    done = study.get_trials()[0]
+    dead = optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL, params={},
+                                     distributions={},
+                                     user_attrs={"fold_0": done.user_attrs["fold_0"]})
+    study.add_trial(dead)
+    study.enqueue_trial({})
+    *_, failed, waiting = study.get_trials()
+    assert failed.state == optuna.trial.TrialState.FAIL
+    study._storage.set_trial_system_attr(waiting._trial_id, "retry_history", [failed.number])
+    study._storage.set_trial_system_attr(waiting._trial_id, "failed_trial", failed.number)
+    assert run_workers(WorkerOptions(**{**options.__dict__, "n_trials": 2})) == 0
+    retry = load("resume", paths.storage).get_trials()[-1]
+    assert retry.state == optuna.trial.TrialState.COMPLETE
+    assert retry.user_attrs["resumed_folds"] == [0]
+    assert retry.user_attrs["fold_0"]["checkpoint"] == done.user_attrs["fold_0"]["checkpoint"]
+    assert retry.user_attrs["fold_1"]["checkpoint"] != done.user_attrs["fold_1"]["checkpoint"]
+    assert retry.value == pytest.approx(done.value)
