@@ -181,3 +181,28 @@ def test_retry_of_a_failed_frozen_trial_reuses_its_finished_fold(frozen_study, t
     assert retry.user_attrs["fold_0"]["checkpoint"] == done.user_attrs["fold_0"]["checkpoint"]
     assert retry.user_attrs["fold_1"]["checkpoint"] != done.user_attrs["fold_1"]["checkpoint"]
     assert retry.value == pytest.approx(done.value)
+
+
+def test_a_losing_frozen_trial_is_pruned_per_epoch(frozen_study, tmp_path):
+    """Two finished trials scored F1 = 1.0 at every step: the percentile pruner stops the frozen
+    trial after its warm-up epoch, from its per-epoch reports."""
+    import optuna
+
+    from histosweep.search import CreateOptions, create_study
+    from histosweep.search._worker import WorkerOptions, run_workers
+
+    paths, _ = frozen_study
+    create_study("prune", paths.storage, CreateOptions(data=paths.data, folds=2,
+                 space_file=paths.root / "space.toml", pruner="percentile"), progress=False)
+    study = load("prune", paths.storage)
+    for _ in range(2):
+        study.add_trial(optuna.trial.create_trial(
+            value=1.0, intermediate_values={s: 1.0 for s in range(6)},
+            user_attrs={"fold_val_f1": [1.0, 1.0]}))
+    assert run_workers(WorkerOptions(study="prune", storage=paths.storage, n_trials=3,
+                                     artifacts=str(paths.artifacts), progress=False,
+                                     log_dir=str(tmp_path / "logs"))) == 0
+    trial = load("prune", paths.storage).get_trials()[-1]
+    assert trial.state == optuna.trial.TrialState.PRUNED
+    assert trial.user_attrs["config"]["train_mode"] == "frozen"
+    assert trial.user_attrs["epochs_run"] < trial.user_attrs["epochs_planned"] == 6
