@@ -121,3 +121,12 @@ def test_frozen_fold_learns_separable_embeddings():
     stopped = train_frozen_fold(cfg, emb, labels, train_idx=order[:32], val_idx=order[32:40],
                                 holdout_idx=order[40:], device="cpu", on_epoch=lambda m: True)
     assert stopped.stopped and len(stopped.epochs) == 1 and stopped.holdout_probs.shape == (0, 4)
+
+
+@pytest.mark.parametrize("field,value", [("train_mode", "linear_probe"), ("frozen_head", "deep"),
+                                         ("frozen_pool", "sum")])
+def test_frozen_fields_are_checked_in_one_line(field, value):
+    from histosweep.model import ConfigError
+
+    with pytest.raises(ConfigError, match=f"^invalid TrainConfig: {field} must be one of"):
+        TrainConfig(**{field: value})
