@@ -335,8 +335,16 @@ def _write_folds(tmp: Path, store, src: _Source) -> list[dict[str, Any]]:
         members.append({
             "trial": n, "weight": c.weight, "oof_f1": float(c.trial.value),
             "config": c.config.to_dict(), "params": dict(c.trial.params), "folds": folds,
+            **_embedding_entry(c),
         })
     return members
+
+
+def _embedding_entry(c: _Candidate) -> dict[str, Any]:
+    """Frozen members name their backbone and its weights sha256 (predict checks it)."""
+    if c.config.train_mode != "frozen":
+        return {}
+    return {"embedding": c.trial.user_attrs.get("embedding")}
 
 
 def _verify_checkpoint(path: Path, cfg, *, what: str) -> None:
@@ -393,7 +401,8 @@ def _recompute_lockbox(opts, src: _Source, tmp: Path, members, offsets, warnings
         return None
     shipped = [
         BundleMember(m["trial"], TrainConfig.from_dict(m["config"]), m["weight"],
-                     [BundleFold(f["fold"], tmp / f["file"]) for f in m["folds"]])
+                     [BundleFold(f["fold"], tmp / f["file"]) for f in m["folds"]],
+                     m.get("embedding"))
         for m in members
     ]
     bundle = Bundle(tmp, {}, tuple(CLASSES), shipped, offsets)

@@ -46,6 +46,7 @@ class BundleMember:
     config: Any  # model.TrainConfig
     weight: float
     folds: list[BundleFold]  # averaged with equal weights
+    embedding: dict | None = None  # frozen members: backbone, weights_sha256, dim, input
 
     @property
     def target(self) -> tuple[int, str]:
@@ -142,7 +143,7 @@ def _member(root: Path, entry: Any) -> BundleMember:
     except (ConfigError, TypeError, AttributeError, KeyError) as exc:
         raise UserError(f"{where}: 'config' is not a usable TrainConfig ({exc})") from None
     return BundleMember(int(entry.get("trial", -1)), config, weight,
-                        [_bundle_fold(root, f) for f in entry["folds"]])
+                        [_bundle_fold(root, f) for f in entry["folds"]], entry.get("embedding"))
 
 
 def _bundle_fold(root: Path, entry: dict[str, Any]) -> BundleFold:
@@ -212,6 +213,13 @@ def member_probs(member: BundleMember, images: np.ndarray, masks: np.ndarray, *,
     """Equal mean of one member's fold models' softmax: (N, C) float64."""
     from histosweep.model import ModelError, load_checkpoint, pick_device, predict_probs
 
+    if member.config.train_mode == "frozen":  # embed once with the backbone, then the heads
+        from histosweep.bundle._frozen import frozen_member_probs
+
+        if tta:
+            log.warning("trial %d is a frozen-feature member: predicted without TTA", member.trial)
+        return frozen_member_probs(member, images, masks, batch_size=batch_size, device=device,
+                                   progress=progress)
     target = pick_device(device)
     fold_probs = []
     for fold in member.folds:

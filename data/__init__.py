@@ -15,6 +15,14 @@ from histosweep.data._cache import (
 )
 from histosweep.data._dataset import CLASSES, DataError, Dataset, Sample, load_dataset
 from histosweep.data._decode import RESIZE_MODES, decode_and_resize
+from histosweep.data._embed_cache import (
+    EmbeddingArrays,
+    EmbeddingCache,
+    embedding_dir,
+    embeddings_present,
+    open_embeddings,
+    write_embeddings,
+)
 from histosweep.data._fingerprint import dataset_fingerprint
 from histosweep.data._pool import decode_all
 from histosweep.data._split import Split, make_split
@@ -39,6 +47,8 @@ __all__ = [
     "CachedArrays",
     "CutMixInfo",
     "DataError",
+    "EmbeddingArrays",
+    "EmbeddingCache",
     "Dataset",
     "Sample",
     "Split",
@@ -48,13 +58,17 @@ __all__ = [
     "dataset_fingerprint",
     "decode_all",
     "decode_and_resize",
+    "embedding_dir",
+    "embeddings_present",
     "default_cache_dir",
     "load_dataset",
     "make_split",
     "open_cache",
+    "open_embeddings",
     "rand_bbox",
     "synthesize",
     "to_model_inputs",
+    "write_embeddings",
 ]
 
 

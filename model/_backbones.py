@@ -12,6 +12,7 @@ from pathlib import Path
 from torch import nn
 
 from histosweep.model._errors import ModelError
+from histosweep.model._hub import is_hub_name, missing_hub_weights_message, timm_kwargs
 
 # Ordered small -> large; the reference found Small overfitting where Tiny did not.
 IMAGE_BACKBONES: tuple[str, ...] = (
@@ -30,7 +31,7 @@ def check_backbone(name: str, *, field: str) -> None:
     """Raise ModelError when timm does not know `name` (a `.tag` suffix is allowed)."""
     import timm
 
-    if isinstance(name, str) and name and timm.is_model(name):
+    if isinstance(name, str) and name and (timm.is_model(name) or _valid_hub_name(name)):
         return
     suggestions = difflib.get_close_matches(str(name), timm.list_models(), n=3, cutoff=0.6)
     hint = f"did you mean {', '.join(suggestions)}?" if suggestions else "no close match"
@@ -38,6 +39,18 @@ def check_backbone(name: str, *, field: str) -> None:
         f"{field}: timm has no backbone named {name!r} ({hint}); list names with "
         f"`python -c \"import timm; print(timm.list_models('convnext*'))\"`"
     )
+
+
+def _valid_hub_name(name: str) -> bool:
+    """`hf-hub:Org/Repo`: timm resolves it from the hub (or its cache) at build time."""
+    from timm.models import parse_model_name
+
+    if not is_hub_name(name):
+        return False
+    try:
+        return bool(parse_model_name(name)[1])
+    except ValueError:
+        return False
 
 
 def create_backbone(
@@ -59,7 +72,8 @@ def create_backbone(
     import timm
 
     check_backbone(name, field=field)
-    kwargs: dict = {"num_classes": 0, "in_chans": in_chans}
+    # the foundation-model table's construction kwargs (UNI: init_values, dynamic_img_size ...)
+    kwargs: dict = {**timm_kwargs(name), "num_classes": 0, "in_chans": in_chans}
     if drop_path_rate > 0:  # only when asked: not every timm model takes the argument
         kwargs["drop_path_rate"] = drop_path_rate
     if pretrained and weights_path:
@@ -75,6 +89,9 @@ def create_backbone(
     except ModelError:
         raise
     except Exception as exc:  # timm/hub/torch raise many types; the person needs one line
+        if is_hub_name(name) and _hub_fetch_failed(exc):
+            message = missing_hub_weights_message(name, field, type(exc).__name__)
+            raise ModelError(message) from exc
         if pretrained:
             raise _weights_error(name, field, weights_path, exc) from exc
         reason = _first_line(exc)
@@ -99,6 +116,16 @@ def _weights_error(name: str, field: str, weights_path: str, exc: Exception) -> 
         f"keeps timm off the network), or set {path_field} to a local weights file, or set "
         f"pretrained=false"
     )
+
+
+def _hub_fetch_failed(exc: BaseException) -> bool:
+    """huggingface_hub could not get a file (offline and not cached, gated, no network)."""
+    from huggingface_hub import errors
+
+    chain = [exc, exc.__cause__, exc.__context__]
+    kinds = (errors.LocalEntryNotFoundError, errors.OfflineModeIsEnabled,
+             errors.GatedRepoError, errors.RepositoryNotFoundError, OSError)
+    return any(isinstance(e, kinds) for e in chain if e is not None)
 
 
 def _first_line(exc: BaseException) -> str:

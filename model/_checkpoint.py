@@ -153,6 +153,15 @@ def state_dict_mismatch(
     return "; ".join(parts)
 
 
+def _frozen_head(path: str, cfg: TrainConfig, tensors, num_classes: int):
+    from histosweep.model._frozen import frozen_head_for_state
+
+    try:
+        return frozen_head_for_state(cfg, tensors, num_classes=num_classes)
+    except KeyError as exc:
+        raise ModelError(f"{path!r} is not a frozen-feature head (no {exc} tensor)") from exc
+
+
 def load_checkpoint(
     path: str | os.PathLike[str],
     *,
@@ -169,8 +178,12 @@ def load_checkpoint(
         diff = _architecture_diff(cfg, expect)
         if diff:
             raise ModelError(f"{path!r} holds another architecture: {'; '.join(diff)}")
-    model = build_model(cfg, num_classes=int(header.get("num_classes", "4")), pretrained=False)
     tensors = load_file(path, device="cpu")
+    num_classes = int(header.get("num_classes", "4"))
+    if cfg.train_mode == "frozen":  # a head on cached embeddings (model._frozen)
+        model = _frozen_head(path, cfg, tensors, num_classes)
+    else:
+        model = build_model(cfg, num_classes=num_classes, pretrained=False)
     problem = state_dict_mismatch(model.state_dict(), tensors)
     if problem:
         raise ModelError(

@@ -14,6 +14,9 @@ from histosweep.constants import OPTIMIZERS, RESIZE_MODES
 from histosweep.exceptions import HistosweepError
 
 KEEP_CHOICES = ("best", "last")
+TRAIN_MODES = ("finetune", "frozen")
+FROZEN_HEADS = ("linear", "mlp")  # linear: LN -> Dropout -> Linear; mlp adds Linear(head_hidden)+ReLU
+FROZEN_POOLS = ("mean", "max", "attention")  # over an image's tile embeddings (model.TilePool)
 
 
 class ConfigError(HistosweepError, ValueError):
@@ -60,6 +63,16 @@ class TrainConfig:
     # eval-mode F1 collapses (synthetic 64 px: val F1 0.28 -> 0.61 with it); costs ~10% of an epoch.
     bn_recalibration_images: int = 256
     compile: bool = False  # torch.compile on CUDA
+    # --- frozen features (train_mode = frozen) ------------------------------------------
+    # finetune: the dual-branch network end to end. frozen: image_backbone embeds every image
+    # once into the cache (`histosweep embed`); a trial trains only a head on the embeddings
+    # (lr, weight_decay, dropout, head_hidden, epochs, optimizer apply; augmentation does not).
+    train_mode: str = "finetune"
+    frozen_head: str = "linear"
+    frozen_pool: str = "attention"  # gated attention MIL over tiles; one view per image: identity
+    # why: the mask branch costs a backbone; its tumour coverage (fraction of mask pixels per
+    # view) carries much of its signal and is free, so it rides along as one extra input
+    frozen_mask_stats: bool = True
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -83,6 +96,9 @@ class TrainConfig:
             (self.cutmix_alpha > 0, "cutmix_alpha must be > 0"),
             (self.head_hidden >= 1, "head_hidden must be >= 1"),
             (self.bn_recalibration_images >= 0, "bn_recalibration_images must be >= 0"),
+            (self.train_mode in TRAIN_MODES, f"train_mode must be one of {TRAIN_MODES}"),
+            (self.frozen_head in FROZEN_HEADS, f"frozen_head must be one of {FROZEN_HEADS}"),
+            (self.frozen_pool in FROZEN_POOLS, f"frozen_pool must be one of {FROZEN_POOLS}"),
         ]
         for ok, message in checks:
             if not ok:

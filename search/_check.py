@@ -227,6 +227,10 @@ def _weights_of(name: str, field: str, path_field: str, paths: list[str], hub) -
             return Check("weights", False, f"{field} {name!r}: {path_field} {absent[0]!r} does not "
                          "exist; fix the path in the space, or leave it empty to use timm's weights")
         return Check("weights", True, f"{field} {name!r}: {path_field} {paths[0]}")
+    from histosweep.model._hub import is_hub_name
+
+    if is_hub_name(name):  # hf-hub:Org/Repo (UNI, Virchow2 ...): config + weights in the cache
+        return _hub_name_weights(name, field)
     from timm.models import get_pretrained_cfg
 
     cfg = get_pretrained_cfg(name)
@@ -248,6 +252,23 @@ def _weights_of(name: str, field: str, path_field: str, paths: list[str], hub) -
         return Check("weights", False, f"{field} {name!r}: weights {source} are not in the Hugging "
                      f"Face cache {hf_cache_dir()} and the hub is unreachable ({reason}); {fix}")
     return Check("weights", True, f"{field} {name!r}: not cached; timm downloads {source} at first use")
+
+
+def _hub_name_weights(name: str, field: str) -> Check:
+    from huggingface_hub import try_to_load_from_cache
+
+    from histosweep.model._hub import hub_repo_id, missing_hub_weights_message
+
+    repo = hub_repo_id(name)
+    found = [try_to_load_from_cache(repo, f, cache_dir=hf_cache_dir())
+             for f in ("config.json", "model.safetensors", "pytorch_model.bin")]
+    if isinstance(found[0], str) and any(isinstance(f, str) for f in found[1:]):
+        return Check("weights", True, f"{field} {name!r}: cached at {Path(found[0]).parent}")
+    if hf_offline():
+        return Check("weights", False, missing_hub_weights_message(
+            name, field, "not cached", cache=hf_cache_dir(), offline=True))
+    return Check("weights", True, f"{field} {name!r}: not cached; timm downloads it at first use "
+                 "(gated models need your own Hugging Face token)")
 
 
 def hf_offline() -> bool:

@@ -18,6 +18,7 @@ from histosweep.data import CLASSES, dataset_fingerprint, load_dataset, open_cac
 from histosweep.model import macro_f1
 from histosweep.search._artifacts import fetch_probs, fold_key, upload_file, upload_fold
 from histosweep.search._errors import UserError, WorkerStopped  # noqa: F401 - re-exported
+from histosweep.search._frozen import fold_trainer, frozen_cache_for
 from histosweep.search._plots import confusion_png
 from histosweep.search._settings import StudySettings
 from histosweep.search._trial_page import publish_trial
@@ -58,6 +59,8 @@ class Runtime:
 
     def cache_for(self, cfg):
         """(cached arrays, cache row of each kept sample) for the config's resolution/mode."""
+        if cfg.train_mode == "frozen":  # cached embeddings of the image backbone
+            return frozen_cache_for(self, cfg)
         key = (cfg.resolution, cfg.resize_mode)
         if key not in self._caches:
 
@@ -88,6 +91,8 @@ class Objective:
         planned = self.settings.folds * cfg.epochs
         trial.set_user_attr("epochs_planned", planned)
         cache, rows = self.rt.cache_for(cfg)
+        if cfg.train_mode == "frozen":  # export writes it into the bundle; predict checks it
+            trial.set_user_attr("embedding", cache.identity)
         reused = self._reused_folds(trial)
         folds: dict[int, dict] = {}
         val_probs: dict[int, np.ndarray] = {}  # folds trained here: kept in memory, not re-read
@@ -109,8 +114,7 @@ class Objective:
 
     # --- folds -----------------------------------------------------------------------------
     def _train_fold(self, trial, f: int, cfg, cache, rows):
-        from histosweep.model import train_fold
-
+        train_fold = fold_trainer(cfg)  # finetune or frozen (same contract)
         train_idx, val_idx = self.split.folds[f]
         holdout = self.split.holdout
         curve: list[float] = []

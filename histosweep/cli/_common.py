@@ -24,6 +24,7 @@ __all__ = ["UserError"]  # re-exported for command modules
 COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("_synth", "write a synthetic dataset in the challenge layout"),
     "prepare": ("_prepare", "validate and audit a dataset, build its caches"),
+    "embed": ("_embed", "frozen-feature cache: embed every image once with a backbone"),
     "create": ("_create", "create (or check) a study: space, data fingerprint, split"),
     "worker": ("_worker", "run trials of a study on the CPU or on GPUs"),
     "status": ("_status", "trials by state, best trial, pruning savings"),

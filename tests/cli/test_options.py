@@ -16,6 +16,7 @@ from histosweep.cli._common import COMMANDS
 EXPECTED = {
     "synth": {"--json"},
     "prepare": {"--json"},
+    "embed": {"--json"},
     "create": {"--storage", "--json"},
     "worker": {"--storage", "--artifacts"},
     "status": {"--storage", "--artifacts", "--json"},  # --artifacts: the study's bytes in the store

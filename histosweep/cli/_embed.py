@@ -1,0 +1,76 @@
+"""`histosweep embed DATA --backbone NAME`: fp16 embeddings of every image, computed once into
+the per-machine cache (keyed by backbone, weights sha256, input mode and resolution) so that
+train_mode = frozen trials only train heads. Workers compute a missing entry on demand too.
+Exercise: `histosweep embed synth-data --backbone test_vit --resolution 64 --json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from histosweep.cli._common import device_arg, print_json
+from histosweep.constants import ENV_CACHE, RESIZE_MODES
+
+OPTIONS = ("json",)  # the common options this command reads (cli._common)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("data", metavar="DATA", help="dataset folder (train_labels.csv + train_data/)")
+    parser.add_argument("--backbone", required=True,
+                        help="any timm name, hf-hub: names included (e.g. hf-hub:MahmoodLab/uni)")
+    parser.add_argument("--weights", default="",
+                        help="local weights file (.safetensors) instead of the hub cache")
+    parser.add_argument("--pretrained", action="store_true",
+                        help="load the backbone's own weights (hub cache; HF_HUB_OFFLINE=1 offline)")
+    parser.add_argument("--resolution", type=int, default=224,
+                        help="cache side in px the images are resized to (default 224; the "
+                             "study's resolution)")
+    parser.add_argument("--mode", default="stretch", choices=RESIZE_MODES, help="resize mode")
+    parser.add_argument("--batch-size", type=int, default=64, help="images per forward (default 64)")
+    parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when present)")
+    parser.add_argument("--cache", default=None,
+                        help=f"cache folder (env {ENV_CACHE}, default ~/.cache/histosweep)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+
+
+def run(args: argparse.Namespace) -> int:
+    from histosweep import data
+    from histosweep.exceptions import UserError
+    from histosweep.model import TrainConfig, build_embedder, ensure_embeddings, input_key_for
+
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size {args.batch_size}: must be >= 1")
+    cfg = TrainConfig(train_mode="frozen", image_backbone=args.backbone, resolution=args.resolution,
+                      resize_mode=args.mode, pretrained=args.pretrained,
+                      image_pretrained_path=args.weights)
+    from histosweep.model import check_backbone
+
+    check_backbone(cfg.image_backbone, field="--backbone")
+    ds = data.load_dataset(Path(args.data).expanduser(), labeled=True)
+    embedder = build_embedder(cfg, device=device_arg(args))
+    target = data.embedding_dir(ds, backbone=embedder.name, weights_sha256=embedder.weights_sha256,
+                                input_key=input_key_for(cfg), cache_dir=args.cache)
+    reused = data.embeddings_present(target)
+    started = time.perf_counter()
+    emb = ensure_embeddings(ds, cfg, cache_dir=args.cache, batch_size=args.batch_size,
+                            progress=not (args.no_progress or args.json), embedder=embedder)
+    seconds = time.perf_counter() - started
+    document = _document(emb, reused, seconds, str(embedder.device))
+    if args.json:
+        print_json(document)
+    else:
+        verb = "reused" if reused else f"computed in {seconds:.1f} s ({document['images_per_s']} img/s)"
+        print(f"{document['backbone']} {document['shape']} fp16 {verb}: {document['path']}")
+    return 0
+
+
+def _document(emb, reused: bool, seconds: float, device: str) -> dict:
+    n = int(emb.counts.sum())
+    return {
+        **emb.identity, "path": str(emb.path), "shape": list(emb.features.shape),
+        "images": len(emb.sample_ids), "views": n, "reused": reused, "device": device,
+        "seconds": round(seconds, 3),
+        "images_per_s": None if reused else round(n / max(seconds, 1e-9), 2),
+    }
