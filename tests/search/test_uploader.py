@@ -67,15 +67,17 @@ class WatchedStore(FileSystemArtifactStore):
         self.study, self.fail_at = study, fail_at
         self.states: list[TrialState] = []
         self.threads: set[str] = set()
+        self.writes = 0
         self.on_fail = lambda: None
 
     def write(self, artifact_id, content_body) -> None:
         self.threads.add(threading.current_thread().name)
-        trials = self.study._storage.get_all_trials(self.study._study_id, deepcopy=False)
-        self.states += [t.state for t in trials]  # one trial in these studies
-        if len(self.states) == self.fail_at:
+        self.writes += 1
+        if self.writes == self.fail_at:
             self.on_fail()
             raise OSError("injected: the store is full")
+        trials = self.study._storage.get_all_trials(self.study._study_id, deepcopy=False)
+        self.states += [t.state for t in trials]  # one trial in these studies
         super().write(artifact_id, content_body)
 
 
