@@ -25,6 +25,10 @@ class Uploader:
     submitting thread, so an upload error fails the trial as a synchronous upload did (a
     StoreError stays a StoreError: the worker re-queues the trial). Jobs queued after a failed
     one are skipped; `wait` (the trial's end) clears the error for the next trial.
+
+    NOTE: the thread is idle (blocked in the queue, holding no lock) whenever a trial starts,
+    because the previous trial waited for its uploads: the image cache's decode pool, which
+    forks at that point, never copies a lock held by an upload.
     """
 
     def __init__(self, *, max_pending: int = MAX_PENDING, name: str = "histosweep-uploader") -> None:
