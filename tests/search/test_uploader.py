@@ -68,11 +68,14 @@ class WatchedStore(FileSystemArtifactStore):
         self.states: list[TrialState] = []
         self.threads: set[str] = set()
         self.writes = 0
+        self.before_first_write = lambda: None
         self.on_fail = lambda: None
 
     def write(self, artifact_id, content_body) -> None:
         self.threads.add(threading.current_thread().name)
         self.writes += 1
+        if self.writes == 1:
+            self.before_first_write()
         if self.writes == self.fail_at:
             self.on_fail()
             raise OSError("injected: the store is full")
@@ -128,3 +131,28 @@ def test_a_background_upload_error_fails_the_trial_and_requeues_it(synth_root, t
     # fold 0 failed, so fold 1's upload was skipped: the resumed trial retrains both
     assert not any(k.startswith("fold_") for k in trials[0].user_attrs)
     assert "confusion_png" not in trials[0].user_attrs
+
+
+@pytest.mark.slow
+def test_the_next_fold_trains_while_the_last_one_uploads(synth_root, tmp_path):
+    """Fold 0's first write is held until fold 1 has reported an epoch (step 1 with 1 epoch per
+    fold): with inline uploads fold 1 could not start, and the wait would run out."""
+    loop, store, url = _loop(synth_root, tmp_path)
+    seen: list[bool] = []
+
+    def fold1_reported() -> bool:
+        trials = store.study._storage.get_all_trials(store.study._study_id, deepcopy=False)
+        return 1 in trials[0].intermediate_values
+
+    def hold_first_write():
+        try:
+            wait_for(fold1_reported, timeout=120, what="fold 1 to report while fold 0 uploads")
+            seen.append(True)
+        except AssertionError:
+            seen.append(False)
+
+    store.before_first_write = hold_first_write
+    assert loop.run() == 0
+    assert seen == [True]
+    (trial,) = load("up", url).get_trials()
+    assert trial.state == TrialState.COMPLETE and "fold_0" in trial.user_attrs
