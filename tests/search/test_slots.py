@@ -69,3 +69,22 @@ def test_a_bad_count_is_one_line_and_exit_1(tmp_path, sqlite_url):
     proc = cli("worker", "nope", "--storage", sqlite_url, "--trials-per-gpu", "0", check=False)
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == ["error: --trials-per-gpu '0': use a count >= 1 or auto"]
+
+
+def test_the_measuring_child_starts_and_answers():
+    """The spawned child that measures (no GPU here: asked about no GPU) imports and returns."""
+    from histosweep.search._slots import measure_gpus
+
+    cfg = largest_config(Space.from_dict({"resolution": {"value": 32}}))
+    assert measure_gpus(cfg, [], n_rows=10) == {}
+
+
+def test_peaks_cache_round_trip_and_a_damaged_file_means_measure_again(tmp_path):
+    from histosweep.search._slots import _read_peaks, _write_peaks
+
+    path = tmp_path / "cache" / "slot-peaks.json"
+    assert _read_peaks(path) == {}
+    _write_peaks(path, {"NVIDIA H200|torch 2|{}": 123})
+    assert _read_peaks(path) == {"NVIDIA H200|torch 2|{}": 123}
+    path.write_text("[not a dict")
+    assert _read_peaks(path) == {}
