@@ -22,6 +22,7 @@ from histosweep.search._frozen import fold_trainer, frozen_cache_for
 from histosweep.search._plots import confusion_png
 from histosweep.search._settings import StudySettings
 from histosweep.search._trial_page import publish_trial
+from histosweep.search._uploader import Uploader
 
 log = logging.getLogger("histosweep")
 
@@ -43,6 +44,13 @@ class Runtime:
     progress: bool = True
     _dataset: object = None
     _caches: dict = field(default_factory=dict)
+    _uploader: Uploader | None = None
+
+    def uploader(self) -> Uploader:
+        """The worker's background uploader (one thread, started at first use)."""
+        if self._uploader is None:
+            self._uploader = Uploader()
+        return self._uploader
 
     def dataset(self):
         if self._dataset is None:
@@ -83,6 +91,18 @@ class Objective:
         self.fold_steps = self.space.max_epochs()
 
     def __call__(self, trial) -> float:
+        """The trial's value; returns (or raises) only once its uploads have settled."""
+        uploads = self.rt.uploader()
+        try:
+            return self._trial(trial)
+        except BaseException as exc:
+            error = uploads.settle()  # never told while its uploads are in flight
+            if error is not None and error is not exc:
+                log.warning("trial %d: an upload also failed: %s: %s", trial.number,
+                            type(error).__name__, error)
+            raise
+
+    def _trial(self, trial) -> float:
         cfg = self.space.suggest(trial, seed=self.settings.seed)
         trial.set_user_attr("config", cfg.to_dict())
         trial.set_user_attr("host", socket.gethostname())
@@ -107,8 +127,7 @@ class Objective:
             trial.set_user_attr("epochs_run", epochs_run)
             if record is None:
                 self._pruned(trial, f"pruned in fold {f} after {ran} epochs", epochs_run, planned)
-            folds[f], val_probs[f] = record, probs
-            trial.set_user_attr(fold_key(f), record)
+            folds[f], val_probs[f] = record, probs  # fold_<f> is set once its uploads are done
             self._fold_rule(trial, folds, epochs_run, planned)
         return self._finish(trial, folds, val_probs)
 
@@ -120,6 +139,7 @@ class Objective:
         curve: list[float] = []
 
         def on_epoch(m) -> bool:
+            self.rt.uploader().raise_if_failed()  # an earlier fold's upload failed: stop now
             step = f * self.fold_steps + len(curve)
             curve.append(float(m.val_f1))
             trial.report(float(m.val_f1), step)
@@ -134,18 +154,26 @@ class Objective:
         )
         if result.stopped:
             return None, len(result.epochs), None
-        # NOTE: the holdout probabilities are stored for export-best, never scored here.
-        record = upload_fold(self.rt.store, trial, f, result, cfg, val_idx, holdout)
-        record.update(
+        record = dict(
             val_f1=macro_f1(self.labels[val_idx], result.val_probs),
             seconds=round(result.seconds, 3), epochs=len(result.epochs), curve=curve,
             loss_curve=[round(float(e.train_loss), 5) for e in result.epochs],
             best_epoch=result.best_epoch, oom_events=len(result.oom_events),
         )
+        self.rt.uploader().submit(lambda: self._upload_fold(trial, f, result, cfg, record))
         log.info("[%s] trial %d fold %d: val F1 %.4f, %.1f s", self.rt.slot,
                  trial.number, f, record["val_f1"], result.seconds,
                  extra={"trial": trial.number, "fold": f})
         return record, len(result.epochs), result.val_probs
+
+    def _upload_fold(self, trial, f: int, result, cfg, record: dict) -> None:
+        """On the upload thread: the fold's artifacts, then its record (resume reads it)."""
+        # NOTE: the holdout probabilities are stored for export-best, never scored here.
+        _, val_idx = self.split.folds[f]
+        record.update(upload_fold(self.rt.store, trial, f, result, cfg, val_idx, self.split.holdout))
+        # NOTE: through the storage, not trial.set_user_attr, which also edits the trial's
+        # cached attrs dict that the main thread may be copying at this moment.
+        trial.storage.set_trial_user_attr(trial._trial_id, fold_key(f), record)
 
     def _epoch_line(self, trial, f: int, cfg, m) -> None:
         """One compact line per epoch (the terminal shows it when there are no progress bars)."""
@@ -229,13 +257,17 @@ class Objective:
         trial.set_user_attr("fold_seconds", [folds[f]["seconds"] for f in order])
         trial.set_user_attr("oof_f1", value)
         labels, preds = self.labels[oof_rows], oof_probs.argmax(1)
-        png_id = self._trial_pictures(trial, labels, preds)
+        picture: list[str | None] = [None]
+        uploads = self.rt.uploader()
+        uploads.submit(lambda: picture.__setitem__(0, self._trial_pictures(trial, labels, preds)))
+        uploads.wait()  # every fold's artifacts and the picture are in the store
         publish_trial(self.rt.study, trial, folds=folds, value=value, labels=labels, preds=preds,
-                      classes=CLASSES, confusion_png=png_id)
+                      classes=CLASSES, confusion_png=picture[0])
         return value
 
     def _trial_pictures(self, trial, labels, preds) -> str | None:
-        """The OOF confusion matrix as a PNG artifact; a failure only logs a warning."""
+        """On the upload thread: the OOF confusion matrix as a PNG artifact; a failure only
+        logs a warning."""
         try:
             with tempfile.TemporaryDirectory(prefix="histosweep-trial-") as tmp:
                 png = Path(tmp) / f"trial{trial.number}-oof-confusion.png"

@@ -10,21 +10,20 @@ from pathlib import Path
 import numpy as np
 
 
-def _plt():
-    import matplotlib
+def _figure(*, figsize: tuple[float, float]):
+    """A matplotlib Figure outside pyplot: no global figure manager, so the worker's upload
+    thread can draw while the main thread trains (pyplot's state is not thread-safe)."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    return Figure(figsize=figsize, dpi=100)
 
 
 def confusion_png(path: Path, labels: np.ndarray, preds: np.ndarray, classes, *, title: str) -> Path:
     from sklearn.metrics import confusion_matrix
 
-    plt = _plt()
     cm = confusion_matrix(labels, preds, labels=list(range(len(classes))))
-    fig, ax = plt.subplots(figsize=(4.8, 4.2), dpi=100)
+    fig = _figure(figsize=(4.8, 4.2))
+    ax = fig.subplots()
     ax.imshow(cm, cmap="Blues")
     for (i, j), n in np.ndenumerate(cm):
         ax.text(j, i, str(n), ha="center", va="center",
@@ -36,14 +35,13 @@ def confusion_png(path: Path, labels: np.ndarray, preds: np.ndarray, classes, *,
     ax.set_title(title)
     fig.tight_layout()
     fig.savefig(path, metadata={"Software": None})
-    plt.close(fig)
     return path
 
 
 def learning_curves_png(path: Path, fold_epochs: dict[int, list[dict]], *, title: str) -> Path:
     """Train loss and validation F1 per epoch, one line per fold."""
-    plt = _plt()
-    fig, (ax_loss, ax_f1) = plt.subplots(1, 2, figsize=(8, 3.2), dpi=100)
+    fig = _figure(figsize=(8, 3.2))
+    ax_loss, ax_f1 = fig.subplots(1, 2)
     for fold, epochs in sorted(fold_epochs.items()):
         x = [e["epoch"] for e in epochs]
         ax_loss.plot(x, [e["train_loss"] for e in epochs], marker="o", label=f"fold {fold}")
@@ -60,5 +58,4 @@ def learning_curves_png(path: Path, fold_epochs: dict[int, list[dict]], *, title
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, metadata={"Software": None})
-    plt.close(fig)
     return path

@@ -25,6 +25,7 @@ from histosweep.search._gc import retention_pass
 from histosweep.search._logging import make_formatter, without_epoch_lines
 from histosweep.search._objective import Objective, Runtime
 from histosweep.search._settings import check_current, load_settings
+from histosweep.search._slots import AUTO, auto_slots
 from histosweep.search._study import make_pruner, make_sampler, open_study
 from histosweep.storage import (
     StoreError,
@@ -53,7 +54,7 @@ class WorkerOptions:
     storage: str | None
     artifacts: str | None
     gpus: str = "cpu"
-    trials_per_gpu: int = 1
+    trials_per_gpu: int | str = 1  # or "auto": from free memory and the space's largest config
     n_trials: int | None = None
     timeout: float | None = None
     heartbeat: int = 60
@@ -83,13 +84,18 @@ def parse_gpus(spec: str) -> list[str]:
 
 def slots_for(opts: WorkerOptions) -> list[tuple[str, str]]:
     """(label, gpu id or 'cpu') for every worker process to start."""
-    if opts.trials_per_gpu < 1:
+    gpus = parse_gpus(opts.gpus)
+    if opts.trials_per_gpu == AUTO:
+        per_gpu = auto_slots(load_settings(open_study(opts.study, opts.storage)), gpus)
+    elif opts.trials_per_gpu < 1:
         raise UserError(f"--trials-per-gpu {opts.trials_per_gpu}: must be >= 1")
+    else:
+        per_gpu = dict.fromkeys(gpus, opts.trials_per_gpu)
     slots = []
-    for gpu in parse_gpus(opts.gpus):
-        for k in range(opts.trials_per_gpu):
+    for gpu in gpus:
+        for k in range(per_gpu[gpu]):
             base = "cpu" if gpu == "cpu" else f"gpu{gpu}"
-            slots.append((base if opts.trials_per_gpu == 1 else f"{base}.{k}", gpu))
+            slots.append((base if per_gpu[gpu] == 1 else f"{base}.{k}", gpu))
     return slots
 
 

@@ -12,7 +12,9 @@ OPTIONS = ("storage", "artifacts")  # the common options this command reads (cli
 def add_arguments(parser) -> None:
     parser.add_argument("study", help="study name")
     parser.add_argument("--gpus", default="cpu", help="cpu, all, or GPU ids like 0,1,3 (default cpu)")
-    parser.add_argument("--trials-per-gpu", type=int, default=1, help="worker processes per GPU (small models)")
+    parser.add_argument("--trials-per-gpu", default="1",
+                        help="worker processes per GPU (small models), or auto: as many as the GPU's "
+                             "free memory holds at the space's largest config (1 on the CPU)")
     parser.add_argument("--n-trials", type=int, default=None,
                         help="stop when the study holds N finished trials (complete + pruned), over all workers")
     parser.add_argument("--timeout", type=float, default=None, help="stop starting trials after S seconds")
@@ -31,11 +33,12 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    from histosweep.search._slots import parse_trials_per_gpu
     from histosweep.search._worker import WorkerOptions, run_slot, run_workers
 
     opts = WorkerOptions(
         study=args.study, storage=storage_arg(args), artifacts=artifacts_arg(args), gpus=args.gpus,
-        trials_per_gpu=args.trials_per_gpu, n_trials=args.n_trials, timeout=args.timeout,
+        trials_per_gpu=parse_trials_per_gpu(args.trials_per_gpu), n_trials=args.n_trials, timeout=args.timeout,
         heartbeat=args.heartbeat, data=args.data, log_dir=args.log_dir, progress=not args.no_progress,
         log_format=args.log_format,
     )
