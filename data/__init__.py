@@ -16,9 +16,19 @@ from histosweep.data._cache import (
 from histosweep.data._dataset import CLASSES, DataError, Dataset, Sample, load_dataset
 from histosweep.data._decode import RESIZE_MODES, decode_and_resize
 from histosweep.data._fingerprint import dataset_fingerprint
+from histosweep.data._inputs import (
+    INPUT_MODES,
+    TileArrays,
+    build_inputs,
+    fallback_summary,
+    input_target,
+    open_inputs,
+)
 from histosweep.data._pool import decode_all
 from histosweep.data._split import Split, make_split
 from histosweep.data._synth import synthesize
+from histosweep.data._tiles import FALLBACKS as INPUT_FALLBACKS
+from histosweep.data._tiles import CropSpec, TileSpec
 
 _LAZY = {
     "BatchAugmenter",
@@ -33,25 +43,34 @@ __all__ = [
     "CLASSES",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "INPUT_FALLBACKS",
+    "INPUT_MODES",
     "RESIZE_MODES",
     "AuditReport",
     "BatchAugmenter",
     "CachedArrays",
+    "CropSpec",
     "CutMixInfo",
     "DataError",
     "Dataset",
     "Sample",
     "Split",
+    "TileArrays",
+    "TileSpec",
     "audit_dataset",
     "build_cache",
+    "build_inputs",
     "cache_present",
     "dataset_fingerprint",
     "decode_all",
     "decode_and_resize",
     "default_cache_dir",
+    "fallback_summary",
+    "input_target",
     "load_dataset",
     "make_split",
     "open_cache",
+    "open_inputs",
     "rand_bbox",
     "synthesize",
     "to_model_inputs",
