@@ -14,7 +14,6 @@ from torch import nn
 from histosweep.constants import TILE_POOLS
 
 
-
 class TilePool(nn.Module):
     """(B, K, D) tile features + (B, K) bool validity -> (B, D) image features."""
 
