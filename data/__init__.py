@@ -19,10 +19,14 @@ from histosweep.data._fingerprint import dataset_fingerprint
 from histosweep.data._inputs import (
     INPUT_MODES,
     TileArrays,
+    allocate_inputs,
     build_inputs,
     fallback_summary,
+    input_key,
+    input_manifest,
     input_target,
     open_inputs,
+    store_input,
 )
 from histosweep.data._pool import decode_all
 from histosweep.data._split import Split, make_split
@@ -57,6 +61,7 @@ __all__ = [
     "Split",
     "TileArrays",
     "TileSpec",
+    "allocate_inputs",
     "audit_dataset",
     "build_cache",
     "build_inputs",
@@ -66,12 +71,15 @@ __all__ = [
     "decode_and_resize",
     "default_cache_dir",
     "fallback_summary",
+    "input_key",
+    "input_manifest",
     "input_target",
     "load_dataset",
     "make_split",
     "open_cache",
     "open_inputs",
     "rand_bbox",
+    "store_input",
     "synthesize",
     "to_model_inputs",
 ]

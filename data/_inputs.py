@@ -68,6 +68,43 @@ def input_target(params):
     raise DataError(f"unknown input_mode {mode!r}; use one of {', '.join(INPUT_MODES)}")
 
 
+def input_key(target) -> str:
+    """The cache folder name of a target: "384-stretch", "crop-384-stretch-m0.1", "tiles-..."."""
+    return f"{target[0]}-{target[1]}" if isinstance(target, tuple) else target.key
+
+
+def input_manifest(params) -> dict:
+    """What a bundle records of a config's input: mode and cache key (the tiling, for tiles)."""
+    target = input_target(params)
+    entry = {"mode": getattr(params, "input_mode", "whole"), "key": input_key(target)}
+    if not isinstance(target, tuple):
+        entry["spec"] = dict(target.__dict__)
+    return entry
+
+
+def allocate_inputs(targets, n: int) -> dict:
+    """In-memory arrays for n samples of every target: {target: (images, masks[, counts])}."""
+    out = {}
+    for target in targets:
+        if isinstance(target, tuple):
+            r = target[0]
+            out[target] = (np.zeros((n, r, r, 3), np.uint8), np.zeros((n, r, r), np.uint8))
+        else:
+            out[target] = tuple(np.zeros(shape, dtype) for shape, dtype in target.shapes(n).values())
+    return out
+
+
+def store_input(out: dict, position: int, target, cut) -> str:
+    """Put one decoded sample's `cut` (decode_all's value for `target`) into `out`; -> its fallback."""
+    if isinstance(target, tuple):
+        out[target][0][position], out[target][1][position] = cut
+        return FALLBACK_MASK
+    arrays, fallback = cut
+    for array, value in zip(out[target], arrays.values(), strict=True):
+        array[position] = value
+    return fallback
+
+
 def fallback_summary(cache) -> dict[str, int]:
     """How many images needed each fallback ({} for a whole-picture cache or when none did)."""
     return dict(sorted(Counter(getattr(cache, "fallbacks", {}).values()).items()))
