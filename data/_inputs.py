@@ -117,7 +117,18 @@ def open_inputs(
 
     whole / mask_crop -> CachedArrays (N, R, R, 3) + (N, R, R); tiles -> TileArrays.
     """
-    target = input_target(params)
+    return open_target(ds, input_target(params), cache_dir=cache_dir, build=build,
+                       workers=workers, progress=progress)
+
+
+def input_present(ds: Dataset, target, *, cache_dir=None) -> bool:
+    """Whether the cache of `target` was built (opening it checks it is current)."""
+    return (dataset_cache_dir(ds, cache_dir) / input_key(target) / "index.json").is_file()
+
+
+def open_target(ds: Dataset, target, *, cache_dir=None, build: bool = True, workers=None,
+                progress=True):
+    """open_inputs for a target of data.input_target."""
     if isinstance(target, tuple):
         if build:  # NOTE: through build_inputs so `workers` reaches the decode pool
             build_inputs(ds, [target], cache_dir=cache_dir, workers=workers, progress=progress)
