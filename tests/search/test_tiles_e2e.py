@@ -70,6 +70,7 @@ def test_tiles_study_exports_and_predicts_the_same_csv(tile_study, tmp_path, cap
         assert member["input"]["mode"] == "tiles"
         assert member["input"]["spec"] == {"size": 32, "scale": 1.0, "count": 4, "min_mask": 0.3}
         assert member["config"]["tile_pool"] in ("mean", "attention")
+    assert "tiles-32-s1-k4-m0.3" in (out / "report.html").read_text()
     predicted = tmp_path / "predicted.csv"
     code = main(["predict", str(out), "--images", str(paths.test), "--out", str(predicted),
                  "--no-progress"])
