@@ -79,3 +79,20 @@ def test_tiles_study_exports_and_predicts_the_same_csv(tile_study, tmp_path, cap
     rows = predicted.read_text().splitlines()
     assert len(rows) == 1 + 6 and rows[0] == "sample_index,label"
     assert predicted.read_bytes() == (out / "submission.csv").read_bytes()
+
+
+def test_check_reports_missing_then_present_tile_caches(synth_root, tmp_path, monkeypatch):
+    from histosweep.data import TileSpec, build_inputs, load_dataset
+    from histosweep.search._check import check_caches
+    from histosweep.search._space import load_space
+
+    monkeypatch.setenv("HISTOSWEEP_CACHE", str(tmp_path / "cache"))
+    space_file = tmp_path / "space.toml"
+    space_file.write_text('[params]\nresolution = 32\ninput_mode = ["whole", "tiles"]\n'
+                          "tile_size = 32\ntiles_per_image = 3\n")
+    space, ds = load_space(space_file), load_dataset(synth_root)
+    before = check_caches(space, ds)
+    assert "missing: 32-stretch, tiles-32-s1-k3-m0.5" in before.detail
+    build_inputs(ds, [(32, "stretch"), TileSpec(32, 1.0, 3, 0.5)], workers=1, progress=False)
+    after = check_caches(space, ds)
+    assert after.ok and after.detail == "present: 32-stretch, tiles-32-s1-k3-m0.5"
