@@ -106,6 +106,9 @@ def test_tile_fold_trains_and_its_weights_predict_its_validation_probs(tile_setu
     rows = split["val_idx"]
     probs = predict_bag_probs(net, cache.images[rows], cache.masks[rows], cache.counts[rows])
     np.testing.assert_allclose(probs, result.val_probs, atol=1e-5)
+    tta = predict_bag_probs(net, cache.images[rows], cache.masks[rows], cache.counts[rows], tta=True)
+    assert tta.shape == probs.shape and np.allclose(tta.sum(1), 1.0)
+    assert not np.allclose(tta, probs)  # 8 turned views of every tile, averaged
 
 
 def test_tile_fold_refuses_a_cache_of_another_tiling(tile_setup):
