@@ -20,11 +20,16 @@ from histosweep.constants import INPUT_MODES
 from histosweep.data._cache import (
     CACHE_VERSION,
     CachedArrays,
+    _EntryWriter,
+    _missing_targets,
     _open_npy,
     _sweep_stale_temps,
     _unwritable,
     dataset_cache_dir,
+    note_empty_masks,
     open_cache,
+    read_features,
+    write_features,
 )
 from histosweep.data._dataset import DataError, Dataset
 from histosweep.data._fingerprint import dataset_fingerprint
@@ -161,17 +166,14 @@ def _read_entry(ds: Dataset, path: Path, target):
 
 
 def build_inputs(ds: Dataset, targets, *, cache_dir=None, workers=None, progress=True) -> None:
-    """Build every missing crop/tile target (whole-picture targets go to data.build_cache)."""
-    from histosweep.data._cache import build_cache
+    """Build every missing target (whole pictures, crops, tiles) in ONE decode of each image.
 
-    whole = [t for t in targets if isinstance(t, tuple)]
-    for resolution, mode in dict.fromkeys(whole):
-        build_cache(ds, resolutions=[resolution], modes=[mode], cache_dir=cache_dir,
-                    workers=workers, progress=progress)
-    specs = list(dict.fromkeys(t for t in targets if not isinstance(t, tuple)))
+    With whole-picture targets the audit features are filled in too, as data.build_cache does.
+    """
+    targets = list(dict.fromkeys(targets))
     for _ in range(3):
         try:
-            return _build_specs(ds, specs, cache_dir, workers, progress)
+            return _build(ds, targets, cache_dir, workers, progress)
         except _LostRace:
             continue  # NOTE: another process renamed the same entry first; build what is missing
     raise DataError(f"{dataset_cache_dir(ds, cache_dir)}: other processes keep rebuilding this "
@@ -182,27 +184,50 @@ class _LostRace(Exception):
     pass
 
 
-def _build_specs(ds: Dataset, specs, cache_dir, workers, progress) -> None:
+def _build(ds: Dataset, targets, cache_dir, workers, progress) -> None:
     base = dataset_cache_dir(ds, cache_dir)
-    missing = [s for s in specs if not (base / s.key / "index.json").is_file()]
-    if not missing:
+    whole = [t for t in targets if isinstance(t, tuple)]
+    checked = _missing_targets(base, [r for r, _ in whole], sorted({m for _, m in whole}))
+    missing = [t for t in checked if t in whole] + [
+        t for t in targets if not isinstance(t, tuple) and not input_present(ds, t, cache_dir=cache_dir)
+    ]
+    features = read_features(base)
+    need_features = bool(whole) and any(s.sample_index not in features for s in ds.samples)
+    if not missing and not need_features:
         return
     _sweep_stale_temps(base)
     try:
         with contextlib.ExitStack() as stack:  # every temp folder renamed at once, or none
-            writers = {s: _SpecWriter(stack, base / s.key, len(ds.samples), s) for s in missing}
-            desc = "cache " + ",".join(s.key for s in missing)
-            for position, arrays, _features, _empty in decode_all(
-                ds.samples, missing, False, workers=workers, progress=progress, desc=desc
+            writers = {t: _writer(stack, base, len(ds.samples), t) for t in missing}
+            desc = "cache " + ",".join(input_key(t) for t in missing) if missing else "audit features"
+            empty = []
+            for position, arrays, feats, mask_empty in decode_all(
+                ds.samples, missing, need_features, workers=workers, progress=progress, desc=desc
             ):
-                for spec, writer in writers.items():
-                    writer.put(position, *arrays[spec])
-            for writer in writers.values():
-                writer.finish(ds)
+                for target, writer in writers.items():
+                    writer.put(position, *arrays[target])
+                if feats is not None:
+                    features[ds.samples[position].sample_index] = feats
+                if mask_empty:
+                    empty.append(ds.samples[position].sample_index)
+            for target, writer in writers.items():
+                if isinstance(target, tuple):
+                    writer.finish(ds, *target, sorted(empty))
+                else:
+                    writer.finish(ds)
+        if need_features:
+            write_features(base, features)
     except OSError as exc:
         if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
             raise _LostRace from exc
         raise _unwritable(base, exc) from exc
+    note_empty_masks(ds, sorted(empty))
+
+
+def _writer(stack: contextlib.ExitStack, base: Path, n: int, target):
+    if isinstance(target, tuple):
+        return _EntryWriter(stack, base / input_key(target), n, target[0])
+    return _SpecWriter(stack, base / target.key, n, target)
 
 
 class _SpecWriter:

@@ -163,8 +163,8 @@ def prepare_data(root: Path, space_file: Path, *, progress: bool = True) -> None
     ds = data.load_dataset(root, labeled=True)
     space = load_space(space_file)
     resolutions, modes = _cache_targets(space)
-    data.build_cache(ds, resolutions=resolutions, modes=modes, progress=progress)
-    data.build_inputs(ds, _other_inputs(space), progress=progress)
+    whole = [(r, m) for m in modes for r in resolutions]
+    data.build_inputs(ds, whole + _other_inputs(space), progress=progress)  # one decode per image
     data.audit_dataset(ds, progress=progress)
 
 

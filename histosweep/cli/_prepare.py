@@ -54,10 +54,11 @@ def run(args: argparse.Namespace) -> int:
     root = Path(args.data).expanduser()
     ds = data.load_dataset(root, labeled=_looks_labeled(root))
     progress = not args.no_progress
-    data.build_cache(ds, resolutions=resolutions, modes=modes, cache_dir=args.cache,
-                     workers=args.workers, progress=progress)
     inputs = _space_inputs(args.space)
-    data.build_inputs(ds, inputs, cache_dir=args.cache, workers=args.workers, progress=progress)
+    whole = [(r, m) for m in modes for r in resolutions]
+    # NOTE: one build: each image decoded once for every cache (and the audit features)
+    data.build_inputs(ds, whole + inputs, cache_dir=args.cache, workers=args.workers,
+                      progress=progress)
     report = data.audit_dataset(ds, cache_dir=args.cache, workers=args.workers, progress=progress)
     document = _document(ds, report, resolutions, modes, args)
     document["cache"].update({data.input_key(t): str(Path(document["cache_root"]) / data.input_key(t))

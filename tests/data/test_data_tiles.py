@@ -128,7 +128,7 @@ def test_open_inputs_builds_tiles_once_with_layout_and_fallbacks(small_ds, tmp_p
     np.testing.assert_array_equal(again.counts, tiles.counts)
 
 
-def test_one_decode_per_image_builds_crop_and_tiles_together(small_ds, tmp_path, monkeypatch):
+def test_one_decode_per_image_builds_whole_crop_and_tiles_together(small_ds, tmp_path, monkeypatch):
     real, opened = data._pool.load_rgb, []
 
     def counting(path):
@@ -136,9 +136,13 @@ def test_one_decode_per_image_builds_crop_and_tiles_together(small_ds, tmp_path,
         return real(path)
 
     monkeypatch.setattr(data._pool, "load_rgb", counting)
-    targets = [CropSpec(32, "pad", 0.1), TileSpec(32, 1.0, 3, 0.5)]
+    targets = [(32, "stretch"), CropSpec(32, "pad", 0.1), TileSpec(32, 1.0, 3, 0.5)]
     data.build_inputs(small_ds, targets, cache_dir=tmp_path, workers=1, progress=False)
     assert len(opened) == len(small_ds.samples) == len(set(opened))
+    whole = data.open_cache(small_ds, 32, "stretch", cache_dir=tmp_path, build=False)
+    assert whole.images.shape == (len(small_ds.samples), 32, 32, 3)
+    features = json.loads((whole.path.parent / "features.json").read_text())["samples"]
+    assert set(features) == set(small_ds.sample_ids())  # the audit's features came with it
     crop = open_inputs(small_ds, TrainConfig(input_mode="mask_crop", resolution=32,
                                              resize_mode="pad"), cache_dir=tmp_path, build=False)
     assert crop.images.shape == (len(small_ds.samples), 32, 32, 3) and crop.input_mode == "mask_crop"
