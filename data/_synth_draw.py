@@ -65,11 +65,11 @@ def tissue(
     return rgb, mask
 
 
-# signal_kind = "detail": every tumour nucleus stains the same 5 px, at the same count per area, so
-# the mean colour and the blur of a downsampled picture are alike for every class; the class is in
-# how far those 5 px spread (nucleus size, chromatin density): radius 1 (a solid disc) up to 4.
+# signal_kind = "detail": per class, the radius (px) of the tumour nuclei, their number set so every
+# class stains the same share of the tumour (NUCLEI_COVER): the mean colour, all a strong
+# downsampling keeps, is the same, and the class is in nucleus size and density at native scale.
+# NOTE: a 64 px picture still keeps a faint texture cue (bigger nuclei: blotchier), see README.
 NUCLEUS_RADIUS = (1, 2, 3, 4)
-NUCLEUS_PIXELS = 5  # the solid radius-1 disc
 NUCLEI_COVER = 0.3
 
 
@@ -94,21 +94,19 @@ def tissue_detail(
 
 
 def nucleus_pattern(class_id: int) -> list[tuple[int, int]]:
-    """The NUCLEUS_PIXELS offsets of one class's nucleus: spread over a disc of its radius."""
+    """Pixel offsets of one class's nucleus: a solid disc of its radius."""
     radius = NUCLEUS_RADIUS[class_id]
-    disc = [(dy, dx) for dy in range(-radius, radius + 1) for dx in range(-radius, radius + 1)
+    return [(dy, dx) for dy in range(-radius, radius + 1) for dx in range(-radius, radius + 1)
             if dy * dy + dx * dx <= radius * radius]
-    chosen = np.random.default_rng([0x6E, class_id]).choice(len(disc), NUCLEUS_PIXELS, replace=False)
-    return [disc[i] for i in sorted(chosen)]
 
 
 def nuclei_spots(rng, height: int, width: int, class_id: int) -> np.ndarray:
-    """(H, W) bool nuclei of one class's pattern at Poisson-random centres (~NUCLEI_COVER stained)."""
+    """(H, W) bool nuclei of one class at Poisson-random centres, ~NUCLEI_COVER of the picture."""
     offsets, radius = nucleus_pattern(class_id), NUCLEUS_RADIUS[class_id]
-    rate = -np.log(1.0 - NUCLEI_COVER) / NUCLEUS_PIXELS  # Boolean model: 1 - exp(-rate * 5)
+    rate = -np.log(1.0 - NUCLEI_COVER) / len(offsets)  # Boolean model: 1 - exp(-rate * area)
     centres = rng.random((height, width)) < rate
     out = np.zeros((height + 2 * radius, width + 2 * radius), bool)
-    for dy, dx in offsets:  # 5 shifted ORs: no per-pixel Python loop
+    for dy, dx in offsets:  # <= 49 shifted ORs: no per-pixel Python loop
         out[radius + dy : radius + dy + height, radius + dx : radius + dx + width] |= centres
     return out[radius : radius + height, radius : radius + width]
 

@@ -97,19 +97,16 @@ def test_class_signal_is_learnable_at_64px(synth_dataset, synth_audit):
     assert accuracy > 0.6  # chance is ~0.35
 
 
-def test_detail_signal_is_in_nucleus_spread_at_equal_stain(tmp_path):
+def test_detail_signal_is_in_nucleus_size_at_equal_stain(tmp_path):
     import json
 
-    from histosweep.data._synth_draw import NUCLEUS_PIXELS, nuclei_spots, nucleus_pattern
+    from histosweep.data._synth_draw import nuclei_spots, nucleus_pattern
 
-    spreads = []
+    sizes = [len(nucleus_pattern(class_id)) for class_id in range(4)]
+    assert sizes == sorted(sizes) and sizes[0] < sizes[-1]  # bigger nuclei per class ...
     for class_id in range(4):
-        pattern = nucleus_pattern(class_id)
-        assert len(set(pattern)) == NUCLEUS_PIXELS  # same stained pixels per nucleus, every class
-        spreads.append(max(abs(dy) + abs(dx) for dy, dx in pattern))
         cover = nuclei_spots(np.random.default_rng(class_id), 256, 256, class_id).mean()
-        assert 0.24 < cover < 0.33  # same stained share: the mean colour cannot tell classes apart
-    assert spreads == sorted(spreads) and spreads[0] < spreads[-1]
+        assert 0.26 < cover < 0.34  # ... fewer of them: the same stained share, the same colour
     out = synthesize(tmp_path / "d", n_train=24, n_test=2, short_side=64, signal_kind="detail")
     assert json.loads((out / "synth_truth.json").read_text())["params"]["signal_kind"] == "detail"
     with pytest.raises(DataError, match="signal-kind"):
