@@ -1,4 +1,5 @@
-"""Dataset discovery + validation, audit, splits, per-resolution uint8 cache, batch augmentation, synth.
+"""Dataset discovery + validation, audit, splits, per-resolution uint8 cache, model inputs
+(open_inputs: whole pictures, mask crops, native-resolution tile bags), batch augmentation, synth.
 
 Callers import from here, never from the private modules. The torch-based names (BatchAugmenter,
 to_model_inputs, rand_bbox) load lazily, so `import data` (and the decode pool) stays torch-free.
