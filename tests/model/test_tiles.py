@@ -134,3 +134,21 @@ def test_oom_halves_the_micro_batch_and_counts_tiles(tile_setup, monkeypatch):
     event = result.oom_events[0]
     assert calls["n"] == 1 and event["micro_batch_after"] == 2
     assert (event["tiles_before"], event["tiles_after"]) == (8, 4)  # 4 then 2 images x bag 2
+
+
+def test_mask_crop_fold_trains_on_its_own_cache_only(synth_root, tmp_path):
+    from histosweep.data import load_dataset, open_inputs
+
+    ds = load_dataset(synth_root)
+    ds.samples = ds.samples[:24]
+    labels = ds.labels()[:24]
+    cfg = TINY_TILES.replace(input_mode="mask_crop", resolution=32, epochs=1)
+    crop = open_inputs(ds, cfg, cache_dir=tmp_path, workers=1, progress=False)
+    whole = open_inputs(ds, cfg.replace(input_mode="whole"), cache_dir=tmp_path, workers=1,
+                        progress=False)
+    split = {"train_idx": np.arange(16), "val_idx": np.arange(16, 20), "holdout_idx": np.arange(0)}
+    result = train_fold(cfg, crop, labels, **split, progress=False)
+    assert result.val_probs.shape == (4, 4) and np.isfinite(result.val_probs).all()
+    assert not isinstance(result.model(), TileNet)
+    with pytest.raises(ModelError, match="mask_crop"):
+        train_fold(cfg, whole, labels, **split, progress=False)
