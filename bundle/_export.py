@@ -45,7 +45,7 @@ from histosweep.bundle._report import (
     render_report,
 )
 from histosweep.constants import DEFAULT_CANDIDATES
-from histosweep.data import CLASSES, DataError, load_dataset
+from histosweep.data import CLASSES, DataError, input_manifest, load_dataset
 from histosweep.exceptions import UserError
 from histosweep.model import ConfigError, TrainConfig, macro_f1
 from histosweep.search import check_current, load_settings, open_study
@@ -335,6 +335,8 @@ def _write_folds(tmp: Path, store, src: _Source) -> list[dict[str, Any]]:
         members.append({
             "trial": n, "weight": c.weight, "oof_f1": float(c.trial.value),
             "config": c.config.to_dict(), "params": dict(c.trial.params), "folds": folds,
+            "input": {**input_manifest(c.config),
+                      "fallbacks": dict(c.trial.user_attrs.get("input", {}).get("fallbacks", {}))},
             **_embedding_entry(c),
         })
     return members

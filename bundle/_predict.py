@@ -20,7 +20,14 @@ from typing import Any
 import numpy as np
 
 from histosweep.bundle._ensemble import decide, ensemble_probs
-from histosweep.data import CLASSES, decode_all, load_dataset
+from histosweep.data import (
+    CLASSES,
+    allocate_inputs,
+    decode_all,
+    input_target,
+    load_dataset,
+    store_input,
+)
 from histosweep.exceptions import UserError
 from histosweep.model import ConfigError, TrainConfig
 from histosweep.storage import atomic_write_text
@@ -49,8 +56,9 @@ class BundleMember:
     embedding: dict | None = None  # frozen members: backbone, weights_sha256, dim, input
 
     @property
-    def target(self) -> tuple[int, str]:
-        return (self.config.resolution, self.config.resize_mode)
+    def target(self):
+        """(resolution, resize_mode), or a data.CropSpec / data.TileSpec (data.input_target)."""
+        return input_target(self.config)
 
 
 @dataclass(frozen=True)
@@ -62,7 +70,7 @@ class Bundle:
     offsets: np.ndarray  # (C,) added to log-probabilities before argmax
 
     def targets(self) -> list[tuple[int, str]]:
-        """The distinct (resolution, resize_mode) pairs the members read, in member order."""
+        """The distinct inputs (data.input_target) the members read, in member order."""
         return list(dict.fromkeys(m.target for m in self.members))
 
 
@@ -194,24 +202,22 @@ def load_test_folder(folder, targets: list[tuple[int, str]], *, workers: int | N
 def decode_samples(samples, targets: list[tuple[int, str]], *, workers: int | None = None,
                    progress: bool = True) -> dict[tuple[int, str], tuple[np.ndarray, np.ndarray]]:
     """Each image decoded once and resized to every (resolution, mode) target (the cache's own
-    path): {target: ((N, R, R, 3), (N, R, R)) uint8}."""
-    out = {
-        (r, m): (np.zeros((len(samples), r, r, 3), np.uint8), np.zeros((len(samples), r, r), np.uint8))
-        for r, m in targets
-    }
+    path): {target: ((N, R, R, 3), (N, R, R)) uint8}; tiles: ((N, K, T, T, 3), (N, K, T, T), (N,))."""
+    out = allocate_inputs(targets, len(samples))
     decoded = decode_all(list(samples), list(out), False, workers=workers, progress=progress,
                          desc="decode")
     for position, arrays, _features, _empty in decoded:
-        for target, (image, mask) in arrays.items():
-            out[target][0][position], out[target][1][position] = image, mask
+        for target, cut in arrays.items():
+            store_input(out, position, target, cut)
     return out
 
 
 # --- the ensemble ------------------------------------------------------------------------------
-def member_probs(member: BundleMember, images: np.ndarray, masks: np.ndarray, *, batch_size: int = 32,
-                 tta: bool = False, device: str | None = None, progress: bool = True) -> np.ndarray:
+def member_probs(member: BundleMember, images: np.ndarray, masks: np.ndarray,
+                 counts: np.ndarray | None = None, *, batch_size: int = 32, tta: bool = False,
+                 device: str | None = None, progress: bool = True) -> np.ndarray:
     """Equal mean of one member's fold models' softmax: (N, C) float64."""
-    from histosweep.model import ModelError, load_checkpoint, pick_device, predict_probs
+    from histosweep.model import ModelError, load_checkpoint, pick_device
 
     if member.config.train_mode == "frozen":  # embed once with the backbone, then the heads
         from histosweep.bundle._frozen import frozen_member_probs
@@ -227,10 +233,19 @@ def member_probs(member: BundleMember, images: np.ndarray, masks: np.ndarray, *,
             net, _ = load_checkpoint(fold.path, expect=member.config, device=target)
         except ModelError as exc:
             raise UserError(f"trial {member.trial} fold {fold.fold} of the bundle: {exc}") from None
-        fold_probs.append(predict_probs(net, images, masks, batch_size=batch_size, tta=tta,
-                                        progress=progress))  # (N, C)
+        fold_probs.append(_probs(net, images, masks, counts, batch_size=batch_size, tta=tta,
+                                 progress=progress))  # (N, C)
         del net
     return np.mean(np.stack(fold_probs).astype(np.float64), axis=0)
+
+
+def _probs(net, images, masks, counts, **kwargs) -> np.ndarray:
+    """Whole pictures or crops (counts None), or tile bags pooled per image."""
+    from histosweep.model import predict_bag_probs, predict_probs
+
+    if counts is None:
+        return predict_probs(net, images, masks, **kwargs)
+    return predict_bag_probs(net, images, masks, counts, **kwargs)
 
 
 def ensemble_predict(bundle: Bundle, arrays: dict, *, batch_size: int = 32, tta: bool = False,

@@ -120,13 +120,22 @@ def _fold_f1s(folds: list[dict[str, Any]]) -> str:
     return ", ".join(f"{f['val_f1']:.3f}" for f in folds)
 
 
+def _input_text(member: dict[str, Any]) -> str:
+    """"384 stretch" for whole pictures; the cache key (the tiling) and pooling otherwise."""
+    entry, config = member.get("input") or {}, member["config"]
+    if entry.get("mode", "whole") == "whole":
+        return f"{config['resolution']} {config['resize_mode']}"
+    pool = f", {config['tile_pool']} pool" if entry["mode"] == "tiles" else ""
+    return f"{entry['key']}{pool}"
+
+
 def _member_table(members: list[dict[str, Any]]) -> str:
     head = ("<table><tr><th>trial</th><th>weight</th><th>out-of-fold F1</th>"
-            "<th>resolution</th><th>backbones</th><th>fold validation F1</th></tr>")
+            "<th>input</th><th>backbones</th><th>fold validation F1</th></tr>")
     body = "".join(
         f"<tr><td>{m['trial']}</td><td class=\"num\">{m['weight']:.4f}</td>"
         f"<td class=\"num\">{m['oof_f1']:.4f}</td>"
-        f"<td>{m['config']['resolution']} {_e(m['config']['resize_mode'])}</td>"
+        f"<td>{_e(_input_text(m))}</td>"
         f"<td>{_e(m['config']['image_backbone'])} + {_e(m['config']['mask_backbone'])}</td>"
         f"<td>{_e(_fold_f1s(m['folds']))}</td></tr>"
         for m in members

@@ -1,4 +1,5 @@
-"""Dataset discovery + validation, audit, splits, per-resolution uint8 cache, batch augmentation, synth.
+"""Dataset discovery + validation, audit, splits, per-resolution uint8 cache, model inputs
+(open_inputs: whole pictures, mask crops, native-resolution tile bags), batch augmentation, synth.
 
 Callers import from here, never from the private modules. The torch-based names (BatchAugmenter,
 to_model_inputs, rand_bbox) load lazily, so `import data` (and the decode pool) stays torch-free.
@@ -24,9 +25,25 @@ from histosweep.data._embed_cache import (
     write_embeddings,
 )
 from histosweep.data._fingerprint import dataset_fingerprint
+from histosweep.data._inputs import (
+    INPUT_MODES,
+    TileArrays,
+    allocate_inputs,
+    build_inputs,
+    fallback_summary,
+    input_key,
+    input_manifest,
+    input_present,
+    input_target,
+    open_inputs,
+    open_target,
+    store_input,
+)
 from histosweep.data._pool import decode_all
 from histosweep.data._split import Split, make_split
 from histosweep.data._synth import synthesize
+from histosweep.data._tiles import FALLBACKS as INPUT_FALLBACKS
+from histosweep.data._tiles import CropSpec, TileSpec
 
 _LAZY = {
     "BatchAugmenter",
@@ -41,10 +58,13 @@ __all__ = [
     "CLASSES",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "INPUT_FALLBACKS",
+    "INPUT_MODES",
     "RESIZE_MODES",
     "AuditReport",
     "BatchAugmenter",
     "CachedArrays",
+    "CropSpec",
     "CutMixInfo",
     "DataError",
     "EmbeddingArrays",
@@ -52,8 +72,12 @@ __all__ = [
     "Dataset",
     "Sample",
     "Split",
+    "TileArrays",
+    "TileSpec",
+    "allocate_inputs",
     "audit_dataset",
     "build_cache",
+    "build_inputs",
     "cache_present",
     "dataset_fingerprint",
     "decode_all",
@@ -61,11 +85,19 @@ __all__ = [
     "embedding_dir",
     "embeddings_present",
     "default_cache_dir",
+    "fallback_summary",
+    "input_key",
+    "input_manifest",
+    "input_present",
+    "input_target",
     "load_dataset",
     "make_split",
     "open_cache",
     "open_embeddings",
+    "open_inputs",
+    "open_target",
     "rand_bbox",
+    "store_input",
     "synthesize",
     "to_model_inputs",
     "write_embeddings",

@@ -12,7 +12,7 @@ import json
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +44,8 @@ class CachedArrays:
     resolution: int
     mode: str
     path: Path | None = None  # the <res>-<mode> folder
+    input_mode: str = "whole"  # whole | mask_crop (data.open_inputs)
+    fallbacks: dict[str, str] = field(default_factory=dict)  # mask_crop: sample id -> fallback
 
     def indices_of(self, sample_ids: list[str]) -> np.ndarray:
         """Row numbers of the given sample ids (int64), for slicing a subset."""

@@ -17,6 +17,7 @@ from pathlib import Path
 from histosweep.data._dataset import DataError, Sample
 from histosweep.data._decode import full_if_empty, load_mask, load_rgb, resize_pair
 from histosweep.data._features import compute_features
+from histosweep.data._tiles import CropSpec, TileSpec
 
 # NOTE: below this many samples a pool costs more to start than it saves.
 _INLINE_BELOW = 8
@@ -107,5 +108,12 @@ def decode_sample(job: tuple) -> tuple:
         )
     features = compute_features(image, raw_mask) if want_features else None
     mask, empty = full_if_empty(raw_mask)
-    arrays = {target: resize_pair(image, mask, *target) for target in targets}
+    arrays = {target: _cut(image, raw_mask, mask, target) for target in targets}
     return position, arrays, features, empty
+
+
+def _cut(image, raw_mask, mask, target):
+    """(res, mode) -> (image, mask) resized; a CropSpec/TileSpec -> (arrays, fallback)."""
+    if isinstance(target, CropSpec | TileSpec):
+        return target.cut(image, raw_mask > 0)
+    return resize_pair(image, mask, *target)

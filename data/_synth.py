@@ -22,24 +22,31 @@ TEST_DIR = "TEST"
 TRUTH_FILE = "synth_truth.json"
 # NOTE: the last class is rare (~10%), as in the challenge; fold stratification must cope.
 _CLASS_SHARES = (0.34, 0.30, 0.26, 0.10)
+SIGNAL_KINDS = ("stain", "detail")  # class in stain colour (survives a resize) | in nuclei detail
 _PNG_LEVEL = 1  # fast zlib level: synthesis time matters more than disk here
 
 
 def synthesize(
     out, *, n_train: int = 120, n_test: int = 24, seed: int = 0, short_side: int = 160,
-    signal: float = 1.0,
+    signal: float = 1.0, signal_kind: str = "stain",
 ) -> Path:
     """Write OUT/train_labels.csv, OUT/train_data/, OUT/TEST/ and OUT/synth_truth.json.
 
     The TEST images' labels are in synth_truth.json ("test_labels"): a labelled test set for
-    benchmarks. signal < 1 weakens the class signal (see _synth_draw.tissue).
+    benchmarks. signal < 1 weakens the class signal (see _synth_draw.tissue). signal_kind
+    "detail" puts the class only in the tumour nuclei's size and density, which a downsampled
+    whole picture loses and native-resolution tiles keep (_synth_draw.tissue_detail).
     """
 
     out = Path(out).expanduser()
     params = {"n_train": n_train, "n_test": n_test, "seed": seed, "short_side": short_side}
     if signal != 1.0:  # NOTE: only then, so folders written before the option still match
         params["signal"] = float(signal)
+    if signal_kind != "stain":  # NOTE: only then, as for signal
+        params["signal_kind"] = signal_kind
     _check_args(n_train, n_test, short_side)
+    if signal_kind not in SIGNAL_KINDS:
+        raise DataError(f"--signal-kind {signal_kind!r}: use one of {', '.join(SIGNAL_KINDS)}")
     if not 0.0 <= signal <= 1.0:
         raise DataError(f"--signal {signal}: use a number in [0, 1] (1 = the default, easy signal)")
     if _already_there(out, params):
@@ -142,7 +149,12 @@ def _sample_rng(params: dict, index: int, stream: int) -> np.random.Generator:
 def _clean_picture(params: dict, index: int, label: int) -> tuple[np.ndarray, np.ndarray]:
     rng = _sample_rng(params, index, 1)
     height, width = draw.picture_size(rng, params["short_side"])
-    return draw.tissue(rng, height, width, label, params.get("signal", 1.0))
+    return _draw_tissue(rng, height, width, label, params)
+
+
+def _draw_tissue(rng, height: int, width: int, label: int, params: dict):
+    kind = draw.tissue_detail if params.get("signal_kind") == "detail" else draw.tissue
+    return kind(rng, height, width, label, params.get("signal", 1.0))
 
 
 def _write_train_sample(
@@ -196,7 +208,7 @@ def _write_test(folder: Path, params: dict) -> dict[str, str]:
     def write(index: int) -> None:
         pic_rng = _sample_rng(params, index, 4)
         height, width = draw.picture_size(pic_rng, params["short_side"])
-        _save(folder, index, *draw.tissue(pic_rng, height, width, labels[index], params.get("signal", 1.0)))
+        _save(folder, index, *_draw_tissue(pic_rng, height, width, labels[index], params))
 
     with _threads() as pool:
         list(pool.map(write, range(len(labels))))

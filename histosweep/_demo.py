@@ -161,9 +161,18 @@ def prepare_data(root: Path, space_file: Path, *, progress: bool = True) -> None
     from histosweep.search._space import load_space
 
     ds = data.load_dataset(root, labeled=True)
-    resolutions, modes = _cache_targets(load_space(space_file))
-    data.build_cache(ds, resolutions=resolutions, modes=modes, progress=progress)
+    space = load_space(space_file)
+    resolutions, modes = _cache_targets(space)
+    whole = [(r, m) for m in modes for r in resolutions]
+    data.build_inputs(ds, whole + _other_inputs(space), progress=progress)  # one decode per image
     data.audit_dataset(ds, progress=progress)
+
+
+def _other_inputs(space) -> list:
+    """The mask_crop / tiles inputs the space can pick (whole pictures: _cache_targets)."""
+    from histosweep.search._inputs import space_input_targets
+
+    return [t for t in space_input_targets(space) or [] if not isinstance(t, tuple)]
 
 
 def _cache_targets(space) -> tuple[list[int], list[str]]:

@@ -26,6 +26,11 @@ DEFAULT_CANDIDATES = 20
 # How an image becomes a square of `resolution` px.
 RESIZE_MODES: tuple[str, ...] = ("stretch", "pad", "reflect")
 
+# What the network sees of an image: the resized picture, the mask's bounding box, or tiles.
+INPUT_MODES: tuple[str, ...] = ("whole", "mask_crop", "tiles")
+# How a tiles image pools its tiles' features (model.TilePool).
+TILE_POOLS: tuple[str, ...] = ("mean", "max", "attention")
+
 # Largest image (width x height) that prepare, the cache and predict decode. Equal to PIL's own
 # hard limit (2 x Image.MAX_IMAGE_PIXELS, where it raises DecompressionBombError), so one rule
 # holds: up to this many pixels an image is read without PIL's bomb warning; above it, it is

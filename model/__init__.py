@@ -32,6 +32,8 @@ _LAZY = {
     "TILE_POOLS": "_mil",
     "TilePool": "_mil",
     "DualBranchNet": "_net",
+    "TileNet": "_tile_net",
+    "predict_bag_probs": "_tile_predict",
     "build_model": "_net",
     "pick_device": "_predict",
     "predict_probs": "_predict",

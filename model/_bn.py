@@ -45,11 +45,10 @@ def recalibrate_batchnorm(
         layer.train()
     seen = 0
     try:
-        for images, masks in inputs:
-            device = images.device
-            with autocast(device):
-                model(images, masks)
-            seen += images.shape[0]
+        for batch in inputs:  # (images, masks) or, for tile bags, (images, masks, valid)
+            with autocast(batch[0].device):
+                model(*batch)
+            seen += batch[0].shape[0]
     finally:
         for layer, (mean, var, count, momentum) in zip(layers, saved, strict=True):
             layer.momentum = momentum

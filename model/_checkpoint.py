@@ -19,7 +19,7 @@ from histosweep.model._net import DualBranchNet, build_model
 FORMAT_VERSION = "1"
 _RESERVED_KEYS = ("histosweep_format", "train_config", "num_classes")
 # Fields that decide the state dict's keys and shapes; a mismatch means "another network".
-ARCHITECTURE_FIELDS = ("image_backbone", "mask_backbone", "head_hidden")
+ARCHITECTURE_FIELDS = ("image_backbone", "mask_backbone", "head_hidden", "input_mode", "tile_pool")
 _SHOW = 5  # how many keys an error names before "... (N in all)"
 
 

@@ -10,7 +10,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from histosweep.constants import OPTIMIZERS, RESIZE_MODES
+from histosweep.constants import INPUT_MODES, OPTIMIZERS, RESIZE_MODES, TILE_POOLS
 from histosweep.exceptions import HistosweepError
 
 KEEP_CHOICES = ("best", "last")
@@ -28,6 +28,18 @@ class TrainConfig:
     # --- input -------------------------------------------------------------------------
     resolution: int = 384  # square side in px; the reference recipe's best trade-off
     resize_mode: str = "stretch"  # stretch | pad (letterbox) | reflect (reflect-pad to square)
+    # whole: the picture resized to `resolution`; mask_crop: the tumour mask's bounding box
+    # (+ crop_margin) resized to `resolution`; tiles: native-resolution tiles (below) pooled per image.
+    input_mode: str = "whole"
+    crop_margin: float = 0.1  # mask_crop: box grown by this fraction of its sides on each side
+    # tiles: up to tiles_per_image tiles of tile_size px cut at tile_scale x native resolution,
+    # ranked by tumour-mask coverage (>= tile_min_mask); an empty mask ranks by Otsu tissue.
+    tile_size: int = 256  # why: ~a ConvNeXt's native 224 with room for nuclei at 1x scale
+    tile_scale: float = 1.0  # 1 = native pixels; 0.5 = half (twice the field of view per tile)
+    tiles_per_image: int = 16  # bag at evaluation (the cached tiles per image)
+    tile_min_mask: float = 0.5  # share of a tile's pixels in the tumour mask to rank it
+    tile_bag: int = 8  # tiles drawn per image per training step (fresh each epoch); 0 = all
+    tile_pool: str = "attention"  # mean | max | attention (gated attention MIL, Ilse et al. 2018)
     # --- model -------------------------------------------------------------------------
     image_backbone: str = "convnext_tiny"  # any timm name; Small overfit in the reference
     mask_backbone: str = "resnet18"  # any timm name, built with in_chans=1
@@ -79,6 +91,7 @@ class TrainConfig:
         checks = [
             (self.resolution >= 32, "resolution must be >= 32"),
             (self.resize_mode in RESIZE_MODES, f"resize_mode must be one of {RESIZE_MODES}"),
+            *_input_checks(self),
             (self.keep in KEEP_CHOICES, f"keep must be one of {KEEP_CHOICES}"),
             (self.epochs >= 1, "epochs must be >= 1"),
             (self.batch_size >= 2, "batch_size must be >= 2 (BatchNorm needs two samples)"),
@@ -116,6 +129,19 @@ class TrainConfig:
 
     def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)
+
+
+def _input_checks(cfg: TrainConfig) -> list[tuple[bool, str]]:
+    return [
+        (cfg.input_mode in INPUT_MODES, f"input_mode must be one of {INPUT_MODES}"),
+        (0 <= cfg.crop_margin <= 1, "crop_margin must be in [0, 1] (a fraction of the box's sides)"),
+        (16 <= cfg.tile_size <= 2048, "tile_size must be in [16, 2048] px"),
+        (0 < cfg.tile_scale <= 1, "tile_scale must be in (0, 1] (1 = native resolution)"),
+        (1 <= cfg.tiles_per_image <= 256, "tiles_per_image must be in [1, 256]"),
+        (0 <= cfg.tile_min_mask <= 1, "tile_min_mask must be in [0, 1]"),
+        (0 <= cfg.tile_bag <= 256, "tile_bag must be in [0, 256] (0 = every cached tile)"),
+        (cfg.tile_pool in TILE_POOLS, f"tile_pool must be one of {TILE_POOLS}"),
+    ]
 
 
 def field_names() -> list[str]:

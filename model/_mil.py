@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-TILE_POOLS = ("mean", "max", "attention")
+from histosweep.constants import TILE_POOLS
 
 
 class TilePool(nn.Module):

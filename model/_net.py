@@ -85,7 +85,13 @@ def build_model(
         image_path = mask_path = ""
     else:
         image_path, mask_path = cfg.image_pretrained_path, cfg.mask_pretrained_path
-    return DualBranchNet(
+    kind = DualBranchNet
+    extra = {}
+    if getattr(cfg, "input_mode", "whole") == "tiles":
+        from histosweep.model._tile_net import TileNet
+
+        kind, extra = TileNet, {"tile_pool": cfg.tile_pool}
+    return kind(
         cfg.image_backbone,
         cfg.mask_backbone,
         num_classes=num_classes,
@@ -95,4 +101,5 @@ def build_model(
         image_pretrained_path=image_path,
         mask_pretrained_path=mask_path,
         drop_path_rate=cfg.drop_path_rate,
+        **extra,
     )

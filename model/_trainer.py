@@ -79,6 +79,7 @@ def _check_inputs(cfg: TrainConfig, cache, labels: np.ndarray, splits: dict, num
     n = len(cache.images)
     if len(labels) != n or len(cache.masks) != n:
         raise ModelError(f"{len(labels)} labels, {len(cache.masks)} masks for {n} cached images")
+    _check_input_mode(cfg, cache)
     resolution = getattr(cache, "resolution", cfg.resolution)
     mode = getattr(cache, "mode", cfg.resize_mode)
     if (resolution, mode) != (cfg.resolution, cfg.resize_mode):
@@ -94,6 +95,26 @@ def _check_inputs(cfg: TrainConfig, cache, labels: np.ndarray, splits: dict, num
         raise ModelError("a fold needs >= 2 training rows and >= 1 validation row")
     if labels.min() < 0 or labels.max() >= num_classes:
         raise ModelError(f"labels must be class ids in [0, {num_classes})")
+
+
+def _check_input_mode(cfg: TrainConfig, cache) -> None:
+    from histosweep.data import input_target
+
+    mode = getattr(cache, "input_mode", "whole")
+    spec = getattr(cache, "spec", None)
+    if mode != cfg.input_mode or (spec is not None and spec != input_target(cfg)):
+        raise ModelError(
+            f"cache holds input_mode {mode!r}{f' ({spec.key})' if spec else ''} but the config "
+            f"wants {cfg.input_mode!r}; open the cache with data.open_inputs(ds, cfg)"
+        )
+
+
+def _run_class(cfg: TrainConfig) -> type:
+    if cfg.input_mode == "tiles":
+        from histosweep.model._tile_trainer import TileFoldRun
+
+        return TileFoldRun
+    return _FoldRun
 
 
 class _FoldRun:
@@ -131,16 +152,7 @@ class _FoldRun:
     # --- training ------------------------------------------------------------------------
     def train_epoch(self, epoch: int) -> tuple[float, float, int, float]:
         """One pass over the shuffled training rows -> (mean loss, last lr, images, seconds)."""
-        from histosweep.data import BatchAugmenter
-
-        augmenter = BatchAugmenter(
-            color_jitter_prob=self.cfg.color_jitter_prob,
-            cutmix_prob=self.cfg.cutmix_prob,
-            cutmix_alpha=self.cfg.cutmix_alpha,
-            num_classes=self.num_classes,
-            seed=epoch_seed(self.cfg.seed, epoch),
-            device=self.device,
-        )
+        augmenter = self.augmenter(epoch)
         order = epoch_order(self.train_idx, seed=self.cfg.seed, epoch=epoch)
         batches = effective_batches(order, self.cfg.batch_size)
         self.model.train()
@@ -154,6 +166,19 @@ class _FoldRun:
         loss = float(loss_sum) / max(images, 1)  # one sync per epoch
         bar.close()
         return loss, lr, images, time.perf_counter() - started
+
+    def augmenter(self, epoch: int):
+        """The epoch's seeded augmentation (the tile run also draws its bags here)."""
+        from histosweep.data import BatchAugmenter
+
+        return BatchAugmenter(
+            color_jitter_prob=self.cfg.color_jitter_prob,
+            cutmix_prob=self.cfg.cutmix_prob,
+            cutmix_alpha=self.cfg.cutmix_alpha,
+            num_classes=self.num_classes,
+            seed=epoch_seed(self.cfg.seed, epoch),
+            device=self.device,
+        )
 
     def train_step(self, rows: np.ndarray, augmenter) -> torch.Tensor:
         """One optimizer step on an effective batch, accumulated over micro-batches."""
@@ -257,9 +282,7 @@ class _FoldRun:
 
     def validate(self) -> tuple[np.ndarray, float, float]:
         """Validation probs (n_val, C), loss (same criterion, one-hot targets), macro-F1."""
-        probs = probs_for_rows(
-            self.eval_model, self.source, self.val_idx, batch_size=self.eval_batch_size()
-        )
+        probs = self.predict_rows(self.source, self.val_idx)
         truth = self.labels[self.val_idx]
         log_probs = torch.from_numpy(np.log(np.clip(probs, 1e-12, None)))  # logits up to a constant
         onehot = torch.nn.functional.one_hot(torch.from_numpy(truth), self.num_classes)
@@ -269,12 +292,11 @@ class _FoldRun:
         return probs, float(loss), macro_f1(truth, probs, self.num_classes)
 
     def holdout_probs(self) -> np.ndarray:
-        return probs_for_rows(
-            self.eval_model,
-            self.holdout_source,
-            self.holdout_idx,
-            batch_size=self.eval_batch_size(),
-        )
+        return self.predict_rows(self.holdout_source, self.holdout_idx)
+
+    def predict_rows(self, source: RowSource, rows: np.ndarray) -> np.ndarray:
+        """Softmax (len(rows), C) of the kept weights (the tile run pools each image's bag)."""
+        return probs_for_rows(self.eval_model, source, rows, batch_size=self.eval_batch_size())
 
     def _label(self, epoch: int) -> str:
         return f"{self.desc} epoch {epoch + 1}/{self.cfg.epochs}".strip()
@@ -360,7 +382,7 @@ def train_fold(
         fork_devices = [device.index if device.index is not None else torch.cuda.current_device()]
     with torch.random.fork_rng(devices=fork_devices):
         torch.manual_seed(cfg.seed)
-        run = _FoldRun(
+        run = _run_class(cfg)(
             cfg,
             cache,
             labels,

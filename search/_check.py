@@ -148,23 +148,25 @@ def _check_data(settings: StudySettings, override: str | None, checks: list[Chec
 def check_caches(space: Space, ds) -> Check:
     """The caches for every (resolution, resize_mode) the space can pick are present and current,
     or the cache folder is writable so that workers build them."""
-    from histosweep.data import DataError, cache_present, default_cache_dir, open_cache
+    from histosweep.data import DataError, default_cache_dir, input_key, input_present, open_target
+    from histosweep.search._inputs import space_input_targets
 
-    targets = cache_targets(space)
+    targets = space_input_targets(space)
     present, missing = [], []
-    for res, mode in targets or []:
-        if not cache_present(ds, res, mode):
-            missing.append(f"{res}-{mode}")
+    for target in targets or []:
+        if not input_present(ds, target):
+            missing.append(input_key(target))
             continue
         try:
-            open_cache(ds, res, mode, build=False, progress=False)
+            open_target(ds, target, build=False, progress=False)
         except DataError as exc:  # stale or foreign
             return Check("caches", False, str(exc).splitlines()[0])
-        present.append(f"{res}-{mode}")
+        present.append(input_key(target))
     if targets is not None and not missing:
         return Check("caches", True, f"present: {', '.join(present)}")
     base = default_cache_dir()
-    what = "resolution is a range" if targets is None else f"missing: {', '.join(missing)}"
+    what = ("an input key (resolution, tile_size, ...) is a range" if targets is None
+            else f"missing: {', '.join(missing)}")
     problem = _unwritable(base)
     if problem:
         return Check("caches", False, (

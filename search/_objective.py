@@ -14,7 +14,15 @@ from pathlib import Path
 
 import numpy as np
 
-from histosweep.data import CLASSES, dataset_fingerprint, load_dataset, open_cache
+from histosweep.data import (
+    CLASSES,
+    dataset_fingerprint,
+    fallback_summary,
+    input_key,
+    input_target,
+    load_dataset,
+    open_inputs,
+)
 from histosweep.model import macro_f1
 from histosweep.search._artifacts import fetch_probs, fold_key, upload_file, upload_fold
 from histosweep.search._errors import UserError, WorkerStopped  # noqa: F401 - re-exported
@@ -66,13 +74,13 @@ class Runtime:
         return self._dataset
 
     def cache_for(self, cfg):
-        """(cached arrays, cache row of each kept sample) for the config's resolution/mode."""
+        """(cached arrays, cache row of each kept sample) for the config's input (data.input_target)."""
         if cfg.train_mode == "frozen":  # cached embeddings of the image backbone
             return frozen_cache_for(self, cfg)
-        key = (cfg.resolution, cfg.resize_mode)
+        key = input_target(cfg)
         if key not in self._caches:
 
-            cache = open_cache(self.dataset(), cfg.resolution, cfg.resize_mode, progress=self.progress)
+            cache = open_inputs(self.dataset(), cfg, progress=self.progress)
             row_of = {sid: i for i, sid in enumerate(cache.sample_ids)}
             rows = np.asarray([row_of[sid] for sid in self.settings.sample_ids], dtype=np.int64)
             self._caches[key] = (cache, rows)
@@ -113,6 +121,8 @@ class Objective:
         cache, rows = self.rt.cache_for(cfg)
         if cfg.train_mode == "frozen":  # export writes it into the bundle; predict checks it
             trial.set_user_attr("embedding", cache.identity)
+        else:
+            _note_input(trial, cfg, cache)
         reused = self._reused_folds(trial)
         folds: dict[int, dict] = {}
         val_probs: dict[int, np.ndarray] = {}  # folds trained here: kept in memory, not re-read
@@ -280,6 +290,14 @@ class Objective:
             return None
         trial.set_user_attr("confusion_png", png_id)
         return png_id
+
+
+def _note_input(trial, cfg, cache) -> None:
+    """The input the trial read and how many images needed a fallback (empty mask, tiny image)."""
+    key = input_target(cfg)
+    trial.set_user_attr("input", {"mode": cfg.input_mode,
+                                  "key": input_key(key),
+                                  "fallbacks": fallback_summary(cache)})
 
 
 def _best_fold_f1(study) -> list[float]:

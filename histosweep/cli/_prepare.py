@@ -30,6 +30,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="comma-separated resize modes: stretch,pad,reflect (default stretch)",
     )
     parser.add_argument(
+        "--space",
+        default=None,
+        help="also build every input (whole, mask_crop crops, tiles) this space file can pick",
+    )
+    parser.add_argument(
         "--keep-flagged", action="store_true", help="report flagged samples but keep them"
     )
     parser.add_argument(
@@ -49,15 +54,35 @@ def run(args: argparse.Namespace) -> int:
     root = Path(args.data).expanduser()
     ds = data.load_dataset(root, labeled=_looks_labeled(root))
     progress = not args.no_progress
-    data.build_cache(ds, resolutions=resolutions, modes=modes, cache_dir=args.cache,
-                     workers=args.workers, progress=progress)
+    inputs = _space_inputs(args.space)
+    whole = [(r, m) for m in modes for r in resolutions]
+    # NOTE: one build: each image decoded once for every cache (and the audit features)
+    data.build_inputs(ds, whole + inputs, cache_dir=args.cache, workers=args.workers,
+                      progress=progress)
     report = data.audit_dataset(ds, cache_dir=args.cache, workers=args.workers, progress=progress)
     document = _document(ds, report, resolutions, modes, args)
+    document["cache"].update({data.input_key(t): str(Path(document["cache_root"]) / data.input_key(t))
+                              for t in inputs})
     if args.json:
         print_json(document)
     else:
         _print_table(document)
     return 0
+
+
+def _space_inputs(space_file) -> list:
+    """Every input the space can pick ([] without --space); one line when a key is a range."""
+    if space_file is None:
+        return []
+    from histosweep.data import DataError
+    from histosweep.search._inputs import space_input_targets
+    from histosweep.search._space import load_space
+
+    targets = space_input_targets(load_space(space_file))
+    if targets is None:
+        raise DataError(f"--space {space_file}: a key that changes the cached pixels (resolution, "
+                        "tile_size, ...) is a range; make it a list so prepare knows what to build")
+    return targets
 
 
 def _ints(text: str, option: str) -> list[int]:

@@ -33,6 +33,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--signal", type=float, default=1.0,
         help="strength of the class signal in [0, 1] (default 1; lower: classes overlap, for benchmarks)",
     )
+    parser.add_argument(
+        "--signal-kind", choices=("stain", "detail"), default="stain",
+        help="stain: class in the tumour's colour (survives a resize); detail: only in nuclei "
+        "size and density, erased by downsampling (tells input modes apart)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -47,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         short_side=args.short_side,
         signal=args.signal,
+        signal_kind=args.signal_kind,
     )
     truth = json.loads((root / "synth_truth.json").read_text())
     document = {

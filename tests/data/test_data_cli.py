@@ -87,3 +87,25 @@ def test_real_command_in_a_subprocess(labeled_copy, tmp_path):
     result = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert result.returncode == 1
     assert "Luminal Z" in result.stderr and "Traceback" not in result.stderr and result.stdout == ""
+
+
+def test_prepare_space_builds_every_crop_and_tile_input(tmp_path, capsys):
+    out = tmp_path / "synth"
+    assert main(["synth", str(out), "--n-train", "24", "--n-test", "2", "--short-side", "48"]) == 0
+    space = tmp_path / "space.toml"
+    space.write_text('[params]\nresolution = 32\ninput_mode = ["mask_crop", "tiles"]\n'
+                     'tile_size = 32\ntile_scale = [0.5, 1.0]\ntiles_per_image = 3\n')
+    cache = tmp_path / "cache"
+    capsys.readouterr()
+    code = main(["prepare", str(out), "--resolutions", "32", "--space", str(space), "--cache",
+                 str(cache), "--workers", "1", "--no-progress", "--json"])
+    doc = json.loads(capsys.readouterr().out)
+    assert code == 0
+    keys = {"crop-32-stretch-m0.1", "tiles-32-s0.5-k3-m0.5", "tiles-32-s1-k3-m0.5"}
+    assert keys <= set(doc["cache"])
+    assert all((Path(doc["cache"][k]) / "index.json").is_file() for k in keys)
+    space.write_text("[params]\ninput_mode = \"tiles\"\ntile_size = { low = 32, high = 64 }\n")
+    code = main(["prepare", str(out), "--resolutions", "32", "--space", str(space), "--cache",
+                 str(cache), "--workers", "1", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 1 and "tile_size" in err and "range" in err and "Traceback" not in err

@@ -95,3 +95,19 @@ def test_class_signal_is_learnable_at_64px(synth_dataset, synth_audit):
     labels = synth_dataset.labels()[keep]
     accuracy = cross_val_score(LogisticRegression(max_iter=2000), features, labels, cv=3).mean()
     assert accuracy > 0.6  # chance is ~0.35
+
+
+def test_detail_signal_is_in_nucleus_size_at_equal_stain(tmp_path):
+    import json
+
+    from histosweep.data._synth_draw import nuclei_spots, nucleus_pattern
+
+    sizes = [len(nucleus_pattern(class_id)) for class_id in range(4)]
+    assert sizes == sorted(sizes) and sizes[0] < sizes[-1]  # bigger nuclei per class ...
+    for class_id in range(4):
+        cover = nuclei_spots(np.random.default_rng(class_id), 256, 256, class_id).mean()
+        assert 0.26 < cover < 0.34  # ... fewer of them: the same stained share, the same colour
+    out = synthesize(tmp_path / "d", n_train=24, n_test=2, short_side=64, signal_kind="detail")
+    assert json.loads((out / "synth_truth.json").read_text())["params"]["signal_kind"] == "detail"
+    with pytest.raises(DataError, match="signal-kind"):
+        synthesize(tmp_path / "e", n_train=24, n_test=2, signal_kind="colour")
