@@ -15,15 +15,16 @@ from histosweep.exceptions import UserError
 _EMBEDDED: dict[tuple, tuple[np.ndarray, object]] = {}
 
 
-def frozen_member_probs(member, images: np.ndarray, masks: np.ndarray, *, batch_size: int,
-                        device, progress: bool) -> np.ndarray:
+def frozen_member_probs(member, images: np.ndarray, masks: np.ndarray,
+                        counts: np.ndarray | None = None, *, batch_size: int, device,
+                        progress: bool) -> np.ndarray:
     """Equal mean of the member's fold heads on the test embeddings: (N, C) float64."""
     import torch
 
     from histosweep.model import ModelError, head_probs, load_checkpoint, pick_device
 
     target = pick_device(device)
-    emb = _embeddings(member, images, masks, batch_size=batch_size, device=target,
+    emb = _embeddings(member, images, masks, counts, batch_size=batch_size, device=target,
                       progress=progress)
     rows = np.arange(len(images))
     fold_probs = []
@@ -37,7 +38,7 @@ def frozen_member_probs(member, images: np.ndarray, masks: np.ndarray, *, batch_
     return np.mean(np.stack(fold_probs).astype(np.float64), axis=0)
 
 
-def _embeddings(member, images, masks, *, batch_size, device, progress):
+def _embeddings(member, images, masks, counts, *, batch_size, device, progress):
     from histosweep.model import ModelError, build_embedder, embed_views, input_key_for
 
     cfg = member.config
@@ -50,7 +51,7 @@ def _embeddings(member, images, masks, *, batch_size, device, progress):
     except ModelError as exc:
         raise UserError(f"trial {member.trial} of the bundle: {exc}") from None
     _check_weights(member, embedder)
-    emb = embed_views(embedder, images, masks, batch_size=batch_size, progress=progress,
+    emb = embed_views(embedder, images, masks, counts, batch_size=batch_size, progress=progress,
                       desc=f"embed {cfg.image_backbone}")
     _EMBEDDED.clear()  # keep one test set's embeddings, not every call's
     _EMBEDDED[key] = (images, emb)

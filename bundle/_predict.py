@@ -224,8 +224,8 @@ def member_probs(member: BundleMember, images: np.ndarray, masks: np.ndarray,
 
         if tta:
             log.warning("trial %d is a frozen-feature member: predicted without TTA", member.trial)
-        return frozen_member_probs(member, images, masks, batch_size=batch_size, device=device,
-                                   progress=progress)
+        return frozen_member_probs(member, images, masks, counts, batch_size=batch_size,
+                                   device=device, progress=progress)
     target = pick_device(device)
     fold_probs = []
     for fold in member.folds:

@@ -2,7 +2,7 @@
 picture), `mask_crop` (the mask's bounding box) or `tiles` (native-resolution tile bags).
 
 CACHE/<fingerprint[:16]>/<spec key>/{images.npy, masks.npy[, counts.npy], index.json}, built
-whole-or-absent (temp folder + rename) from one decode per image. Exercise: `histosweep prepare DATA --input-modes tiles`.
+whole-or-absent (temp folder + rename) from one decode per image. Exercise: `histosweep prepare DATA --space FILE`.
 """
 
 from __future__ import annotations

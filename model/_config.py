@@ -16,7 +16,6 @@ from histosweep.exceptions import HistosweepError
 KEEP_CHOICES = ("best", "last")
 TRAIN_MODES = ("finetune", "frozen")
 FROZEN_HEADS = ("linear", "mlp")  # linear: LN -> Dropout -> Linear; mlp adds Linear(head_hidden)+ReLU
-FROZEN_POOLS = ("mean", "max", "attention")  # over an image's tile embeddings (model.TilePool)
 
 
 class ConfigError(HistosweepError, ValueError):
@@ -81,7 +80,6 @@ class TrainConfig:
     # (lr, weight_decay, dropout, head_hidden, epochs, optimizer apply; augmentation does not).
     train_mode: str = "finetune"
     frozen_head: str = "linear"
-    frozen_pool: str = "attention"  # gated attention MIL over tiles; one view per image: identity
     # why: the mask branch costs a backbone; its tumour coverage (fraction of mask pixels per
     # view) carries much of its signal and is free, so it rides along as one extra input
     frozen_mask_stats: bool = True
@@ -111,7 +109,6 @@ class TrainConfig:
             (self.bn_recalibration_images >= 0, "bn_recalibration_images must be >= 0"),
             (self.train_mode in TRAIN_MODES, f"train_mode must be one of {TRAIN_MODES}"),
             (self.frozen_head in FROZEN_HEADS, f"frozen_head must be one of {FROZEN_HEADS}"),
-            (self.frozen_pool in FROZEN_POOLS, f"frozen_pool must be one of {FROZEN_POOLS}"),
         ]
         for ok, message in checks:
             if not ok:

@@ -159,22 +159,21 @@ def _embed_batch(embedder: Embedder, views: np.ndarray) -> np.ndarray:
 
 
 def input_key_for(cfg: TrainConfig) -> str:
-    """The input mode/resolution part of the cache key: whole-<res>-<resize mode>."""
-    # NOTE: a tiles input mode adds its tile side/count/margin here and in _input_arrays
-    return f"{getattr(cfg, 'input_mode', 'whole')}-{cfg.resolution}-{cfg.resize_mode}"
+    """The input part of the cache key: the pixel cache's own key (data.input_key), e.g.
+    "224-stretch", "crop-224-stretch-m0.1" or the tiling "tiles-256-s1.0-k16-m0.5"."""
+    from histosweep.data import input_key, input_target
+
+    return input_key(input_target(cfg))
 
 
 def _input_arrays(ds, cfg: TrainConfig, *, cache_dir, progress: bool):
     """(images, masks, counts or None, sample_ids) the embedder reads for cfg's input mode:
-    (N, R, R, 3)/(N, R, R) for whole images; a tiles cache gives (N, K, T, T, 3)/(N, K, T, T)
-    and counts (N,), which embed_views takes as they are."""
-    from histosweep.data import open_cache
+    (N, R, R, 3)/(N, R, R) for whole pictures and mask crops; a tiles cache gives
+    (N, K, T, T, 3)/(N, K, T, T) and counts (N,), which embed_views takes as they are."""
+    from histosweep.data import open_inputs
 
-    mode = getattr(cfg, "input_mode", "whole")
-    if mode != "whole":
-        raise ModelError(f"train_mode = frozen embeds input_mode 'whole' only so far, not {mode!r}")
-    cache = open_cache(ds, cfg.resolution, cfg.resize_mode, cache_dir=cache_dir, progress=progress)
-    return cache.images, cache.masks, None, cache.sample_ids
+    cache = open_inputs(ds, cfg, cache_dir=cache_dir, progress=progress)
+    return cache.images, cache.masks, getattr(cache, "counts", None), cache.sample_ids
 
 
 def ensure_embeddings(ds, cfg: TrainConfig, *, cache_dir=None, device=None, batch_size: int = 64,

@@ -33,7 +33,7 @@ class FrozenHead(nn.Module):
         self.in_dim, self.num_classes = in_dim, num_classes
         self.mask_stats = cfg.frozen_mask_stats
         width = in_dim + int(self.mask_stats)
-        self.pool = TilePool(cfg.frozen_pool, width)
+        self.pool = TilePool(cfg.tile_pool, width)
         # why LayerNorm, not the reference's BatchNorm: foundation-model embeddings have large,
         # uneven scales, and LN does not care about batch size 1 at the end of an epoch
         layers: list[nn.Module] = [nn.LayerNorm(width), nn.Dropout(cfg.dropout)]

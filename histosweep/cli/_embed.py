@@ -1,5 +1,6 @@
-"""`histosweep embed DATA --backbone NAME`: fp16 embeddings of every image, computed once into
-the per-machine cache (keyed by backbone, weights sha256, input mode and resolution) so that
+"""`histosweep embed DATA --backbone NAME`: fp16 embeddings of every image (or of every tile with
+`--input-mode tiles`), computed once into the per-machine cache (keyed by backbone, weights
+sha256 and the input's pixel-cache key) so that
 train_mode = frozen trials only train heads. Workers compute a missing entry on demand too.
 Exercise: `histosweep embed synth-data --backbone test_vit --resolution 64 --json`.
 """
@@ -11,7 +12,8 @@ import time
 from pathlib import Path
 
 from histosweep.cli._common import device_arg, print_json
-from histosweep.constants import ENV_CACHE, RESIZE_MODES
+from histosweep.constants import ENV_CACHE, INPUT_MODES, RESIZE_MODES
+from histosweep.model import TrainConfig
 
 OPTIONS = ("json",)  # the common options this command reads (cli._common)
 
@@ -28,6 +30,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="cache side in px the images are resized to (default 224; the "
                              "study's resolution)")
     parser.add_argument("--mode", default="stretch", choices=RESIZE_MODES, help="resize mode")
+    defaults = TrainConfig()
+    parser.add_argument("--input-mode", default="whole", choices=INPUT_MODES,
+                        help="whole pictures, mask crops or native-resolution tiles (one "
+                             "embedding per tile); the study's input_mode (default whole)")
+    for flag, kind, what in (("crop-margin", float, "mask_crop: box margin"),
+                             ("tile-size", int, "tiles: side in px"),
+                             ("tile-scale", float, "tiles: scale of native resolution"),
+                             ("tiles-per-image", int, "tiles: tiles per image"),
+                             ("tile-min-mask", float, "tiles: least tumour share of a ranked tile")):
+        field = flag.replace("-", "_")
+        parser.add_argument(f"--{flag}", type=kind, default=getattr(defaults, field),
+                            help=f"{what} (the study's {field}; default {getattr(defaults, field)})")
     parser.add_argument("--batch-size", type=int, default=64, help="images per forward (default 64)")
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when present)")
     parser.add_argument("--cache", default=None,
@@ -38,13 +52,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from histosweep import data
     from histosweep.exceptions import UserError
-    from histosweep.model import TrainConfig, build_embedder, ensure_embeddings, input_key_for
+    from histosweep.model import ConfigError, build_embedder, ensure_embeddings, input_key_for
 
     if args.batch_size < 1:
         raise UserError(f"--batch-size {args.batch_size}: must be >= 1")
-    cfg = TrainConfig(train_mode="frozen", image_backbone=args.backbone, resolution=args.resolution,
-                      resize_mode=args.mode, pretrained=args.pretrained,
-                      image_pretrained_path=args.weights)
+    try:
+        cfg = TrainConfig(train_mode="frozen", image_backbone=args.backbone,
+                          resolution=args.resolution, resize_mode=args.mode,
+                          pretrained=args.pretrained, image_pretrained_path=args.weights,
+                          input_mode=args.input_mode, crop_margin=args.crop_margin,
+                          tile_size=args.tile_size, tile_scale=args.tile_scale,
+                          tiles_per_image=args.tiles_per_image, tile_min_mask=args.tile_min_mask)
+    except ConfigError as exc:
+        raise UserError(f"embed: {exc}") from None
     from histosweep.model import check_backbone
 
     check_backbone(cfg.image_backbone, field="--backbone")

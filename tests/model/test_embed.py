@@ -68,7 +68,7 @@ def test_cache_is_keyed_by_weights_and_reused(embedder, synth_root, tmp_path):
     first = ensure_embeddings(ds, CFG, cache_dir=tmp_path, progress=False, embedder=embedder)
     assert first.features.shape == (len(ds.samples), 1, 64)
     assert first.identity["weights_sha256"] == embedder.weights_sha256
-    assert embedder.weights_sha256[:16] in str(first.path) and "whole-32-stretch" in str(first.path)
+    assert embedder.weights_sha256[:16] in str(first.path) and first.path.name == "32-stretch"
     mtime = (first.path / "features.npy").stat().st_mtime_ns
     again = ensure_embeddings(ds, CFG, cache_dir=tmp_path, progress=False, embedder=embedder)
     assert (again.path / "features.npy").stat().st_mtime_ns == mtime  # reused, not recomputed
@@ -87,7 +87,7 @@ def test_cache_is_keyed_by_weights_and_reused(embedder, synth_root, tmp_path):
 def test_head_ignores_padding_and_learns(pool, head):
     from histosweep.model import FrozenHead
 
-    cfg = CFG.replace(frozen_pool=pool, frozen_head=head, head_hidden=16, dropout=0.0)
+    cfg = CFG.replace(tile_pool=pool, frozen_head=head, head_hidden=16, dropout=0.0)
     net = FrozenHead(8, cfg).eval()
     x = torch.randn(3, 4, 8)
     counts = torch.tensor([1, 4, 2])
@@ -124,9 +124,30 @@ def test_frozen_fold_learns_separable_embeddings():
 
 
 @pytest.mark.parametrize("field,value", [("train_mode", "linear_probe"), ("frozen_head", "deep"),
-                                         ("frozen_pool", "sum")])
+                                         ("tile_pool", "sum")])
 def test_frozen_fields_are_checked_in_one_line(field, value):
     from histosweep.model import ConfigError
 
     with pytest.raises(ConfigError, match=f"^invalid TrainConfig: {field} must be one of"):
         TrainConfig(**{field: value})
+
+
+def test_embed_command_embeds_each_tile_and_refuses_a_bad_tiling(synth_root, tmp_path, capsys):
+    """`histosweep embed --input-mode tiles`: one fp16 embedding per cached tile, keyed by the
+    tiling; a tiling TrainConfig refuses is one line, exit 1, nothing cached."""
+    import json
+
+    from histosweep.cli import main
+
+    tiles = ["--input-mode", "tiles", "--tile-size", "32", "--tiles-per-image", "4",
+             "--tile-min-mask", "0.3"]
+    base = ["embed", str(synth_root), "--backbone", "test_vit", "--cache", str(tmp_path / "c"),
+            "--device", "cpu"]
+    assert main([*base, *tiles, "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["input"].startswith("tiles-32-") and doc["shape"][1:] == [4, 64]
+    assert doc["images"] < doc["views"] <= 4 * doc["images"]  # bags of real tiles, no padding
+    assert main([*base, "--input-mode", "tiles", "--tile-size", "8"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "tile_size" in err[0]
+    assert not list((tmp_path / "c").rglob("tiles-8-*"))

@@ -6,6 +6,7 @@ bundle names the backbone and its weights sha256, and other weights are refused.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,7 @@ resize_mode = "stretch"
 image_backbone = "test_vit"
 image_pretrained_path = "{weights}"
 frozen_head = ["linear", "mlp"]
-frozen_pool = "attention"
+tile_pool = "attention"
 head_hidden = {{ low = 16, high = 64, log = true }}
 optimizer = "adamw"
 epochs = 3
@@ -206,3 +207,47 @@ def test_a_losing_frozen_trial_is_pruned_per_epoch(frozen_study, tmp_path):
     assert trial.state == optuna.trial.TrialState.PRUNED
     assert trial.user_attrs["config"]["train_mode"] == "frozen"
     assert trial.user_attrs["epochs_run"] < trial.user_attrs["epochs_planned"] == 6
+
+
+def test_frozen_tiles_embed_each_tile_and_predict_the_same_csv(tmp_path, capsys):
+    """input_mode = tiles with a frozen backbone: one embedding per tile (cache (N, K, D)),
+    attention/mean pooling in the head, and export and predict tile the test images alike."""
+    import numpy as np
+    import optuna
+
+    from histosweep._demo import DemoPaths, create_demo_study, run_demo_workers
+    from histosweep.data import synthesize
+
+    paths = DemoPaths(tmp_path / "study")
+    synthesize(paths.data, n_train=32, n_test=5, seed=3, short_side=64)
+    weights = write_vit_weights(tmp_path / "vit.safetensors", seed=1)
+    space = tmp_path / "space.toml"
+    space.write_text(SPACE_FROZEN.format(weights=weights).replace(
+        'tile_pool = "attention"',
+        'input_mode = "tiles"\ntile_size = 32\ntile_scale = 1.0\ntiles_per_image = 4\n'
+        'tile_min_mask = 0.3\ntile_pool = ["mean", "attention"]'))
+    create_demo_study(paths, space, folds=2, pruner="none", progress=False)
+    assert run_demo_workers(paths, trials=2, workers=1, progress=False) == 0
+    trials = load("demo", paths.storage).get_trials()
+    assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 2
+    key = trials[0].user_attrs["embedding"]["input"]
+    assert key.startswith("tiles-32-") and "-k4-" in key
+    cached = list(Path(os.environ["HISTOSWEEP_CACHE"]).rglob(f"embed/*/{key}/features.npy"))
+    assert len(cached) == 1
+    features = np.load(cached[0], mmap_mode="r")
+    counts = np.load(cached[0].with_name("counts.npy"))
+    assert features.shape[1:] == (4, 64) and features.dtype == np.float16
+    assert counts.min() >= 1 and counts.max() <= 4 and counts.max() > 1  # real bags, no empty one
+
+    out = tmp_path / "bundle"
+    assert main(["export-best", "demo", "--out", str(out), "--storage", paths.storage,
+                 "--artifacts", str(paths.artifacts), "--no-progress", "--json", "--test",
+                 str(paths.test)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["warnings"] == [] and summary["metrics"]["lockbox_f1_reproduced"] is True
+    member = json.loads((out / "manifest.json").read_text())["members"][0]
+    assert member["input"]["mode"] == "tiles" and member["embedding"]["input"] == key
+    csv = tmp_path / "predict.csv"
+    assert main(["predict", str(out), "--images", str(paths.test), "--out", str(csv),
+                 "--no-progress"]) == 0
+    assert csv.read_bytes() == (out / "submission.csv").read_bytes()
