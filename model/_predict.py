@@ -82,7 +82,23 @@ def probs_for_rows(
     """
     from histosweep.data import to_model_inputs
 
+    def batch_probs(batch: np.ndarray) -> np.ndarray:
+        images_u8, masks_u8, _ = source.batch(batch)
+        images, masks = to_model_inputs(images_u8, masks_u8)  # (B, 3, H, W), (B, 1, H, W)
+        return _probs_batch(model, images, masks, tta=tta).cpu().numpy()  # (B, C)
+
     model.eval()
+    return map_rows_halving(batch_probs, rows, batch_size=batch_size, what="inference",
+                            num_classes=int(getattr(model, "num_classes", 0)),
+                            progress=progress, desc=desc)
+
+
+def map_rows_halving(batch_probs, rows: np.ndarray, *, batch_size: int, what: str,
+                     num_classes: int, progress: bool, desc: str) -> np.ndarray:
+    """batch_probs(sorted row batch) -> (B, C), over every row, in the order of `rows`.
+
+    CUDA out-of-memory halves the batch and retries (inference holds no state to undo).
+    """
     rows = np.asarray(rows)
     out: list[np.ndarray] = []
     start = 0
@@ -91,13 +107,11 @@ def probs_for_rows(
         batch = rows[start : start + batch_size]
         perm = np.argsort(batch, kind="stable")  # ascending reads are kinder to a memmap
         try:
-            images_u8, masks_u8, _ = source.batch(batch[perm])
-            images, masks = to_model_inputs(images_u8, masks_u8)  # (B, 3, H, W), (B, 1, H, W)
-            probs = _probs_batch(model, images, masks, tta=tta).cpu().numpy()  # (B, C)
+            probs = batch_probs(batch[perm])
         except torch.cuda.OutOfMemoryError:
-            probs = images = masks = None  # drop the failed batch's tensors
+            probs = None  # drop the failed batch's tensors
         if probs is None:  # outside the except block, so its traceback is gone too
-            batch_size = _halve_after_oom(batch_size, what="inference")
+            batch_size = _halve_after_oom(batch_size, what=what)
             continue
         unsorted = np.empty_like(probs)
         unsorted[perm] = probs
@@ -105,7 +119,6 @@ def probs_for_rows(
         start += len(batch)
         bar.update(len(batch))
     bar.close()
-    num_classes = int(getattr(model, "num_classes", 0))
     return np.concatenate(out) if out else np.zeros((0, num_classes), dtype=np.float64)
 
 

@@ -8,11 +8,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from histosweep.model._batches import RowSource
 from histosweep.model._errors import ModelError
-from histosweep.model._predict import _halve_after_oom, autocast, pick_device
+from histosweep.model._predict import autocast, map_rows_halving, pick_device
 from histosweep.model._tile_bags import bag_inputs, eval_bags
 
 
@@ -44,27 +43,11 @@ def probs_for_bags(
     batch_size counts images (bags); CUDA out-of-memory halves it and retries.
     """
     model.eval()
-    rows, counts = np.asarray(rows), np.asarray(counts, dtype=np.int64)
-    out, start = [], 0
-    bar = tqdm(total=len(rows), desc=desc, disable=not progress, leave=False)
-    while start < len(rows):
-        batch = rows[start : start + batch_size]
-        perm = np.argsort(batch, kind="stable")
-        try:
-            probs = _rows_probs(model, source, counts, batch[perm], tta=tta)
-        except torch.cuda.OutOfMemoryError:
-            probs = None
-        if probs is None:
-            batch_size = _halve_after_oom(batch_size, what="tile inference")
-            continue
-        unsorted = np.empty_like(probs)
-        unsorted[perm] = probs
-        out.append(unsorted)
-        start += len(batch)
-        bar.update(len(batch))
-    bar.close()
-    num_classes = int(getattr(model, "num_classes", 0))
-    return np.concatenate(out) if out else np.zeros((0, num_classes), dtype=np.float64)
+    counts = np.asarray(counts, dtype=np.int64)
+    return map_rows_halving(lambda batch: _rows_probs(model, source, counts, batch, tta=tta),
+                            rows, batch_size=batch_size, what="tile inference",
+                            num_classes=int(getattr(model, "num_classes", 0)),
+                            progress=progress, desc=desc)
 
 
 def _rows_probs(model, source: RowSource, counts: np.ndarray, rows: np.ndarray, *, tta: bool):

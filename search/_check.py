@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 from histosweep.exceptions import HistosweepError, UserError
-from histosweep.model import TrainConfig
 from histosweep.search._settings import StudySettings, check_current, load_settings
 from histosweep.search._space import Space
 from histosweep.storage import (
@@ -178,21 +177,10 @@ def check_caches(space: Space, ds) -> Check:
 
 def cache_targets(space: Space) -> list[tuple[int, str]] | None:
     """Every (resolution, resize_mode) the space can pick; None when resolution is a range."""
-    resolutions, modes = space_values(space, "resolution"), space_values(space, "resize_mode")
+    resolutions, modes = space.values("resolution"), space.values("resize_mode")
     if resolutions is None or modes is None:
         return None
     return [(int(r), str(m)) for r in resolutions for m in modes]
-
-
-def space_values(space: Space, name: str) -> list | None:
-    """The values `name` can take: the fixed value, the choices, the TrainConfig default when
-    the space leaves it out; None for a range."""
-    p = space.params.get(name)
-    if p is None:
-        return [getattr(TrainConfig(), name)]
-    if p.kind == "fixed":
-        return [p.value]
-    return list(p.choices) if p.kind == "choice" else None
 
 
 def _unwritable(folder: Path) -> str | None:
@@ -210,14 +198,14 @@ def _unwritable(folder: Path) -> str | None:
 def check_weights(space: Space) -> list[Check]:
     """With pretrained possible: every backbone's weights are a configured file, in the local
     Hugging Face cache, or (online) reachable on the hub. Nothing is downloaded."""
-    if True not in (space_values(space, "pretrained") or [True]):
+    if True not in (space.values("pretrained") or [True]):
         return [Check("weights", True, "pretrained = false: no weights needed")]
     hub = _HubProbe()
     checks = []
     for field, path_field in (("image_backbone", "image_pretrained_path"),
                               ("mask_backbone", "mask_pretrained_path")):
-        paths = [p for p in space_values(space, path_field) or [] if p]
-        for name in space_values(space, field) or []:
+        paths = [p for p in space.values(path_field) or [] if p]
+        for name in space.values(field) or []:
             checks.append(_weights_of(str(name), field, path_field, paths, hub))
     return checks
 

@@ -9,8 +9,6 @@ from __future__ import annotations
 import itertools
 from types import SimpleNamespace
 
-from histosweep.model import TrainConfig
-
 # The TrainConfig fields that change the cached pixels, per input mode.
 PIXEL_FIELDS = {
     "whole": ("resolution", "resize_mode"),
@@ -23,25 +21,16 @@ def space_input_targets(space) -> list | None:
     """Every data.input_target the space can pick; None when one of their keys is a range."""
     from histosweep.data import input_target
 
-    modes = _values(space, "input_mode")
+    modes = space.values("input_mode")
     if modes is None:
         return None
     targets = []
     for mode in modes:
         names = PIXEL_FIELDS[str(mode)]
-        choices = [_values(space, name) for name in names]
+        choices = [space.values(name) for name in names]
         if any(c is None for c in choices):
             return None
         for combo in itertools.product(*choices):
             values = dict(zip(names, combo, strict=True))
             targets.append(input_target(SimpleNamespace(input_mode=mode, **values)))
     return list(dict.fromkeys(targets))
-
-
-def _values(space, name: str) -> list | None:
-    p = space.params.get(name)
-    if p is None:
-        return [getattr(TrainConfig(), name)]
-    if p.kind == "fixed":
-        return [p.value]
-    return list(p.choices) if p.kind == "choice" else None

@@ -89,6 +89,16 @@ class Space:
             return TrainConfig().epochs
         return int(p.value if p.kind == "fixed" else max(p.choices) if p.kind == "choice" else p.high)
 
+    def values(self, name: str) -> list | None:
+        """The values `name` can take: the fixed value, the choices, the TrainConfig default when
+        the space leaves it out; None for a range."""
+        p = self.params.get(name)
+        if p is None:
+            return [getattr(TrainConfig(), name)]
+        if p.kind == "fixed":
+            return [p.value]
+        return list(p.choices) if p.kind == "choice" else None
+
     def searched(self) -> list[str]:
         return [n for n, p in self.params.items() if p.kind != "fixed"]
 
