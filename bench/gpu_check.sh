@@ -8,6 +8,8 @@
 #   4. a 4-minute search, $TRIALS_PER_GPU trials per GPU (default 2; `auto` sizes it from free
 #      memory), synthetic data at 224 px, SQLite, while nvidia-smi samples utilisation every
 #      5 s (target: mean >= 90 %); then trials finished and trials per hour (histosweep status).
+#   5. bench/frozen.py with a ViT-L/16 at 224 px (random init): embedding rate (img/s) and a
+#      frozen trial's time against a fine-tuning trial of the same backbone (issue 15).
 # The last line is one JSON object with every figure.
 #
 # Run from the repository root:  bash bench/gpu_check.sh
@@ -28,7 +30,7 @@
 # Env knobs: PY, VENV, WORK (scratch folder, default a temp dir), SEARCH_S (search length,
 #   default 240), SEARCH_GRACE_S (then SIGTERM, default 30), TRAIN_STEP_TIMEOUT_S (per
 #   train_step / fold_phases run, default 100), TRAIN_STEP (0: skip step 2), FOLD_PHASES (0: skip
-#   step 3), TRIALS_PER_GPU (default 2, or auto), LOG (also append progress lines to this file),
+#   step 3), FROZEN (0: skip step 5), TRIALS_PER_GPU (default 2, or auto), LOG (also append progress lines to this file),
 #   SMOKE=1 (no GPU: every step on the CPU with tiny models for seconds each, to check the
 #   script itself; its figures mean nothing).
 set -euo pipefail
@@ -42,15 +44,18 @@ SEARCH_GRACE_S=${SEARCH_GRACE_S:-30}
 TRAIN_STEP_TIMEOUT_S=${TRAIN_STEP_TIMEOUT_S:-100}
 TRAIN_STEP=${TRAIN_STEP:-1}
 FOLD_PHASES=${FOLD_PHASES:-1}
+FROZEN=${FROZEN:-1}
 TRIALS_PER_GPU=${TRIALS_PER_GPU:-2}
 SMOKE=${SMOKE:-0}
 LOG=${LOG:-/dev/null}
 if [ "$SMOKE" = 1 ]; then  # the script's own plumbing on a CPU: tiny models, seconds per step
     DEVICE=cpu GPUS=cpu IMG=convnext_atto MASK=resnet10t STEP_RES=64 STEP_BATCH=8 RES=64 BATCH=8
     N_TRAIN=48 SHORT_SIDE=96 STEPS="--steps 2 --warmup 1 --rounds 1" MODES_ALL="eager"
+    VIT=test_vit VIT_RES=32 VIT_N=32
 else
     DEVICE=cuda GPUS=all IMG=convnext_tiny MASK=resnet18 STEP_RES=384 STEP_BATCH=32 RES=224 BATCH=32
     N_TRAIN=600 SHORT_SIDE=256 STEPS="--steps 20 --warmup 5" MODES_ALL="eager compile"
+    VIT=vit_large_patch16_224 VIT_RES=224 VIT_N=256
 fi
 STARTED=$(date +%s)
 mkdir -p "$WORK"
@@ -172,7 +177,20 @@ kill "$SMI_PID" 2>/dev/null || true
 wait "$SMI_PID" 2>/dev/null || true
 "${HS[@]}" status gpucheck --json > "$WORK/status.json" || echo '{}' > "$WORK/status.json"
 
-# --- 4. summary -------------------------------------------------------------------------------
+# --- 5. frozen features: ViT-L/16 embedding rate and a frozen trial vs a fine-tuning one -------
+if [ "$FROZEN" != 0 ]; then
+    say "frozen ($VIT at $VIT_RES px, $VIT_N images, 2 folds x 2 epochs, batch $BATCH)"
+    if ! timeout "$TRAIN_STEP_TIMEOUT_S" "$PY" "$REPO/bench/frozen.py" --backbone "$VIT" \
+            --resolution "$VIT_RES" --n-train "$VIT_N" --batch-size "$BATCH" --embed-batch 64 \
+            --device "$DEVICE" > "$WORK/frozen.out"; then
+        say "frozen failed or passed ${TRAIN_STEP_TIMEOUT_S}s"
+        echo '{"error": "failed or timed out"}' >> "$WORK/frozen.out"
+    fi
+    grep -v '^{' "$WORK/frozen.out" >&2 || true
+    tail -n 1 "$WORK/frozen.out" > "$WORK/frozen.json"
+fi
+
+# --- 6. summary -------------------------------------------------------------------------------
 say "done; scratch files in $WORK"
 "$PY" - "$WORK" "$WORKER_RC" "$SEARCH_SECONDS" "$(( $(date +%s) - STARTED ))" <<'EOF'
 import csv, json, statistics, sys
@@ -203,6 +221,7 @@ result = {
     "train_step_eager": last_json(work / "train_step_eager.json"),
     "train_step_compile": last_json(work / "train_step_compile.json"),
     "fold_phases": last_json(work / "fold_phases.json"),
+    "frozen": last_json(work / "frozen.json"),
     "search": {
         "seconds": search_s, "worker_exit": worker_rc, "trials": status.get("trials"),
         "finished": finished,
