@@ -181,3 +181,16 @@ def test_worker_with_invisible_gpus_exits_before_any_trial(studies, tmp_path, ca
     assert code == 1 and err.startswith("error: gpus: --gpus 0: GPU 0 not visible"), err
     assert load("good", url).get_trials() == []
     assert not (tmp_path / "logs").exists()  # no slot started
+
+
+def test_a_concurrent_workers_check_stamp_counts_as_read_back():
+    """Two workers starting together both write the check attribute; the loser reads the
+    winner's fresh stamp back, which proves the write path too. A stale or foreign value does not."""
+    from histosweep.search._check import _newer_stamp
+
+    ours = {"host": "a", "pid": 1, "at": 1000.0}
+    assert _newer_stamp({"host": "b", "pid": 2, "at": 1000.5}, ours)
+    assert _newer_stamp({"host": "b", "pid": 2, "at": 990.0}, ours)  # small clock skew
+    assert not _newer_stamp({"host": "b", "pid": 2, "at": 900.0}, ours)  # an old run's stamp
+    assert not _newer_stamp(None, ours)
+    assert not _newer_stamp({"at": 1000.5}, ours)
