@@ -4,7 +4,7 @@ Reads a finished search through `histosweep.search`; the CLI is a thin layer ove
 Exercise: `histosweep export-best STUDY --out bundle --test TEST` and `histosweep predict`.
 """
 
-from histosweep.bundle._export import ExportOptions, export_best, pick_trial
+from histosweep.bundle._export import ExportOptions, export_best
 from histosweep.bundle._predict import (
     Bundle,
     BundleFold,
@@ -14,6 +14,7 @@ from histosweep.bundle._predict import (
     predict_folder,
 )
 from histosweep.bundle._report import bootstrap_ci, per_class_scores
+from histosweep.bundle._source import pick_trial
 
 __all__ = [
     "Bundle",

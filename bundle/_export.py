@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sys
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,12 +44,12 @@ from histosweep.bundle._report import (
     per_class_scores,
     render_report,
 )
+from histosweep.bundle._source import Candidate, Source, read_source
 from histosweep.constants import DEFAULT_CANDIDATES
 from histosweep.data import CLASSES, DataError, input_manifest, load_dataset
 from histosweep.exceptions import UserError
-from histosweep.model import ConfigError, TrainConfig, macro_f1
-from histosweep.search import check_current, load_settings, open_study
-from histosweep.search._artifacts import fetch_checkpoint, fetch_metrics, fetch_probs, fold_key
+from histosweep.model import TrainConfig, macro_f1
+from histosweep.search._artifacts import fetch_checkpoint, fetch_metrics
 from histosweep.search._gc import DELETED_ATTR
 from histosweep.search._plots import confusion_png, learning_curves_png
 from histosweep.search._trial_page import save_export_note
@@ -85,35 +85,6 @@ class ExportOptions:
     progress: bool = True
 
 
-@dataclass
-class _Candidate:
-    """One complete trial: its config, fold records and stored probabilities."""
-
-    trial: Any
-    config: TrainConfig
-    records: list[dict[str, Any]]  # fold_<k> user attrs, k = 0..folds-1
-    oof: np.ndarray  # (N_oof, C), rows in the order of _Source.oof_rows
-    holdout: np.ndarray  # (N_holdout, C), equal mean of the folds
-    weight: float = 0.0
-
-
-@dataclass
-class _Source:
-    study: Any
-    settings: Any
-    candidates: list[_Candidate]  # best first
-    oof_rows: np.ndarray
-    holdout_rows: np.ndarray
-    selection: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def members(self) -> list[_Candidate]:
-        return [c for c in self.candidates if c.weight > 0]
-
-    def labels(self, rows: np.ndarray) -> np.ndarray:
-        return self.settings.label_array()[rows]
-
-
 def export_best(opts: ExportOptions) -> dict[str, Any]:
     """Write the bundle for opts.study into opts.out; returns a summary (paths, metrics, warnings)."""
     _check_options(opts)
@@ -124,7 +95,7 @@ def export_best(opts: ExportOptions) -> dict[str, Any]:
 
 def _export(opts: ExportOptions, out: Path, may_replace) -> dict[str, Any]:
     store = open_artifact_store(opts.artifacts)
-    src = _read_source(opts, store)
+    src = read_source(opts, store)
     _stage(opts, f"selecting the ensemble from {len(src.candidates)} trial(s) on out-of-fold data")
     offsets = _select(opts, src)
     warnings: list[str] = []
@@ -196,98 +167,8 @@ def _warn(warnings: list[str], text: str) -> None:
     print(f"warning: {text}", file=sys.stderr, flush=True)
 
 
-# --- reading the study ---------------------------------------------------------------------
-def _read_source(opts: ExportOptions, store) -> _Source:
-    study = open_study(opts.study, opts.storage)
-    settings = load_settings(study)
-    check_current(study, settings)
-    split = settings.split_obj()
-    oof_rows = np.concatenate([np.asarray(split.folds[k][1], np.int64) for k in range(settings.folds)])
-    holdout_rows = np.asarray(split.holdout, dtype=np.int64)
-    trials = _candidate_trials(study, opts)
-    candidates = [_candidate(store, t, settings.folds, oof_rows.size) for t in trials]
-    return _Source(study, settings, candidates, oof_rows, holdout_rows)
-
-
-def _candidate_trials(study, opts: ExportOptions) -> list:
-    if opts.trials:
-        return [pick_trial(study, n) for n in opts.trials]
-    best = pick_trial(study, None)
-    if opts.single:
-        return [best]
-    from optuna.trial import TrialState
-
-    complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
-    ranked = sorted(complete, key=lambda t: (-float(t.value), t.number))
-    return ranked[: opts.candidates]
-
-
-def pick_trial(study, number: int | None):
-    """Trial `number` (must be COMPLETE), or the best COMPLETE trial (highest OOF macro-F1)."""
-    from optuna.trial import TrialState
-
-    trials = study.get_trials(deepcopy=False)
-    if number is None:
-        complete = [t for t in trials if t.state == TrialState.COMPLETE]
-        if not complete:
-            raise UserError(
-                f"study {study.study_name!r} has no COMPLETE trial yet ({_state_counts(trials)}); "
-                f"run workers first: histosweep worker {study.study_name} --n-trials N"
-            )
-        return study.best_trial
-    found = [t for t in trials if t.number == number]
-    if not found:
-        last = f"0..{trials[-1].number}" if trials else "none yet"
-        raise UserError(f"study {study.study_name!r} has no trial {number} (trials: {last})")
-    if found[0].state != TrialState.COMPLETE:
-        raise UserError(
-            f"trial {number} of study {study.study_name!r} is {found[0].state.name}, not COMPLETE; "
-            "export a complete trial (leave out --trial for the best one)"
-        )
-    return found[0]
-
-
-def _state_counts(trials) -> str:
-    counts: dict[str, int] = {}
-    for t in trials:
-        counts[t.state.name] = counts.get(t.state.name, 0) + 1
-    return ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no trials"
-
-
-def _candidate(store, trial, folds: int, n_oof: int) -> _Candidate:
-    config = _trial_config(trial)
-    records = _fold_records(trial, folds)
-    probs = [fetch_probs(store, r, what=f"trial {trial.number} fold {k}") for k, r in enumerate(records)]
-    oof = np.concatenate([p["val_probs"] for p in probs]).astype(np.float64)
-    if oof.shape[0] != n_oof:
-        raise UserError(f"trial {trial.number}: its folds predicted {oof.shape[0]} out-of-fold "
-                        f"samples, the study's split has {n_oof}; was the study re-created?")
-    holdout = np.mean([p["holdout_probs"] for p in probs], axis=0, dtype=np.float64)
-    return _Candidate(trial, config, records, oof, holdout)
-
-
-def _trial_config(trial) -> TrainConfig:
-    raw = trial.user_attrs.get("config")
-    if not isinstance(raw, dict):
-        raise UserError(f"trial {trial.number} has no stored config (user attr 'config'); it was not run by a histosweep worker")
-    try:
-        return TrainConfig.from_dict(raw)
-    except (ConfigError, TypeError) as exc:
-        raise UserError(f"trial {trial.number}: stored config is not usable here ({exc})") from None
-
-
-def _fold_records(trial, folds: int) -> list[dict[str, Any]]:
-    missing = [k for k in range(folds) if fold_key(k) not in trial.user_attrs]
-    if missing:
-        raise UserError(
-            f"trial {trial.number} has no record of fold(s) {', '.join(map(str, missing))} "
-            "(user attr fold_<k>); it did not finish all folds"
-        )
-    return [trial.user_attrs[fold_key(k)] for k in range(folds)]
-
-
 # --- selection (out-of-fold only) -------------------------------------------------------------
-def _select(opts: ExportOptions, src: _Source) -> np.ndarray:
+def _select(opts: ExportOptions, src: Source) -> np.ndarray:
     """Member weights (greedy selection on OOF) and the decision offsets (fitted on OOF)."""
     labels = src.labels(src.oof_rows)
     oof = [c.oof for c in src.candidates]
@@ -312,7 +193,7 @@ def _select(opts: ExportOptions, src: _Source) -> np.ndarray:
 
 
 # --- fold files ----------------------------------------------------------------------------
-def _write_folds(tmp: Path, store, src: _Source) -> list[dict[str, Any]]:
+def _write_folds(tmp: Path, store, src: Source) -> list[dict[str, Any]]:
     """Fetch and verify every member's folds into tmp/folds; the manifest's member entries."""
     (tmp / FOLDS_DIR).mkdir()
     members = []
@@ -342,7 +223,7 @@ def _write_folds(tmp: Path, store, src: _Source) -> list[dict[str, Any]]:
     return members
 
 
-def _embedding_entry(c: _Candidate) -> dict[str, Any]:
+def _embedding_entry(c: Candidate) -> dict[str, Any]:
     """Frozen members name their backbone and its weights sha256 (predict checks it)."""
     if c.config.train_mode != "frozen":
         return {}
@@ -366,12 +247,12 @@ def _verify_checkpoint(path: Path, cfg, *, what: str) -> None:
 
 
 # --- the lockbox, read once ------------------------------------------------------------------
-def lockbox_probs(src: _Source) -> np.ndarray:
+def lockbox_probs(src: Source) -> np.ndarray:
     """The ensemble's holdout probabilities from the members' stored fold predictions."""
     return ensemble_probs([c.holdout for c in src.members], [c.weight for c in src.members])
 
 
-def _metrics(src: _Source, offsets: np.ndarray) -> dict[str, Any]:
+def _metrics(src: Source, offsets: np.ndarray) -> dict[str, Any]:
     y_oof, y_hold = src.labels(src.oof_rows), src.labels(src.holdout_rows)
     oof = ensemble_probs([c.oof for c in src.members], [c.weight for c in src.members])
     hold = lockbox_probs(src)
@@ -396,7 +277,7 @@ def _metrics(src: _Source, offsets: np.ndarray) -> dict[str, Any]:
     }
 
 
-def _recompute_lockbox(opts, src: _Source, tmp: Path, members, offsets, warnings) -> float | None:
+def _recompute_lockbox(opts, src: Source, tmp: Path, members, offsets, warnings) -> float | None:
     """Lockbox macro-F1 of the bundle's own checkpoints on freshly decoded holdout images."""
     samples = _holdout_samples(opts, src, warnings)
     if samples is None:
@@ -419,7 +300,7 @@ def _recompute_lockbox(opts, src: _Source, tmp: Path, members, offsets, warnings
     return value
 
 
-def _holdout_samples(opts, src: _Source, warnings):
+def _holdout_samples(opts, src: Source, warnings):
     root = src.settings.data_path(opts.data)
     try:
         by_id = {s.sample_index: s for s in load_dataset(root, labeled=True).samples}
@@ -437,7 +318,7 @@ def _holdout_samples(opts, src: _Source, warnings):
 
 
 # --- report -----------------------------------------------------------------------------------
-def _write_report(path: Path, store, src: _Source, manifest, offsets) -> None:
+def _write_report(path: Path, store, src: Source, manifest, offsets) -> None:
     labels = src.labels(src.holdout_rows)
     preds = decide(lockbox_probs(src), offsets)
     top = max(src.members, key=lambda c: (c.weight, -c.trial.number))
@@ -458,7 +339,7 @@ def _write_report(path: Path, store, src: _Source, manifest, offsets) -> None:
 
 
 # --- manifest, summary ----------------------------------------------------------------------
-def _manifest(src: _Source, members, offsets, metrics, calibrate: bool) -> dict[str, Any]:
+def _manifest(src: Source, members, offsets, metrics, calibrate: bool) -> dict[str, Any]:
     s = src.settings
     return {
         "format": BUNDLE_FORMAT,
@@ -494,7 +375,7 @@ def _write_json(path: Path, doc: dict[str, Any]) -> None:
     path.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
-def _summary(opts, src: _Source, manifest, submission, warnings) -> dict[str, Any]:
+def _summary(opts, src: Source, manifest, submission, warnings) -> dict[str, Any]:
     out = Path(opts.out)
     members = manifest["members"]
     return {
