@@ -8,9 +8,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from histosweep.model._batches import epoch_seed, micro_chunks
-from histosweep.model._loss import soft_cross_entropy, target_weight_sum
-from histosweep.model._predict import autocast
+from histosweep.model._batches import epoch_seed
 from histosweep.model._tile_bags import (
     bag_inputs,
     cutmix_within_bags,
@@ -48,23 +46,7 @@ class TileFoldRun(_FoldRun):
         """One optimizer step on the bags of `rows`, accumulated over micro-batches of images."""
         images, masks, labels, valid = self._train_inputs(rows, augmenter)
         targets = torch.nn.functional.one_hot(labels, self.num_classes).float()  # (B, C)
-        denominator = target_weight_sum(targets, self.weights)
-        self.optimizer.zero_grad(set_to_none=True)
-        total = torch.zeros((), device=self.device)
-        for chunk in micro_chunks(len(rows), self.micro_batch):
-            with autocast(self.device):
-                logits = self.train_model(images[chunk], masks[chunk], valid[chunk])  # (b, C)
-            loss = soft_cross_entropy(
-                logits, targets[chunk], weight=self.weights,
-                label_smoothing=self.cfg.label_smoothing, reduction="sum",
-            ) / denominator
-            loss.backward()
-            total += loss.detach()
-        self.optimizer.step()
-        self.optimizer_steps += 1
-        if self.ema is not None:
-            self.ema.update(self.model, step=self.optimizer_steps)
-        return total
+        return self.optimizer_step((images, masks, valid), targets)
 
     def _train_inputs(self, rows: np.ndarray, augmenter):
         """-> images (B, k, 3, T, T), masks (B, k, 1, T, T), labels (B,), valid (B, k)."""

@@ -184,23 +184,21 @@ class _FoldRun:
         """One optimizer step on an effective batch, accumulated over micro-batches."""
         images_u8, masks_u8, labels = self.source.batch(rows)
         images, masks, targets = augmenter(images_u8, masks_u8, labels)  # (B,3,H,W) (B,1,H,W) (B,C)
-        images, masks = channels_last(images), channels_last(masks)
+        return self.optimizer_step((channels_last(images), channels_last(masks)), targets)
+
+    def optimizer_step(self, inputs: tuple[torch.Tensor, ...], targets: torch.Tensor) -> torch.Tensor:
+        """Weighted soft CE of train_model(*inputs) against targets (B, C), accumulated over
+        micro-batches (each input sliced alike along dim 0), then one optimizer and EMA step."""
         denominator = target_weight_sum(targets, self.weights)  # shared by every micro-batch
         self.optimizer.zero_grad(set_to_none=True)
         total = torch.zeros((), device=self.device)
-        for chunk in micro_chunks(len(rows), self.micro_batch):
+        for chunk in micro_chunks(len(targets), self.micro_batch):
             with autocast(self.device):
-                logits = self.train_model(images[chunk], masks[chunk])  # (b, C)
-            loss = (
-                soft_cross_entropy(
-                    logits,
-                    targets[chunk],
-                    weight=self.weights,
-                    label_smoothing=self.cfg.label_smoothing,
-                    reduction="sum",
-                )
-                / denominator
-            )
+                logits = self.train_model(*(x[chunk] for x in inputs))  # (b, C)
+            loss = soft_cross_entropy(
+                logits, targets[chunk], weight=self.weights,
+                label_smoothing=self.cfg.label_smoothing, reduction="sum",
+            ) / denominator
             loss.backward()
             total += loss.detach()
         self.optimizer.step()
