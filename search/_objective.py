@@ -53,6 +53,7 @@ class Runtime:
     _dataset: object = None
     _caches: dict = field(default_factory=dict)
     _uploader: Uploader | None = None
+    check_stop: object = None  # the worker's TrialLoop.raise_if_stopped (None outside a worker)
 
     def uploader(self) -> Uploader:
         """The worker's background uploader (one thread, started at first use)."""
@@ -149,6 +150,8 @@ class Objective:
         curve: list[float] = []
 
         def on_epoch(m) -> bool:
+            if self.rt.check_stop is not None:
+                self.rt.check_stop()  # a stop signal whose own raise was swallowed
             self.rt.uploader().raise_if_failed()  # an earlier fold's upload failed: stop now
             step = f * self.fold_steps + len(curve)
             curve.append(float(m.val_f1))

@@ -242,6 +242,22 @@ def _log_categorical_fallback(settings) -> None:
                     "(see README: Samplers)", settings.sampler, ", ".join(categorical))
 
 
+def _quiet_stop_hook(default):
+    """sys.unraisablehook that turns a stop signal landing in a finaliser into one debug line
+    (the trial stops at its next epoch instead); anything else goes to the previous hook."""
+    if getattr(default, "histosweep_quiet", False):
+        return default
+
+    def hook(unraisable) -> None:
+        if isinstance(unraisable.exc_value, (WorkerStopped, KeyboardInterrupt)):
+            log.debug("stop signal arrived inside a finaliser; the trial stops at its next epoch")
+            return
+        default(unraisable)
+
+    hook.histosweep_quiet = True
+    return hook
+
+
 class TrialLoop:
     """ask -> objective -> tell, gated so that --n-trials is exact across all workers."""
 
@@ -261,9 +277,18 @@ class TrialLoop:
         self.last_failure = ""
         self.last_store_failure = ""
         self.stopped_by: int | None = None  # the first stop signal received
+        if isinstance(getattr(objective, "rt", None), Runtime):
+            objective.rt.check_stop = self.raise_if_stopped  # checked at every epoch's end
+
+    def raise_if_stopped(self) -> None:
+        """Stop the running trial if a stop signal came: the backstop for a WorkerStopped that
+        the handler raised inside a finaliser (a weakref callback), where Python swallows it."""
+        if self.stop.is_set():
+            raise WorkerStopped(_signal_name(self.stopped_by))
 
     def run(self) -> int:
         old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        sys.unraisablehook = _quiet_stop_hook(sys.unraisablehook)
         start = time.monotonic()
         try:
             while not self.stop.is_set():
@@ -331,6 +356,7 @@ class TrialLoop:
                     if self.stop.is_set():  # signalled during the ask (in_trial was False then)
                         raise WorkerStopped(f"{_signal_name(self.stopped_by)} before the trial started")
                     value = self.objective(trial)
+                    self.raise_if_stopped()  # the signal's own raise may have been swallowed
                     state = TrialState.COMPLETE
                 except optuna.TrialPruned as exc:
                     state, reason = TrialState.PRUNED, str(exc)

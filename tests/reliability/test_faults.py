@@ -237,3 +237,41 @@ def test_eight_processes_two_hundred_trials_exact_and_unique(pg_url, tmp_path):
     assert TrialState.RUNNING not in states and TrialState.WAITING not in states
     assert TrialState.FAIL not in states
     assert TrialState.PRUNED in states  # both finished states were counted
+
+
+def test_a_stop_signal_swallowed_by_a_finaliser_still_stops_the_trial(capsys):
+    """SIGTERM landing while a finaliser runs (seen in CI inside SQLAlchemy's weakref callback):
+    Python swallows the handler's WorkerStopped there, so the trial must still be stopped and
+    re-queued (exit 143) instead of completing, and no 'Exception ignored' traceback is printed."""
+    import os
+    import sys
+
+    from histosweep.search._worker import TrialLoop, WorkerOptions
+
+    seen = {}
+
+    class Finaliser:
+        def __del__(self):
+            signal.raise_signal(signal.SIGTERM)  # the handler runs here, inside the finaliser
+
+    def objective(trial):
+        Finaliser()  # freed at once: its __del__ swallows the handler's WorkerStopped
+        seen["ran_on"] = os.getpid()
+        return 0.5
+
+    study = optuna.create_study()
+    opts = WorkerOptions(study="mem", storage=None, artifacts=None, n_trials=1, progress=False)
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    hook = sys.unraisablehook
+    try:
+        code = TrialLoop(study, objective, opts, "t").run()
+    finally:
+        for s, h in handlers.items():
+            signal.signal(s, h)
+        sys.unraisablehook = hook
+    assert seen["ran_on"] == os.getpid()  # the objective went on: the raise was swallowed
+    assert code == 143
+    first = study.trials[0]
+    assert first.state == TrialState.FAIL
+    assert first.user_attrs["fail_reason"].startswith("worker stopped by SIGTERM; re-queued")
+    assert "Traceback" not in capsys.readouterr().err
