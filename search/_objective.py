@@ -150,9 +150,11 @@ class Objective:
         curve: list[float] = []
 
         def on_epoch(m) -> bool:
+            # NOTE: the upload error first: it is the cause when both happened (a worker that
+            # stops because its store is gone), and the trial's fail_reason should say so.
+            self.rt.uploader().raise_if_failed()  # an earlier fold's upload failed: stop now
             if self.rt.check_stop is not None:
                 self.rt.check_stop()  # a stop signal whose own raise was swallowed
-            self.rt.uploader().raise_if_failed()  # an earlier fold's upload failed: stop now
             step = f * self.fold_steps + len(curve)
             curve.append(float(m.val_f1))
             trial.report(float(m.val_f1), step)
