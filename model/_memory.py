@@ -30,7 +30,7 @@ def staged_bytes(n_rows: int, resolution: int) -> int:
 
 def run_train_step(cfg: TrainConfig, device: torch.device) -> float:
     """One optimizer step at cfg's micro-batch and one no-grad forward at the evaluation batch,
-    on random inputs, as the fold trainer runs them (bf16 autocast, channels_last on CUDA).
+    on random inputs, as the fold trainer runs them (bf16 autocast on CUDA, channels_last).
     Returns the step's loss (a stand-in: mean log-sum-exp of the logits)."""
     from histosweep.model._net import build_model
     from histosweep.model._optim import build_optimizer
@@ -39,8 +39,7 @@ def run_train_step(cfg: TrainConfig, device: torch.device) -> float:
     micro = max(2, cfg.batch_size // cfg.accumulation)
     with device:
         model = build_model(cfg, pretrained=False)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
+    model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(model, cfg)
     loss = torch.zeros(())
     for batch, train in ((micro, True), (2 * micro, False)):  # eval batch: the trainer's 2x

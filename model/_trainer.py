@@ -132,8 +132,7 @@ class _FoldRun:
         # short GPU epoch (bench/fold_phases.py)
         with device:
             self.model = build_model(cfg, num_classes=num_classes)
-        if device.type == "cuda":
-            self.model = self.model.to(memory_format=torch.channels_last)
+        self.model = self.model.to(memory_format=torch.channels_last)  # as its inputs (any device)
         self.train_model = self._maybe_compile(self.model)
         self.optimizer = build_optimizer(self.model, cfg)
         self.ema = build_ema(self.model, cfg)  # None unless cfg.ema_decay > 0
