@@ -8,7 +8,7 @@ with batch statistics), so a seed trains the same weights at every size: the com
 paired, and `test_f1_vs_largest` is the mean per-seed difference from the largest size.
 
 Run: `python bench/bn_recal.py [--sizes 0 16 32 64 256 --seeds 0 1 2 --lrs 1e-4 5e-4]` (CPU,
-convnext_atto + resnet10t, 64 px, Lion, 6 epochs; ~6 min on 2 cores). Last line: JSON.
+convnext_atto + resnet10t, 64 px, Lion, 6 epochs; ~10 min on 2 cores). Last line: JSON.
 """
 
 from __future__ import annotations

@@ -113,6 +113,23 @@ def test_same_seed_same_metrics_other_seed_other_metrics(cache32, synth, small_s
     assert _losses(runs[0]) != _losses(runs[2])
 
 
+@pytest.mark.slow
+def test_recalibration_size_changes_only_the_statistics_evaluation_reads(cache32, synth, small_split):
+    """Why bench/bn_recal.py can compare sizes seed by seed: training normalises with batch
+    statistics, so the learned weights and the training losses do not depend on the size."""
+    cfg = TINY.replace(keep="last", dropout=0.3)
+    off, small, full = (
+        train_fold(cfg.replace(bn_recalibration_images=n), cache32, synth[1], **small_split,
+                   progress=False)
+        for n in (0, 2, 8)
+    )
+    for run in (small, full):
+        assert [m.train_loss for m in run.epochs] == [m.train_loss for m in off.epochs]
+        stats = [k for k in off.state_dict if not torch.equal(off.state_dict[k], run.state_dict[k])]
+        assert stats and all(k.endswith(("running_mean", "running_var", "num_batches_tracked"))
+                             for k in stats), stats
+    assert not all(torch.equal(small.state_dict[k], full.state_dict[k]) for k in small.state_dict)
+
 def test_on_epoch_true_stops_after_that_epoch(cache32, synth, small_split, capsys):
     seen: list[EpochMetrics] = []
 
