@@ -36,29 +36,17 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _timed_recalibration(seconds: list[float]) -> None:
-    """Add each recalibration's wall time to `seconds` (one entry per fold)."""
-    import histosweep.model._trainer as trainer
-
-    original = trainer._FoldRun.recalibrate_bn
-
-    def timed(self, epoch: int) -> None:
-        started = time.perf_counter()
-        try:
-            original(self, epoch)
-        finally:
-            seconds[-1] += time.perf_counter() - started
-
-    trainer._FoldRun.recalibrate_bn = timed
-
-
 def main(argv: list[str] | None = None) -> dict:
     args = _args(argv)
+    import torch
+    from fold_phases import Timer  # bench/: the same phase timer
+
+    import histosweep.model._trainer as trainer
     from histosweep.data import load_dataset, open_cache, synthesize
     from histosweep.model import TrainConfig, macro_f1, train_fold
 
-    recal_s: list[float] = []
-    _timed_recalibration(recal_s)
+    timer = Timer(torch.device("cpu"))
+    timer.wrap(trainer._FoldRun, "recalibrate_bn", "recalibration")
     rows = []
     with tempfile.TemporaryDirectory(prefix="histosweep-bnrecal-") as tmp:
         root = synthesize(Path(tmp) / "synth", n_train=args.n_train + args.n_test, n_test=2,
@@ -80,13 +68,13 @@ def main(argv: list[str] | None = None) -> dict:
                                       resolution=args.resolution, batch_size=16, epochs=args.epochs,
                                       t0=args.epochs, lr=lr, head_hidden=64, pretrained=False,
                                       bn_recalibration_images=size, seed=seed)
-                    recal_s.append(0.0)
+                    timer.seconds.clear()
                     started = time.perf_counter()
                     result = train_fold(cfg, cache, labels, **split, device="cpu", progress=False)
                     rows.append({"lr": lr, "seed": seed, "size": size,
                                  "val_f1": round(result.best_val_f1, 4),
                                  "test_f1": round(macro_f1(test_truth, result.holdout_probs), 4),
-                                 "recal_s": round(recal_s[-1], 3),
+                                 "recal_s": round(timer.seconds["recalibration"], 3),
                                  "fold_s": round(time.perf_counter() - started, 3)})
                     if not args.json:
                         print(json.dumps(rows[-1]), flush=True)

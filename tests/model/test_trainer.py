@@ -130,6 +130,7 @@ def test_recalibration_size_changes_only_the_statistics_evaluation_reads(cache32
                              for k in stats), stats
     assert not all(torch.equal(small.state_dict[k], full.state_dict[k]) for k in small.state_dict)
 
+
 def test_on_epoch_true_stops_after_that_epoch(cache32, synth, small_split, capsys):
     seen: list[EpochMetrics] = []
 
