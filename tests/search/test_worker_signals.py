@@ -89,6 +89,22 @@ def _pool_started(parent: subprocess.Popen) -> list[int]:
     return [pool for slot in _children(parent.pid) for pool in _children(slot)]
 
 
+def _ignores_sigint(pid: int) -> bool:
+    """The process ignores SIGINT now: a slot inside data._pool's pool-start window, where a
+    Ctrl-C is lost by design (documented there: press it again)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    mask = next(int(line.split()[1], 16) for line in status.splitlines() if line.startswith("SigIgn:"))
+    return bool(mask & (1 << (signal.SIGINT - 1)))
+
+
+def _decoding_past_pool_start(parent: subprocess.Popen) -> bool:
+    """A slot's decode pool runs and no slot is starting one (SIGINT is handled again)."""
+    return bool(_pool_started(parent)) and not any(_ignores_sigint(s) for s in _children(parent.pid))
+
+
 def test_ctrl_c_on_the_process_group_of_two_slots_exits_130_without_traceback(
         synth_root, tmp_path, sqlite_url, monkeypatch):
     monkeypatch.setenv("HISTOSWEEP_CACHE", str(tmp_path / "cache"))  # the slots build it: a pool
@@ -98,8 +114,10 @@ def test_ctrl_c_on_the_process_group_of_two_slots_exits_130_without_traceback(
     try:
         # NOTE: the pool processes are started with `spawn` (the slot has a heartbeat thread): a
         # SIGINT while they start or decode was a KeyboardInterrupt traceback from each of them
-        wait_for(lambda: _running(sqlite_url, "group") == 2 and _pool_started(parent), timeout=300,
-                 what="two running trials and a slot's decode pool", proc=parent)
+        # NOTE: past the pool's start: a SIGINT inside that window is lost by design (CI once
+        # saw one slot miss it and finish its trials)
+        wait_for(lambda: _running(sqlite_url, "group") == 2 and _decoding_past_pool_start(parent),
+                 timeout=300, what="two running trials and a slot's decode pool", proc=parent)
         os.killpg(parent.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
         out = parent.communicate(timeout=120)[0]
     finally:
