@@ -7,6 +7,7 @@ content or the new, never half. Exercise: the cache build and `histosweep export
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import shutil
@@ -70,12 +71,14 @@ def atomic_dir(target: str | os.PathLike[str], *, replace: bool | Callable[[Path
     replace=True swaps out whatever is at `target` (old copy removed afterwards). A callable is
     asked, at the start and again at the final rename, whether what is there may be replaced
     (e.g. only an earlier bundle). Otherwise, or when it says no, a target that exists or
-    appeared meanwhile raises FileExistsError and is left untouched. marker=True puts
+    appeared meanwhile raises FileExistsError and is left untouched. Another writer's copy that
+    lands at `target` during the swap is asked about the same way (replace=True: the last
+    rename wins). marker=True puts
     TMP_MARKER in the temp folder until the rename (see stale_temp_dirs).
     """
     target = Path(target)
     if _exists(target) and not _may_replace(replace, target):
-        raise FileExistsError(f"{target} already exists")
+        raise FileExistsError(errno.EEXIST, f"{target} already exists")
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     try:
@@ -100,24 +103,47 @@ def _may_replace(replace: bool | Callable[[Path], bool], target: Path) -> bool:
 
 
 def _swap_in(tmp: Path, target: Path, replace) -> None:
-    old = None
-    if _exists(target):
-        if not _may_replace(replace, target):
-            raise FileExistsError(f"{target} appeared while it was being written")
-        old = target.parent / f".{target.name}.old-{os.getpid()}"
-        os.replace(target, old)
-    try:
-        # NOTE: rename, never replace, once the target is out of the way: a non-empty folder
-        # that appears there in between makes it fail (ENOTEMPTY) instead of being swapped out.
-        os.rename(tmp, target)
-    except OSError as exc:
-        if old is not None and not _exists(target):
-            os.replace(old, target)  # put the earlier copy back
+    """Rename `tmp` onto `target`, moving what is there aside when `replace` allows it.
+
+    Another writer's rename can land between our move-aside and our rename (two workers building
+    the same cache entry): then what is there now is asked about again, and the swap retried.
+    """
+    for attempt in range(_SWAP_ATTEMPTS):
+        old = None
         if _exists(target):
-            raise FileExistsError(f"{target} appeared while it was being written") from exc
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+            if not _may_replace(replace, target):
+                raise _appeared(target)
+            old = target.parent / f".{target.name}.old-{os.getpid()}-{attempt}"
+            try:
+                os.replace(target, old)
+            except FileNotFoundError:  # another writer moved it aside first
+                old = None
+        try:
+            # NOTE: rename, never replace, once the target is out of the way: a non-empty folder
+            # that appears there in between makes it fail (ENOTEMPTY) instead of being swapped out.
+            os.rename(tmp, target)
+        except OSError as exc:
+            if not _exists(target):
+                if old is not None:
+                    os.replace(old, target)  # put the earlier copy back
+                raise
+            if old is not None:  # a newer copy than the one we moved aside is there now
+                shutil.rmtree(old, ignore_errors=True)
+            if not (exc.errno in (errno.ENOTEMPTY, errno.EEXIST) or isinstance(exc, IsADirectoryError)):
+                raise
+            continue
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        return
+    raise FileExistsError(errno.EEXIST, f"{target} kept being replaced by other writers while this "
+                          f"copy was written ({_SWAP_ATTEMPTS} tries)")
+
+
+_SWAP_ATTEMPTS = 5
+
+
+def _appeared(target: Path) -> FileExistsError:
+    return FileExistsError(errno.EEXIST, f"{target} appeared while it was being written")
 
 
 def stale_temp_dirs(target: str | os.PathLike[str], *, before: float) -> list[Path]:

@@ -142,6 +142,52 @@ def test_atomic_dir_replaces_whole(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]
 
 
+def _rename_after_another_writer(monkeypatch, target, content):
+    """os.rename that lets another writer's copy land at `target` just before our first rename
+    onto it: the window between moving the old copy aside and renaming ours in (CI hit it)."""
+    import os
+
+    real_rename = os.rename
+    landed = []
+
+    def rename(src, dst):
+        if str(dst) == str(target) and not landed:
+            other = target.parent / ".other-writer.tmp"
+            other.mkdir()
+            (other / "who").write_text(content)
+            real_rename(other, target)
+            landed.append(True)
+        return real_rename(src, dst)
+
+    monkeypatch.setattr(os, "rename", rename)
+    return landed
+
+
+def test_atomic_dir_replace_retries_when_another_writer_lands_first(tmp_path, monkeypatch):
+    target = tmp_path / "entry"
+    with storage.atomic_dir(target) as tmp:
+        (tmp / "who").write_text("first")
+    landed = _rename_after_another_writer(monkeypatch, target, "other")
+    with storage.atomic_dir(target, replace=True) as tmp:
+        (tmp / "who").write_text("ours")
+    assert landed  # the race really happened
+    assert (target / "who").read_text() == "ours"  # the last rename wins, as two builders expect
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["entry"]  # no .old- or .tmp left
+
+
+def test_atomic_dir_refuses_a_foreign_folder_that_lands_in_the_window(tmp_path, monkeypatch):
+    target = tmp_path / "bundle"
+    with storage.atomic_dir(target) as tmp:
+        (tmp / "who").write_text("ours-earlier")
+    _rename_after_another_writer(monkeypatch, target, "foreign")
+    ours = lambda path: (path / "who").read_text().startswith("ours")  # noqa: E731
+    with pytest.raises(FileExistsError):
+        with storage.atomic_dir(target, replace=ours) as tmp:
+            (tmp / "who").write_text("ours-new")
+    assert (target / "who").read_text() == "foreign"  # left untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]
+
+
 def test_s3_spec_builds_a_boto3_store(monkeypatch):
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
