@@ -11,7 +11,9 @@ Folds run back to back as in a worker: uploads go to the worker's background upl
 next fold's start; the last fold's uploads are waited for at the end (a trial's end), reported
 apart. Each phase is timed with the device synchronised before and after, so shares are wall
 time. The last line is JSON: seconds per phase of the last fold, shares, the share of the fold
-outside training epochs (`outside_training_share`, target <= 0.10), and the arguments.
+outside training epochs (`outside_training_share`, target <= 0.10), `first_fold_build_s` (a
+fresh build in a warm process: only a trial's first fold pays it, later folds copy that network,
+model/_initial.py; the timed last fold shows the copy), and the arguments.
 """
 
 from __future__ import annotations
@@ -42,6 +44,9 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: best)")
     parser.add_argument("--json", action="store_true", help="print only the JSON line")
     return parser.parse_args(argv)
+
+
+BUILD = "build (model, optimizer, stage rows)"
 
 
 class Timer:
@@ -81,7 +86,7 @@ def _instrument(timer: Timer) -> None:
     from histosweep import model
     from histosweep.model._fold_state import FoldState
 
-    timer.wrap(trainer._FoldRun, "__init__", "build (model, optimizer, stage rows)")
+    timer.wrap(trainer._FoldRun, "__init__", BUILD)
     timer.wrap(trainer._FoldRun, "train_epoch", "train epochs")
     timer.wrap(FoldState, "capture", "OOM snapshot (FoldState.capture)")
     timer.wrap(trainer._FoldRun, "recalibrate_bn", "BatchNorm recalibration")
@@ -103,9 +108,10 @@ def _splits(n: int, cv_folds: int) -> dict:
             "train_idx": np.sort(rows[n_hold + n_val:])}
 
 
-def _run_folds(args, timer: Timer, cfg, cache, labels, splits, device, tmp: Path) -> tuple[float, float]:
+def _run_folds(args, timer: Timer, cfg, cache, labels, splits, device, tmp: Path) -> tuple[float, float, float]:
     """Train args.folds folds back to back as a worker does -> (last fold's critical-path wall
-    time, the final wait for uploads)."""
+    time, the final wait for uploads, a fresh build's seconds: only a trial's first fold
+    builds the network, model/_initial.py)."""
     import optuna
 
     import histosweep.search._artifacts as artifacts
@@ -134,11 +140,30 @@ def _run_folds(args, timer: Timer, cfg, cache, labels, splits, device, tmp: Path
             uploads.submit(job)
         timer.sync()
         wall = time.perf_counter() - started
+    first_build = _cold_build(timer, cfg, device)  # a new trial's first fold, in a warm process
     started = time.perf_counter()
     uploads.wait()
     final_wait = time.perf_counter() - started
     study.tell(trial, 0.0)
-    return wall, final_wait
+    return wall, final_wait, first_build
+
+
+def _cold_build(timer: Timer, cfg, device) -> float:
+    """Seconds to build the network afresh (no copy to start from), imports and first-call
+    costs already paid: what the first fold of every later trial pays on top of a copy."""
+    import torch
+
+    from histosweep.data import CLASSES
+    from histosweep.model._initial import initial_models
+
+    initial_models.clear()
+    timer.sync()
+    started = time.perf_counter()
+    with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+        torch.manual_seed(cfg.seed)
+        initial_models.build(cfg, num_classes=len(CLASSES), device=device)
+    timer.sync()
+    return time.perf_counter() - started
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -165,7 +190,7 @@ def main(argv: list[str] | None = None) -> dict:
                           t0=args.epochs, pretrained=False, **extra)
         splits = _splits(len(labels), args.cv_folds)
         _instrument(timer)
-        wall, final_wait = _run_folds(args, timer, cfg, cache, labels, splits, device, tmp)
+        wall, final_wait, first_build = _run_folds(args, timer, cfg, cache, labels, splits, device, tmp)
     seconds = {k: v for k, v in timer.seconds.items() if not k.startswith("background")}
     background = {k: v for k, v in timer.seconds.items() if k.startswith("background")}
     seconds["other (unaccounted)"] = wall - sum(seconds.values())
@@ -184,6 +209,7 @@ def main(argv: list[str] | None = None) -> dict:
         "phases_share": {k: round(v / wall, 3) for k, v in order},
         "background_s": {k: round(v, 3) for k, v in background.items()},
         "trial_end_upload_wait_s": round(final_wait, 3),
+        "first_fold_build_s": round(first_build, 3),
     }
     del np
     if not args.json:
@@ -198,6 +224,8 @@ def _print_table(args, result: dict) -> None:
           f"{result['outside_training_share']:.1%} outside training epochs")
     for phase, secs in result["phases_s"].items():
         print(f"  {phase:48s} {secs:8.3f} s  {result['phases_share'][phase]:6.1%}")
+    print(f"  (a trial's first fold builds the network: {result['first_fold_build_s']:.3f} s "
+          "in a warm process; its later folds copy it: the build row)")
     for phase, secs in result["background_s"].items():
         print(f"  {phase:48s} {secs:8.3f} s  (off the critical path)")
     print(f"  {'wait for the last uploads at the trial end':48s} {result['trial_end_upload_wait_s']:8.3f} s")

@@ -28,6 +28,7 @@ from histosweep.model._config import TrainConfig
 from histosweep.model._ema import build_ema
 from histosweep.model._errors import ModelError
 from histosweep.model._fold_state import FoldState, cpu_state_dict
+from histosweep.model._initial import initial_models
 from histosweep.model._loss import class_weights, soft_cross_entropy, target_weight_sum
 from histosweep.model._metrics import macro_f1
 from histosweep.model._net import DualBranchNet, build_model
@@ -35,6 +36,7 @@ from histosweep.model._optim import build_optimizer, build_scheduler, step_sched
 from histosweep.model._predict import autocast, channels_last, pick_device, probs_for_rows
 
 MIN_MICRO_BATCH = 2  # BatchNorm1d in the head cannot train on one sample
+CPU_PREDICT_PIXELS = 96 * 64 * 64  # a CPU validation batch: 96 images at 64 px, 2 at 384 px
 
 
 @dataclass
@@ -128,10 +130,8 @@ class _FoldRun:
         stage = np.concatenate([self.train_idx, self.val_idx])
         self.source = RowSource(cache.images, cache.masks, labels, device, stage_rows=stage)
         self.holdout_source = RowSource(cache.images, cache.masks, None, device)
-        # NOTE: built on the device: random init of a ConvNeXt on the CPU took longer than a
-        # short GPU epoch (bench/fold_phases.py)
-        with device:
-            self.model = build_model(cfg, num_classes=num_classes)
+        # the same network every fold of this trial starts from: built once per process
+        self.model = initial_models.build(cfg, num_classes=num_classes, device=device)
         self.model = self.model.to(memory_format=torch.channels_last)  # as its inputs (any device)
         self.train_model = self._maybe_compile(self.model)
         self.optimizer = build_optimizer(self.model, cfg)
@@ -277,6 +277,14 @@ class _FoldRun:
     def eval_batch_size(self) -> int:
         return 2 * self.micro_batch  # no activations kept for backward: twice the train batch
 
+    def predict_batch_size(self) -> int:
+        """Validation and holdout batches: eval's, and on the CPU up to CPU_PREDICT_PIXELS per
+        batch (oneDNN runs a batch of 96 images at 64 px ~15 % faster per image than 32;
+        bench/fold_phases.py). Recalibration keeps eval's batches: they set its statistics."""
+        if self.device.type != "cpu":
+            return self.eval_batch_size()  # CUDA: what --trials-per-gpu auto measured
+        return max(self.eval_batch_size(), CPU_PREDICT_PIXELS // self.cfg.resolution**2)
+
     def validate(self) -> tuple[np.ndarray, float, float]:
         """Validation probs (n_val, C), loss (same criterion, one-hot targets), macro-F1."""
         probs = self.predict_rows(self.source, self.val_idx)
@@ -293,7 +301,7 @@ class _FoldRun:
 
     def predict_rows(self, source: RowSource, rows: np.ndarray) -> np.ndarray:
         """Softmax (len(rows), C) of the kept weights (the tile run pools each image's bag)."""
-        return probs_for_rows(self.eval_model, source, rows, batch_size=self.eval_batch_size())
+        return probs_for_rows(self.eval_model, source, rows, batch_size=self.predict_batch_size())
 
     def _label(self, epoch: int) -> str:
         return f"{self.desc} epoch {epoch + 1}/{self.cfg.epochs}".strip()

@@ -131,6 +131,47 @@ def test_recalibration_size_changes_only_the_statistics_evaluation_reads(cache32
     assert not all(torch.equal(small.state_dict[k], full.state_dict[k]) for k in small.state_dict)
 
 
+def test_later_folds_start_from_a_copy_of_the_first_build_and_compute_the_same(
+    cache32, synth, small_split
+):
+    """A trial's folds after the first copy the network built for the first (model/_initial.py)
+    and restore the generator states that build left: bit for bit what a fresh build trains."""
+    from histosweep.model._initial import initial_models
+
+    cfg = TINY.replace(keep="last", dropout=0.3, drop_path_rate=0.2, seed=7)  # draws from torch's RNG
+    initial_models.clear()
+    cold = train_fold(cfg, cache32, synth[1], **small_split, progress=False)
+    hits = initial_models.hits
+    warm = train_fold(cfg, cache32, synth[1], **small_split, progress=False)
+    assert initial_models.hits == hits + 1  # the second fold did not build
+    assert _losses(warm) == _losses(cold)
+    assert all(torch.equal(warm.state_dict[k], cold.state_dict[k]) for k in cold.state_dict)
+    np.testing.assert_array_equal(warm.holdout_probs, cold.holdout_probs)
+    other = train_fold(cfg.replace(seed=8), cache32, synth[1], **small_split, progress=False)
+    assert initial_models.hits == hits + 1  # another seed is another network: built anew
+    assert _losses(other) != _losses(cold)
+
+
+def test_cpu_predicts_in_larger_batches_with_the_same_probabilities(cache32, synth, small_split):
+    """Validation/holdout batches on the CPU hold CPU_PREDICT_PIXELS (faster per image); the
+    probabilities match the eval batch's to float precision; recalibration keeps eval's batch."""
+    from histosweep.model._predict import probs_for_rows
+    from histosweep.model._trainer import CPU_PREDICT_PIXELS, _FoldRun
+
+    run = _FoldRun(TINY, cache32, synth[1], small_split, torch.device("cpu"), progress=False,
+                   desc="", num_classes=4)
+    assert run.eval_batch_size() == 2 * TINY.batch_size
+    assert run.predict_batch_size() == CPU_PREDICT_PIXELS // 32**2 > run.eval_batch_size()
+    rows = np.arange(len(synth[1]))
+    small = probs_for_rows(run.eval_model, run.holdout_source, rows,
+                           batch_size=run.eval_batch_size())
+    large = run.predict_rows(run.holdout_source, rows)
+    np.testing.assert_allclose(large, small, rtol=0, atol=1e-6)
+    big = _FoldRun(TINY.replace(resolution=384), cache32, synth[1], small_split,
+                   torch.device("cpu"), progress=False, desc="", num_classes=4)
+    assert big.predict_batch_size() == big.eval_batch_size()  # 384 px: no larger than eval's
+
+
 def test_on_epoch_true_stops_after_that_epoch(cache32, synth, small_split, capsys):
     seen: list[EpochMetrics] = []
 
