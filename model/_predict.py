@@ -67,7 +67,7 @@ def _probs_batch(
     return torch.stack(probs).mean(dim=0)
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def probs_for_rows(
     model: nn.Module,
     source: RowSource,

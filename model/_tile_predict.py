@@ -33,7 +33,7 @@ def _bag_probs(model, images, masks, valid, *, tta: bool) -> torch.Tensor:
     return torch.stack(probs).mean(dim=0)
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def probs_for_bags(
     model: nn.Module, source: RowSource, counts: np.ndarray, rows: np.ndarray, *,
     batch_size: int, tta: bool = False, progress: bool = False, desc: str = "predict",
