@@ -73,8 +73,8 @@ def atomic_dir(target: str | os.PathLike[str], *, replace: bool | Callable[[Path
     (e.g. only an earlier bundle). Otherwise, or when it says no, a target that exists or
     appeared meanwhile raises FileExistsError and is left untouched. Another writer's copy that
     lands at `target` during the swap is asked about the same way (replace=True: the last
-    rename wins). marker=True puts
-    TMP_MARKER in the temp folder until the rename (see stale_temp_dirs).
+    rename wins). marker=True puts TMP_MARKER in the temp folder until the rename (see
+    stale_temp_dirs).
     """
     target = Path(target)
     if _exists(target) and not _may_replace(replace, target):
