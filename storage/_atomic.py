@@ -112,7 +112,7 @@ def _swap_in(tmp: Path, target: Path, replace) -> None:
         old = None
         if _exists(target):
             if not _may_replace(replace, target):
-                raise _appeared(target)
+                raise FileExistsError(errno.EEXIST, f"{target} appeared while it was being written")
             old = target.parent / f".{target.name}.old-{os.getpid()}-{attempt}"
             try:
                 os.replace(target, old)
@@ -129,7 +129,7 @@ def _swap_in(tmp: Path, target: Path, replace) -> None:
                 raise
             if old is not None:  # a newer copy than the one we moved aside is there now
                 shutil.rmtree(old, ignore_errors=True)
-            if not (exc.errno in (errno.ENOTEMPTY, errno.EEXIST) or isinstance(exc, IsADirectoryError)):
+            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
                 raise
             continue
         if old is not None:
@@ -140,10 +140,6 @@ def _swap_in(tmp: Path, target: Path, replace) -> None:
 
 
 _SWAP_ATTEMPTS = 5
-
-
-def _appeared(target: Path) -> FileExistsError:
-    return FileExistsError(errno.EEXIST, f"{target} appeared while it was being written")
 
 
 def stale_temp_dirs(target: str | os.PathLike[str], *, before: float) -> list[Path]:
