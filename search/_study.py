@@ -208,7 +208,7 @@ def open_study(name: str, storage_url: str | None, *, heartbeat: int | None = No
     import optuna
 
 
-    storage = open_storage(storage_url, heartbeat=heartbeat)
+    storage = open_storage(storage_url, heartbeat=heartbeat, create=False)
     try:
         study = optuna.load_study(study_name=name, storage=storage)
     except KeyError:

@@ -14,6 +14,7 @@ from histosweep.storage._url import is_grpc, is_sqlite, redact, redact_text, res
 
 DEFAULT_HEARTBEAT_S = 60
 DEFAULT_MAX_RETRY = 3
+GRPC_CONNECT_TIMEOUT_S = 10
 
 
 def engine_options(url: str) -> dict[str, Any]:
@@ -35,14 +36,21 @@ def open_storage(
     heartbeat: int | None = None,
     grace_period: int | None = None,
     max_retry: int | None = DEFAULT_MAX_RETRY,
+    create: bool = True,
 ):
-    """An optuna RDBStorage for `url` (resolved); heartbeats when `heartbeat` seconds given."""
+    """An optuna RDBStorage for `url` (resolved); heartbeats when `heartbeat` seconds given.
+
+    create=False (commands that read an existing study): a SQLite file that does not exist is
+    an error instead of a new empty database left behind (a typo in the path, the wrong folder).
+    """
     import optuna
     import sqlalchemy.exc
 
     url = resolve_storage_url(url)
     if is_grpc(url):
         return _open_grpc(url)
+    if not create:
+        _require_sqlite_file(url)
     kwargs: dict[str, Any] = {"engine_kwargs": engine_options(url)}
     try:
         with _quiet_experimental():
@@ -64,8 +72,32 @@ def open_storage(
             else "check the host, port, user and password, and that the server is running"
         )
         raise StorageError(f"cannot open storage {redact(url)}: {reason} ({hint})") from None
+    except sqlalchemy.exc.DatabaseError as exc:  # e.g. a file that is not an SQLite database
+        reason = redact_text(str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc))
+        raise StorageError(
+            f"cannot use storage {redact(url)}: {reason} (is it the study database? "
+            "give the right file or URL with --storage or $HISTOSWEEP_STORAGE)"
+        ) from None
     except sqlalchemy.exc.ArgumentError as exc:
         raise StorageError(f"bad storage URL {redact(url)}: {redact_text(str(exc))}") from None
+
+
+def _require_sqlite_file(url: str) -> None:
+    from pathlib import Path
+
+    import sqlalchemy.engine
+
+    if not is_sqlite(url):
+        return
+    database = sqlalchemy.engine.make_url(url).database or ""
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    if not Path(database).is_file():
+        raise StorageError(
+            f"no SQLite database at {Path(database).absolute()} (storage {redact(url)}): create "
+            "a study first (histosweep create STUDY --data DATA), or point --storage or "
+            "$HISTOSWEEP_STORAGE at the study's database"
+        )
 
 
 def _sqlite_wal(engine) -> None:
@@ -88,13 +120,29 @@ def _sqlite_wal(engine) -> None:
 def _open_grpc(url: str):
     """Optuna's gRPC storage proxy (`histosweep storage-proxy`). NOTE: no heartbeats through it,
     so a dead worker's trial is not retried; workers that need resume connect to the database."""
-    host, _, port = url[len("grpc://") :].rstrip("/").partition(":")
+    address = url[len("grpc://") :].rstrip("/")
+    host, _, port = address.partition(":")
+    if "@" in address or "/" in address or not (port or "13000").isdigit():
+        raise StorageError(
+            f"bad storage URL {redact(url)!r}: a storage proxy is grpc://HOST:PORT, with no user, "
+            "password or path (the proxy holds the database's credentials)"
+        )
+    host = host or "127.0.0.1"
     try:
         from optuna.storages import GrpcStorageProxy
-
-        return GrpcStorageProxy(host=host or "127.0.0.1", port=int(port or 13000))
     except ImportError:
         raise StorageError(f"storage {url} needs grpcio: pip install 'histosweep[grpc]'") from None
+    with _quiet_experimental():
+        proxy = GrpcStorageProxy(host=host, port=int(port or 13000))
+    try:
+        proxy.wait_server_ready(timeout=GRPC_CONNECT_TIMEOUT_S)
+    except ConnectionError:
+        proxy.close()
+        raise StorageError(
+            f"no storage proxy answers at {url} within {GRPC_CONNECT_TIMEOUT_S} s: start it "
+            "(histosweep storage-proxy) or check the host and port"
+        ) from None
+    return proxy
 
 
 def retry_callback(max_retry: int | None = DEFAULT_MAX_RETRY):

@@ -13,11 +13,17 @@ from histosweep.storage._errors import StorageError
 
 # user:password@host inside any URL-looking text -> user:***@host. Tolerates malformed URLs
 # (`scheme:/u:pw@h`, no slashes), a password holding spaces or a raw `@`: the password runs to
-# the last `@` that is followed by a host name and then a port, path, quote, space or the end.
+# the first `@` that is followed by a host name and then a port, path, quote, space or the end.
+# No quotes in user or password: a URL is quoted in our messages, and the text after the quote
+# (a hint such as "use postgresql://USER@HOST") is not a password.
 _PASSWORD_RE = re.compile(
-    r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*:/*)(?P<user>[^:/@\s]*):(?P<pw>[^\n]*?)"
+    r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*:/*)(?P<user>[^:/@\s'\"]*):(?P<pw>[^\n'\"]*?)"
     r"@(?=(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.\-]+)(?::\d*)?(?:[/?'\"\s,;)]|$))"
 )
+# libpq takes the password as a query parameter too: ?password=... or &sslpassword=...
+_QUERY_PASSWORD_RE = re.compile(r"(?i)(?P<key>[?&](?:ssl)?password=)(?P<pw>[^&#\s'\"]*)")
+# One whole URL (not prose): the password runs to the last `@`, whatever it holds.
+_WHOLE_URL_PASSWORD_RE = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.\-]*:/*[^:/@\s]*:(?P<pw>.*)@[^@]*$")
 _KNOWN_SECRETS: set[str] = set()
 
 
@@ -32,9 +38,22 @@ def resolve_storage_url(url: str | None = None) -> str:
     if not (url.startswith(("sqlite://", "postgresql+", "grpc://"))):
         raise StorageError(
             f"unsupported storage URL {redact(url)!r}: use sqlite:///FILE.db, "
-            "postgresql+psycopg2://USER:PASSWORD@HOST:5432/DB or grpc://PROXY_HOST:13000"
+            "postgresql://USER@HOST:5432/DB (the password in the URL, PGPASSWORD or ~/.pgpass) "
+            "or grpc://PROXY_HOST:13000"
+        )
+    if url.startswith("postgresql+") and _raw_at_in_password(url):
+        raise StorageError(
+            f"storage URL {redact(url)!r} has a raw '@' in its password: write it as %40 "
+            "(percent-encode the password), or put the password in PGPASSWORD or ~/.pgpass"
         )
     return url
+
+
+def _raw_at_in_password(url: str) -> bool:
+    """scheme://USER:PA@SS@HOST/DB: more than one `@` before the query (drivers split at the
+    first, so the rest of the password would become the host name, and appear in its error)."""
+    head = url.split("://", 1)[-1].split("?", 1)[0]
+    return "@" in head.rpartition("@")[0]
 
 
 def is_grpc(url: str) -> bool:
@@ -46,15 +65,21 @@ def is_sqlite(url: str) -> bool:
 
 
 def remember_secrets(url: str) -> None:
-    """Remember a URL's password so redact_text also hides it where it appears bare."""
-    match = _PASSWORD_RE.search(url)
-    if match and match.group("pw"):
-        _KNOWN_SECRETS.add(match.group("pw"))
+    """Remember a URL's password(s) so redact_text also hides them where they appear bare (in a
+    driver's error, in pieces of a URL the driver split elsewhere than we do)."""
+    found = [m.group("pw") for m in (_WHOLE_URL_PASSWORD_RE.match(url.strip()),
+                                     _PASSWORD_RE.search(url)) if m]
+    found += [m.group("pw") for m in _QUERY_PASSWORD_RE.finditer(url)]
+    for secret in found:
+        if secret:
+            _KNOWN_SECRETS.add(secret)
+            _KNOWN_SECRETS.update(part for part in secret.split("@") if len(part) >= 3)
 
 
 def redact(url: str) -> str:
     """The URL with its password replaced by ***."""
-    return _PASSWORD_RE.sub(lambda m: f"{m.group('scheme')}{m.group('user')}:***@", url)
+    url = _PASSWORD_RE.sub(lambda m: f"{m.group('scheme')}{m.group('user')}:***@", url)
+    return _QUERY_PASSWORD_RE.sub(lambda m: f"{m.group('key')}***", url)
 
 
 def redact_text(text: str) -> str:

@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     if not 0 < args.port < 65536:
         raise UserError(f"--port {args.port} is not a TCP port: pass 1..65535")
     url = resolve_storage_url(storage_arg(args))
-    rdb = open_storage(url)
+    rdb = open_storage(url, create=False)
     artifacts = artifacts_arg(args)
     store = open_artifact_store(artifacts)
     try:

@@ -16,7 +16,7 @@ def run(args) -> int:
     from histosweep.storage import open_storage, redact, resolve_storage_url
 
     url = storage_arg(args)
-    studies = list_studies(open_storage(url))
+    studies = list_studies(open_storage(url, create=False))
     if args.json:
         print_json({"storage": redact(resolve_storage_url(url)), "studies": studies})
     else:

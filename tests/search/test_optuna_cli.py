@@ -226,6 +226,9 @@ def test_studies_on_postgres(pg_url, synth_root, tmp_path):
 
 
 def test_studies_of_an_empty_storage(sqlite_url):
+    from histosweep.storage import open_storage
+
+    open_storage(sqlite_url)  # an empty database (a missing file is an error: test_storage.py)
     assert "no studies in this storage" in cli("studies", "--storage", sqlite_url).stdout
 
 

@@ -228,3 +228,69 @@ def test_malformed_urls_never_print_their_password(url, secret, tmp_path):
         out = proc.stdout + proc.stderr
         assert "bob:***@" in out, out
         assert secret not in out and secret.split()[0] not in out, out
+
+
+def _cli(*args: str, cwd) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "histosweep", *args], capture_output=True,
+                          text=True, cwd=cwd, timeout=120)
+
+
+def test_query_parameter_passwords_are_never_printed(pg_url, tmp_path):
+    """libpq also takes ?password=: redacted like USER:PASSWORD@, on success and on failure."""
+    secret = "Qu3ryPW-9z"
+    working = f"{pg_url}?password={secret}"  # trust auth: the password is accepted and unused
+    listed = _cli("studies", "--json", "--storage", working, cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    assert "password=***" in listed.stdout and secret not in listed.stdout + listed.stderr
+    closed = f"postgresql://u@127.0.0.1:9/db?sslmode=disable&password={secret}"
+    for extra in ([], ["--debug"]):
+        failed = _cli("status", "x", "--storage", closed, *extra, cwd=tmp_path)
+        assert failed.returncode == 1 and secret not in failed.stdout + failed.stderr
+        assert "password=***" in failed.stderr
+
+
+@pytest.mark.parametrize("url", ["foo://bar", "sqlite:/x.db", "http://h:5432/db"])
+def test_unsupported_url_error_keeps_its_advice(url, tmp_path):
+    proc = _cli("studies", "--storage", url, cwd=tmp_path)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        f"error: unsupported storage URL {url!r}: use sqlite:///FILE.db, "
+        "postgresql://USER@HOST:5432/DB (the password in the URL, PGPASSWORD or ~/.pgpass) "
+        "or grpc://PROXY_HOST:13000"]
+
+
+def test_raw_at_in_a_password_is_refused_before_the_driver_splits_it(tmp_path):
+    proc = _cli("studies", "--storage", "postgresql://u:S3cr@tPW@127.0.0.1:9/hs", cwd=tmp_path)
+    assert proc.returncode == 1 and "%40" in proc.stderr
+    assert "tPW" not in proc.stderr and "S3cr" not in proc.stderr
+
+
+def test_reading_commands_never_create_a_database(tmp_path):
+    """A typo in a SQLite path is one line naming the file, not a new empty database."""
+    for args in (["studies"], ["status", "subtypes"], ["trials", "subtypes"],
+                 ["studies", "--storage", "sqlite:///typo.db"]):
+        proc = _cli(*args, cwd=tmp_path)
+        assert proc.returncode == 1, (args, proc.stderr)
+        assert "no SQLite database at" in proc.stderr and "histosweep create" in proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_file_that_is_not_a_database_is_one_line(tmp_path):
+    other = tmp_path / "space.toml"
+    other.write_text("[params]\nlr = 0.001\n" * 200)
+    proc = _cli("studies", "--storage", f"sqlite:///{other}", cwd=tmp_path)
+    assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "not a database" in proc.stderr and "--storage" in proc.stderr
+
+
+@pytest.mark.parametrize("url, expect", [
+    ("grpc://u:Gr9cPw@127.0.0.1:13999", "no user, password or path"),
+    ("grpc://127.0.0.1:notaport", "grpc://HOST:PORT"),
+    ("grpc://127.0.0.1:9", "no storage proxy answers"),  # nothing listens on the discard port
+])
+def test_bad_or_unreachable_proxy_is_one_line(url, expect, tmp_path):
+    proc = _cli("studies", "--storage", url, cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()] and expect in proc.stderr
+    assert "Gr9cPw" not in proc.stderr and "Warning" not in proc.stderr
