@@ -90,6 +90,7 @@ def demo_space_path() -> Path:
 
 def run_demo(opts: DemoOptions) -> dict[str, Any]:
     """Run every stage; returns the summary (best trial, paths, dashboard command, seconds)."""
+    check_options(opts)  # every option before anything is written
     from histosweep.bundle._export import ExportOptions, export_best
 
     start = time.monotonic()
@@ -121,22 +122,45 @@ def stage(opts: DemoOptions, text: str) -> None:
         print(f"demo: {text}", file=sys.stderr, flush=True)
 
 
+def check_options(opts: DemoOptions) -> None:
+    """The counts the stages would refuse late (create: --folds), refused up front."""
+    if opts.trials < 1:
+        raise UserError(f"--trials {opts.trials}: give a number of finished trials >= 1")
+    if opts.workers < 1:
+        raise UserError(f"--workers {opts.workers}: give a number of CPU worker processes >= 1")
+    if opts.folds < 2:
+        raise UserError(f"--folds {opts.folds}: need at least 2 folds")
+
+
 def claim_workdir(paths: DemoPaths) -> None:
     """Make DIR (or accept one the demo made) and clear the previous run's study and outputs."""
     root = paths.root
-    if root.exists() and not root.is_dir():
-        raise UserError(f"--workdir {root} is a file; pass a folder")
+    _check_workdir(root)
     if root.is_dir() and any(root.iterdir()) and not (root / MARKER).is_file():
         raise UserError(
             f"--workdir {root} is not empty and was not made by histosweep demo; "
             "pass a new or empty folder"
         )
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"--workdir {root}: cannot make the folder ({exc.strerror}); "
+                        "pass a folder you can write to") from None
     (root / MARKER).write_text("made by histosweep demo; a rerun replaces the study and bundle\n")
     for old in (paths.artifacts, paths.logs, paths.bundle):
         shutil.rmtree(old, ignore_errors=True)
     for old in root.glob("demo.db*"):  # the database and its SQLite/gate lock files
         old.unlink()
+
+
+def _check_workdir(root: Path) -> None:
+    """DIR, or its nearest existing parent, must be a folder (writes nothing)."""
+    existing = next(p for p in (root, *root.parents) if p.exists())  # root is absolute
+    if existing.is_dir():
+        return
+    if existing == root:
+        raise UserError(f"--workdir {root} is a file; pass a folder")
+    raise UserError(f"--workdir {root}: {existing} is a file, not a folder; pass a folder path")
 
 
 def _use_cache(paths: DemoPaths) -> None:

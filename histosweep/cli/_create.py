@@ -29,8 +29,10 @@ def add_arguments(parser) -> None:
                         help="workers delete fold checkpoints outside the top N trials after each "
                              "trial (histosweep gc); N >= the export-best --candidates; 0 keeps all (default)")
     parser.add_argument("--keep-flagged", action="store_true", help="keep samples the audit flags")
-    parser.add_argument("--skip-if-exists", action="store_true", help="accept an identical existing study")
-    parser.add_argument("--force", action="store_true", help="replace an existing study of this name (deletes its trials)")
+    existing = parser.add_mutually_exclusive_group()  # accept it, or replace it: not both
+    existing.add_argument("--skip-if-exists", action="store_true", help="accept an identical existing study")
+    existing.add_argument("--force", action="store_true",
+                          help="replace an existing study of this name (deletes its trials)")
 
 
 def run(args) -> int:

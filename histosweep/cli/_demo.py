@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from histosweep.cli._common import UserError, print_json
+from histosweep.cli._common import print_json
 from histosweep.constants import DEMO_WORKDIR as DEFAULT_WORKDIR
 
 OPTIONS = ("json",)  # the common options this command reads (cli._common)
@@ -27,8 +27,6 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from histosweep._demo import DemoOptions, format_summary, run_demo
 
-    if args.trials < 1 or args.workers < 1:
-        raise UserError("--trials and --workers must be >= 1")
     opts = DemoOptions(workdir=Path(args.workdir), trials=args.trials, workers=args.workers,
                        folds=args.folds, progress=not args.no_progress)
     summary = run_demo(opts)

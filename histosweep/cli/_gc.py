@@ -14,8 +14,9 @@ OPTIONS = ("storage", "artifacts", "json")  # the common options this command re
 def add_arguments(parser) -> None:
     parser.add_argument("study", help="study name")
     parser.add_argument("--keep-top", type=int, required=True, metavar="N",
-                        help="keep the checkpoints of the top N complete trials by value; N should be "
-                             f">= the --candidates you export with (default {DEFAULT_CANDIDATES})")
+                        help="required: keep the checkpoints of the top N complete trials by value; "
+                             "N should be >= the --candidates you export with (export-best's "
+                             f"--candidates default is {DEFAULT_CANDIDATES})")
     parser.add_argument("--dry-run", action="store_true", help="list what would be deleted, delete nothing")
 
 

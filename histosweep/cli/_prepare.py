@@ -50,7 +50,8 @@ def run(args: argparse.Namespace) -> int:
     from histosweep import data
 
     resolutions = _ints(args.resolutions, "--resolutions")
-    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    modes = _modes(args.modes)
+    _check_workers(args.workers)
     root = Path(args.data).expanduser()
     ds = data.load_dataset(root, labeled=_looks_labeled(root))
     progress = not args.no_progress
@@ -97,6 +98,27 @@ def _ints(text: str, option: str) -> list[int]:
             f"{option} {text!r}: use comma-separated sides of at least 32 px, like 224,384"
         )
     return values
+
+
+def _modes(text: str) -> list[str]:
+    from histosweep.constants import RESIZE_MODES
+    from histosweep.data import DataError
+
+    modes = [m.strip() for m in text.split(",") if m.strip()]
+    if not modes or not set(modes) <= set(RESIZE_MODES):
+        raise DataError(
+            f"--modes {text!r}: use comma-separated resize modes of {', '.join(RESIZE_MODES)}, "
+            "like stretch,pad"
+        )
+    return modes
+
+
+def _check_workers(workers: int | None) -> None:
+    from histosweep.data import DataError
+
+    if workers is not None and workers < 1:
+        raise DataError(f"--workers {workers}: use a count of decode processes >= 1, "
+                        "or leave it out for the CPU count")
 
 
 def _looks_labeled(root: Path) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from histosweep.cli._common import print_json, storage_arg
+from histosweep.cli._common import UserError, print_json, storage_arg
 
 FORMATS = ("table", "json", "csv")
 
@@ -16,17 +16,15 @@ def add_arguments(parser) -> None:
     parser.add_argument("study", help="study name")
     parser.add_argument("--state", default=None,
                         help="only trials in this state: complete, pruned, fail, running, waiting")
-    parser.add_argument("--format", default="table", help="table (default), json or csv")
+    # NOTE: default None, so that --json with an explicit --format table|csv can be refused
+    parser.add_argument("--format", default=None, help="table (default), json or csv")
 
 
 def run(args) -> int:
-    from histosweep.search._errors import UserError
+    fmt = _format(args)  # before the storage is opened
     from histosweep.search._listing import format_trials_table, list_trials, write_trials_csv
     from histosweep.search._study import open_study
 
-    fmt = "json" if args.json else args.format
-    if fmt not in FORMATS:
-        raise UserError(f"--format {args.format!r}: choose one of {', '.join(FORMATS)}")
     study = open_study(args.study, storage_arg(args))
     listing = list_trials(study, state=args.state)
     if fmt == "json":
@@ -36,3 +34,13 @@ def run(args) -> int:
     else:
         print(format_trials_table(listing))
     return 0
+
+
+def _format(args) -> str:
+    """table, json or csv; --json means json, so --json with another --format is refused."""
+    fmt = args.format if args.format is not None else ("json" if args.json else "table")
+    if fmt not in FORMATS:
+        raise UserError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    if args.json and fmt != "json":
+        raise UserError(f"--json and --format {fmt} ask for two formats; drop --json or --format {fmt}")
+    return fmt

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
+from pathlib import Path
 
-from histosweep.cli._common import artifacts_arg, storage_arg
+from histosweep.cli._common import UserError, artifacts_arg, storage_arg
 
 OPTIONS = ("storage", "artifacts")  # the common options this command reads (cli._common)
 
@@ -32,7 +34,31 @@ def add_arguments(parser) -> None:
         parser.add_argument(hidden, default=None, help=argparse.SUPPRESS)
 
 
+def _check(args) -> None:
+    """Refuse a run that would do nothing, before any study or GPU work."""
+    if args.n_trials is not None and args.n_trials < 1:
+        raise UserError(f"--n-trials {args.n_trials}: give a number of finished trials >= 1 "
+                        "(or leave it out to run until stopped)")
+    if args.timeout is not None and not args.timeout > 0:
+        raise UserError(f"--timeout {args.timeout:g}: give a number of seconds > 0 "
+                        "(or leave it out to run until stopped)")
+    _check_log_dir(args.log_dir)
+
+
+def _check_log_dir(text: str) -> None:
+    """--log-dir must be a folder, or creatable: its nearest existing part a writable folder."""
+    path = Path(text)
+    existing = next((p for p in (path, *path.parents) if p.exists()), Path("."))
+    if not existing.is_dir():
+        raise UserError(f"--log-dir {text}: {existing} is a file, not a folder; "
+                        "pass a folder path for the worker log files")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"--log-dir {text}: cannot write in {existing}; "
+                        "pass a folder you can write to")
+
+
 def run(args) -> int:
+    _check(args)  # before the search package (optuna, torch) is imported
     from histosweep.search._slots import parse_trials_per_gpu
     from histosweep.search._worker import WorkerOptions, run_slot, run_workers
 

@@ -1,0 +1,121 @@
+"""Nonsensical or conflicting options are refused before any work: one line on stderr naming the
+value and the fix (exit 1), or an argparse usage error for a conflict (exit 2); nothing on disk."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def histosweep(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run the real command."""
+    return subprocess.run([sys.executable, "-m", "histosweep", *args], capture_output=True,
+                          text=True, timeout=300, cwd=cwd)
+
+
+def one_error_line(proc: subprocess.CompletedProcess) -> str:
+    """The single `error: ...` line of a refused command (exit 1, no traceback)."""
+    assert proc.returncode == 1, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    assert "unexpected" not in lines[0]
+    return lines[0]
+
+
+def test_create_refuses_skip_if_exists_with_force(tmp_path):
+    db = tmp_path / "s.db"
+    proc = histosweep("create", "s", "--data", str(tmp_path), "--storage", f"sqlite:///{db}",
+                      "--skip-if-exists", "--force")
+    assert proc.returncode == 2
+    assert "argument --force: not allowed with argument --skip-if-exists" in proc.stderr
+    assert not db.exists()
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (("--n-trials", "0"), "error: --n-trials 0: give a number of finished trials >= 1"),
+    (("--n-trials", "-1"), "error: --n-trials -1: give a number of finished trials >= 1"),
+    (("--timeout", "-5"), "error: --timeout -5: give a number of seconds > 0"),
+    (("--timeout", "0"), "error: --timeout 0: give a number of seconds > 0"),
+])
+def test_worker_refuses_a_run_that_does_nothing(tmp_path, args, expected):
+    db, logs = tmp_path / "s.db", tmp_path / "logs"
+    proc = histosweep("worker", "s", "--storage", f"sqlite:///{db}", "--log-dir", str(logs), *args)
+    assert one_error_line(proc).startswith(expected)
+    assert not db.exists() and not logs.exists()  # refused before the storage was opened
+
+
+def test_worker_refuses_a_log_dir_under_a_file(tmp_path):
+    db, space = tmp_path / "s.db", tmp_path / "space.toml"
+    space.write_text("[params]\n")
+    log_dir = f"{space}/x"
+    proc = histosweep("worker", "s", "--storage", f"sqlite:///{db}", "--log-dir", log_dir)
+    line = one_error_line(proc)
+    assert line.startswith(f"error: --log-dir {log_dir}: {space} is a file, not a folder")
+    assert not db.exists() and space.read_text() == "[params]\n"
+
+
+def test_trials_refuses_json_with_another_format(tmp_path):
+    import optuna
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    study = optuna.create_study(study_name="s", storage=url)
+    study.enqueue_trial({"x": 1.0})
+    proc = histosweep("trials", "s", "--storage", url, "--format", "csv", "--json")
+    assert one_error_line(proc) == ("error: --json and --format csv ask for two formats; "
+                                    "drop --json or --format csv")
+    assert proc.stdout == ""
+    for args in (("--json",), ("--json", "--format", "json"), ("--format", "json")):
+        listed = histosweep("trials", "s", "--storage", url, *args)
+        assert listed.returncode == 0, listed.stderr
+        assert [t["state"] for t in json.loads(listed.stdout)["trials"]] == ["WAITING"]
+    csv = histosweep("trials", "s", "--storage", url, "--format", "csv")
+    assert csv.returncode == 0 and csv.stdout.startswith("number,")
+
+
+def test_gc_help_and_behaviour_agree_that_keep_top_is_required():
+    helped = histosweep("gc", "--help")
+    assert helped.returncode == 0
+    keep_top = " ".join(helped.stdout.split("--keep-top N", 2)[2].split("--dry-run")[0].split())
+    assert keep_top.startswith("required:") and "(default 20)" not in keep_top
+    proc = histosweep("gc", "s")
+    assert proc.returncode == 2 and "the following arguments are required: --keep-top" in proc.stderr
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (("--folds", "1"), "error: --folds 1: need at least 2 folds"),
+    (("--trials", "0"), "error: --trials 0: give a number of finished trials >= 1"),
+    (("--workers", "0"), "error: --workers 0: give a number of CPU worker processes >= 1"),
+])
+def test_demo_checks_its_options_before_writing(tmp_path, args, expected):
+    workdir = tmp_path / "d0"
+    proc = histosweep("demo", "--workdir", str(workdir), "--no-progress", *args, cwd=tmp_path)
+    assert one_error_line(proc) == expected
+    assert not workdir.exists() and sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_demo_refuses_a_workdir_under_a_file(tmp_path):
+    space = tmp_path / "some_file.toml"
+    space.write_text("x = 1\n")
+    proc = histosweep("demo", "--workdir", str(space / "x"), "--no-progress", cwd=tmp_path)
+    assert one_error_line(proc) == (f"error: --workdir {space / 'x'}: {space} is a file, not a "
+                                    "folder; pass a folder path")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["some_file.toml"]
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (("--modes", ""), "error: --modes '': use comma-separated resize modes of stretch, pad, reflect"),
+    (("--modes", " , "), "error: --modes ' , ': use comma-separated resize modes of stretch, pad"),
+    (("--modes", "stretch,bogus"), "error: --modes 'stretch,bogus': use comma-separated resize modes"),
+    (("--workers", "-2"), "error: --workers -2: use a count of decode processes >= 1"),
+    (("--resolutions", ""), "error: --resolutions '': use comma-separated sides of at least 32 px"),
+])
+def test_prepare_refuses_empty_modes_and_negative_workers(synth_root, tmp_path, args, expected):
+    cache = tmp_path / "cache"
+    proc = histosweep("prepare", str(synth_root), "--cache", str(cache), "--resolutions", "32",
+                      "--no-progress", *args)
+    assert one_error_line(proc).startswith(expected)
+    assert not cache.exists()  # nothing built
