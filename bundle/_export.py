@@ -23,7 +23,7 @@ from histosweep.bundle._ensemble import (
     fit_offsets,
     greedy_selection,
 )
-from histosweep.bundle._out import out_lock
+from histosweep.bundle._out import check_out, out_lock
 from histosweep.bundle._predict import (
     BUNDLE_FORMAT,
     FOLDS_DIR,
@@ -31,10 +31,13 @@ from histosweep.bundle._predict import (
     Bundle,
     BundleFold,
     BundleMember,
+    check_batch_size,
+    check_test_folder,
     decode_samples,
     ensemble_predict,
     file_sha256,
     predict_folder,
+    problems_line,
 )
 from histosweep.bundle._report import (
     BOOTSTRAP_RESAMPLES,
@@ -89,6 +92,9 @@ def export_best(opts: ExportOptions) -> dict[str, Any]:
     """Write the bundle for opts.study into opts.out; returns a summary (paths, metrics, warnings)."""
     _check_options(opts)
     out = Path(opts.out)
+    check_out(out, opts.overwrite)  # out_lock checks again under the lock
+    if opts.test is not None:  # the check predict_folder makes at the end, before any selection
+        check_test_folder(opts.test)
     with out_lock(out, opts.overwrite) as may_replace:
         return _export(opts, out, may_replace)
 
@@ -117,9 +123,7 @@ def _export(opts: ExportOptions, out: Path, may_replace) -> dict[str, Any]:
             submission = None
             if opts.test is not None:
                 _stage(opts, f"predicting {opts.test}")
-                submission = predict_folder(tmp, opts.test, tmp / SUBMISSION, tta=opts.tta,
-                                            batch_size=opts.batch_size, device=opts.device,
-                                            progress=opts.progress)
+                submission = _predict_test(opts, tmp)
             readable_by_others(tmp)
     except FileExistsError:  # someone else's folder appeared at --out: atomic_dir left it be
         raise UserError(
@@ -137,9 +141,18 @@ def _export(opts: ExportOptions, out: Path, may_replace) -> dict[str, Any]:
     return summary
 
 
+def _predict_test(opts: ExportOptions, tmp: Path) -> dict[str, Any]:
+    try:
+        return predict_folder(tmp, opts.test, tmp / SUBMISSION, tta=opts.tta,
+                              batch_size=opts.batch_size, device=opts.device, progress=opts.progress)
+    except UserError as exc:
+        if isinstance(exc.__cause__, OSError):  # writing submission.csv: its path is the temp
+            raise exc.__cause__ from None  # folder's, so report it as --out below
+        raise
+
+
 def _check_options(opts: ExportOptions) -> None:
-    if opts.batch_size < 1:
-        raise UserError(f"--batch-size {opts.batch_size}: must be >= 1")
+    check_batch_size(opts.batch_size)
     if opts.candidates < 1:
         raise UserError(f"--candidates {opts.candidates}: must be >= 1")
     if opts.single and opts.trials:
@@ -306,7 +319,7 @@ def _holdout_samples(opts, src: Source, warnings):
         by_id = {s.sample_index: s for s in load_dataset(root, labeled=True).samples}
     except DataError as exc:
         _warn(warnings, f"lockbox F1 not recomputed from the bundle: training data at {root} is "
-              f"not readable ({str(exc).splitlines()[0]}); pass --data DATA where it moved")
+              f"not readable ({problems_line(str(exc))}); pass --data DATA where it moved")
         return None
     ids = [src.settings.sample_ids[int(i)] for i in src.holdout_rows]
     absent = [i for i in ids if i not in by_id]

@@ -13,6 +13,7 @@ import io
 import json
 import logging
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,8 @@ import numpy as np
 from histosweep.bundle._ensemble import decide, ensemble_probs
 from histosweep.data import (
     CLASSES,
+    DataError,
+    Sample,
     allocate_inputs,
     decode_all,
     input_target,
@@ -182,9 +185,9 @@ def file_sha256(path: Path) -> str:
 
 
 # --- images ----------------------------------------------------------------------------------
-def load_test_folder(folder, targets: list[tuple[int, str]], *, workers: int | None = None,
-                     progress: bool = True) -> tuple[list[str], dict]:
-    """Validate TEST (every img_X needs its mask_X; no training folder) and decode it once."""
+def check_test_folder(folder) -> list[Sample]:
+    """Validate TEST without decoding it (every img_X needs its mask_X, headers verified, no
+    training folder): its samples, sorted by sample_index. export-best calls it before selecting."""
     folder = Path(folder)
     if not folder.is_dir():
         raise UserError(f"{folder}: no such folder; pass the test folder holding img_*.png + mask_*.png")
@@ -193,8 +196,30 @@ def load_test_folder(folder, targets: list[tuple[int, str]], *, workers: int | N
             f"{folder} is a training dataset (it holds train_data/ or train_labels.csv); pass the "
             "test folder holding img_*.png + mask_*.png"
         )
-    ds = load_dataset(folder, labeled=False)
-    samples = sorted(ds.samples, key=lambda s: s.sample_index)
+    try:
+        ds = load_dataset(folder, labeled=False)
+    except DataError as exc:
+        raise DataError(problems_line(str(exc))) from None
+    return sorted(ds.samples, key=lambda s: s.sample_index)
+
+
+def problems_line(text: str, shown: int = 3) -> str:
+    """data.DataError's text (one problem, or 'N problem(s) in the dataset:' and one per line)
+    as one line: the count and the first `shown` problems, '; '-separated."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if len(lines) <= 1:
+        return lines[0] if lines else text
+    head, problems = lines[0].rstrip(":"), [p for p in lines[1:] if not p.startswith("... and ")]
+    count = head.split(maxsplit=1)[0]
+    rest = (int(count) if count.isdigit() else len(problems)) - min(shown, len(problems))
+    more = f"; ... and {rest} more" if rest > 0 else ""
+    return f"{head}: {'; '.join(problems[:shown])}{more}"
+
+
+def load_test_folder(folder, targets: list[tuple[int, str]], *, workers: int | None = None,
+                     progress: bool = True) -> tuple[list[str], dict]:
+    """Validate TEST (check_test_folder) and decode it once."""
+    samples = check_test_folder(folder)
     arrays = decode_samples(samples, targets, workers=workers, progress=progress)
     return [s.sample_index for s in samples], arrays
 
@@ -251,8 +276,7 @@ def _probs(net, images, masks, counts, **kwargs) -> np.ndarray:
 def ensemble_predict(bundle: Bundle, arrays: dict, *, batch_size: int = 32, tta: bool = False,
                      device: str | None = None, progress: bool = True) -> np.ndarray:
     """Weighted mean over members: (N, C) float64. `arrays` comes from decode_samples."""
-    if batch_size < 1:
-        raise UserError(f"--batch-size {batch_size}: must be >= 1")
+    check_batch_size(batch_size)
     probs = [member_probs(m, *arrays[m.target], batch_size=batch_size, tta=tta, device=device,
                          progress=progress) for m in bundle.members]
     return ensemble_probs(probs, [m.weight for m in bundle.members])
@@ -267,17 +291,52 @@ def submission_text(sample_ids: list[str], preds: np.ndarray, classes) -> str:
     return buffer.getvalue()
 
 
+def check_batch_size(batch_size: int) -> None:
+    if batch_size < 1:
+        raise UserError(f"--batch-size {batch_size}: must be >= 1; pass a positive batch size (default 32)")
+
+
+def check_out_file(out) -> Path:
+    """--out of predict, before any work: a file path (not a folder) whose folder is, or can be
+    made, writable. Probes with a temp file that is removed at once; creates no folder."""
+    out = Path(out)
+    if out.is_dir():
+        raise UserError(f"--out {out} is a folder; pass the path of the CSV file to write, "
+                        f"e.g. --out {out / 'submission.csv'}")
+    above = next((p for p in out.parents if p.exists() or p.is_symlink()), None)
+    if above is None:  # pragma: no cover - '/' or '.' always exists
+        above = Path(".")
+    if not above.is_dir():
+        what = "a broken link" if above.is_symlink() and not above.exists() else "a file"
+        raise UserError(f"--out {out}: {above} is {what}, not a folder; pass --out with a path "
+                        "in a folder")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".probe", dir=above)
+    except OSError as exc:
+        raise UserError(f"--out {out}: cannot write in {above} ({exc.strerror or exc}); pass --out "
+                        "with a path in a writable folder") from None
+    os.close(fd)
+    os.unlink(probe)
+    return out
+
+
 def predict_folder(bundle_dir, images_dir, out_csv, *, tta: bool = False, batch_size: int = 32,
                    device: str | None = None, workers: int | None = None,
                    progress: bool = True) -> dict[str, Any]:
-    """Bundle + test folder -> submission CSV written atomically; returns a summary."""
+    """Bundle + test folder -> submission CSV written atomically; returns a summary. Every input
+    is checked before the images are decoded."""
+    check_batch_size(batch_size)
+    out_csv = check_out_file(out_csv)
     bundle = load_bundle(bundle_dir)
     ids, arrays = load_test_folder(images_dir, bundle.targets(), workers=workers, progress=progress)
     probs = ensemble_predict(bundle, arrays, batch_size=batch_size, tta=tta, device=device,
                              progress=progress)
     preds = decide(probs, bundle.offsets)
-    out_csv = Path(out_csv)
-    atomic_write_text(out_csv, submission_text(ids, preds, bundle.classes))  # mode as open() gives
+    try:
+        atomic_write_text(out_csv, submission_text(ids, preds, bundle.classes))  # mode as open() gives
+    except OSError as exc:  # disk full, or --out changed since the check: nothing is left
+        raise UserError(f"--out {out_csv}: cannot write the CSV ({exc.strerror or exc}); free some "
+                        "space or pass --out with a writable folder") from exc
     counts = {c: 0 for c in bundle.classes}
     for k in preds:
         counts[bundle.classes[int(k)]] += 1
