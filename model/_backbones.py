@@ -7,6 +7,7 @@ Exercise: `python -c "from model import IMAGE_BACKBONES; print(IMAGE_BACKBONES)"
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 
 from torch import nn
@@ -35,9 +36,11 @@ def check_backbone(name: str, *, field: str) -> None:
         return
     suggestions = difflib.get_close_matches(str(name), timm.list_models(), n=3, cutoff=0.6)
     hint = f"did you mean {', '.join(suggestions)}?" if suggestions else "no close match"
+    family = re.match(r"[A-Za-z]+", str(name))  # resnet99 -> resnet*: names of its family
+    pattern = f"{family.group(0).lower()}*" if family else "*"
     raise ModelError(
         f"{field}: timm has no backbone named {name!r} ({hint}); list names with "
-        f"`python -c \"import timm; print(timm.list_models('convnext*'))\"`"
+        f"`python -c \"import timm; print(timm.list_models('{pattern}'))\"`"
     )
 
 

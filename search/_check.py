@@ -18,6 +18,7 @@ from histosweep.exceptions import HistosweepError, UserError
 from histosweep.search._settings import StudySettings, check_current, load_settings
 from histosweep.search._space import Space
 from histosweep.storage import (
+    is_s3,
     open_artifact_store,
     probe_store,
     redact,
@@ -120,11 +121,17 @@ def _newer_stamp(back, stamp: dict) -> bool:
 # --- artifact store ----------------------------------------------------------------------------
 def check_artifacts(spec: str | None) -> Check:
     """Write a probe artifact, read it back, remove it (the worker's own probe_store)."""
-    spec = resolve_artifacts(spec)
+    made = None
     try:
+        spec = resolve_artifacts(spec)
+        if not is_s3(spec) and not Path(spec).exists():
+            made = Path(spec)  # the probe makes the folder; a check leaves no empty one behind
         probe_store(open_artifact_store(spec))
     except HistosweepError as exc:  # StoreError from the probe, StorageError from opening
         return Check("artifacts", False, str(exc))
+    finally:
+        if made is not None and made.is_dir() and not any(made.iterdir()):
+            made.rmdir()
     return Check("artifacts", True, f"{spec}: a probe artifact was written, read back and removed")
 
 

@@ -241,6 +241,12 @@ def _typed(source: str, name: str, value: Any, want: type) -> Any:
 def _check_values(source: str, params: dict[str, Param]) -> None:
     """Every choice and both range ends must make a valid TrainConfig on their own."""
     base = {n: _first(p) for n, p in params.items()}
+    try:  # the first values together first: a fault there is the field the message names,
+        TrainConfig(**base)  # not the first parameter varied below
+    except ConfigError as exc:
+        field = str(exc).removeprefix("invalid TrainConfig: ").split(" ", 1)[0]
+        what = f"{field} = {base[field]!r}" if field in base else "the first values together"
+        raise SpaceError(f"{source}: {what} is not allowed: {exc}") from None
     for name, p in params.items():
         candidates = (
             [p.value] if p.kind == "fixed" else list(p.choices) if p.kind == "choice" else [p.low, p.high]

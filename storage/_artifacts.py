@@ -7,17 +7,25 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import uuid
 from pathlib import Path
 
 from histosweep.constants import DEFAULT_ARTIFACTS, ENV_ARTIFACTS
 from histosweep.storage._errors import StorageError, StoreError
+from histosweep.storage._url import redact
 
 PROBE_PREFIX = "histosweep-probe-"  # the probe's object name; removed again at once
 
 
 def resolve_artifacts(spec: str | None = None) -> str:
-    return (spec or os.environ.get(ENV_ARTIFACTS) or DEFAULT_ARTIFACTS).strip()
+    """`spec`, else $HISTOSWEEP_ARTIFACTS, else the default folder; a URL other than s3:// (or a
+    mistyped s3:/bucket) is refused rather than taken for a folder of that name."""
+    spec = (spec or os.environ.get(ENV_ARTIFACTS) or DEFAULT_ARTIFACTS).strip()
+    if re.match(r"[A-Za-z][A-Za-z0-9+.\-]+:/", spec) and not spec.startswith("s3://"):
+        raise StorageError(f"unsupported artifact store {redact(spec)!r}: give a folder path or "
+                           "s3://BUCKET/PREFIX")
+    return spec
 
 
 def is_s3(spec: str | None = None) -> bool:

@@ -56,6 +56,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1:
         raise UserError(f"--batch-size {args.batch_size}: must be >= 1")
+    if args.weights and not Path(args.weights).expanduser().is_file():
+        raise UserError(f"--weights {args.weights}: no such file; pass the backbone's weights "
+                        "file (.safetensors), or leave --weights out to use the hub cache")
     try:
         cfg = TrainConfig(train_mode="frozen", image_backbone=args.backbone,
                           resolution=args.resolution, resize_mode=args.mode,
@@ -64,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
                           tile_size=args.tile_size, tile_scale=args.tile_scale,
                           tiles_per_image=args.tiles_per_image, tile_min_mask=args.tile_min_mask)
     except ConfigError as exc:
-        raise UserError(f"embed: {exc}") from None
+        raise UserError(_flag_error(args, exc)) from None
     from histosweep.model import check_backbone
 
     check_backbone(cfg.image_backbone, field="--backbone")
@@ -84,6 +87,23 @@ def run(args: argparse.Namespace) -> int:
         verb = "reused" if reused else f"computed in {seconds:.1f} s ({document['images_per_s']} img/s)"
         print(f"{document['backbone']} {document['shape']} fp16 {verb}: {document['path']}")
     return 0
+
+
+# TrainConfig fields this command sets, and the option that sets each
+FLAGS = {"image_backbone": "backbone", "resolution": "resolution", "resize_mode": "mode",
+         "input_mode": "input_mode", "crop_margin": "crop_margin", "tile_size": "tile_size",
+         "tile_scale": "tile_scale", "tiles_per_image": "tiles_per_image",
+         "tile_min_mask": "tile_min_mask"}
+
+
+def _flag_error(args: argparse.Namespace, exc: Exception) -> str:
+    """TrainConfig's complaint as one line about the option that caused it."""
+    text = str(exc).removeprefix("invalid TrainConfig: ")
+    field = text.split(" ", 1)[0]
+    if field not in FLAGS:
+        return f"embed: {text}"
+    option = FLAGS[field]
+    return f"--{option.replace('_', '-')} {getattr(args, option)}: {text}"
 
 
 def _document(emb, reused: bool, seconds: float, device: str) -> dict:

@@ -42,6 +42,7 @@ def run(args) -> int:
     url = storage_arg(args)
     study = open_study(args.study, url)
     storage = redact(resolve_storage_url(url))
+    _warn_if_store_missing(artifacts_arg(args))
 
     def snapshot() -> dict:
         # artifact_bytes: the study's files in a folder store, None on S3
@@ -61,3 +62,16 @@ def run(args) -> int:
     else:
         print(format_status(snapshot()))
     return 0
+
+
+def _warn_if_store_missing(spec: str | None) -> None:
+    """A folder store that is not there counts 0 B: say so, rather than look like an empty study
+    (a typo in --artifacts, or another machine's folder)."""
+    from pathlib import Path
+
+    from histosweep.storage import is_s3, resolve_artifacts
+
+    folder = resolve_artifacts(spec)
+    if not is_s3(folder) and not Path(folder).is_dir():
+        print(f"warning: artifact folder {folder} does not exist, so the size below counts nothing "
+              "(pass --artifacts or $HISTOSWEEP_ARTIFACTS where the workers write)", file=sys.stderr)
