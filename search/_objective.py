@@ -137,7 +137,8 @@ class Objective:
             epochs_run += ran
             trial.set_user_attr("epochs_run", epochs_run)
             if record is None:
-                self._pruned(trial, f"pruned in fold {f} after {ran} epochs", epochs_run, planned)
+                self._pruned(trial, f"pruned in fold {f + 1}/{self.settings.folds} after {ran} epochs",
+                             epochs_run, planned)
             folds[f], val_probs[f] = record, probs  # fold_<f> is set once its uploads are done
             self._fold_rule(trial, folds, epochs_run, planned)
         return self._finish(trial, folds, val_probs)
@@ -176,8 +177,10 @@ class Objective:
             best_epoch=result.best_epoch, oom_events=len(result.oom_events),
         )
         self.rt.uploader().submit(lambda: self._upload_fold(trial, f, result, cfg, record))
-        log.info("[%s] trial %d fold %d: val F1 %.4f, %.1f s", self.rt.slot,
-                 trial.number, f, record["val_f1"], result.seconds,
+        # NOTE: the formatter adds the slot; folds count from 1 here as in the epoch lines (the
+        # JSON `fold` field stays 0-based, as documented).
+        log.info("trial %d fold %d/%d: val F1 %.4f, %.1f s", trial.number, f + 1,
+                 self.settings.folds, record["val_f1"], result.seconds,
                  extra={"trial": trial.number, "fold": f})
         return record, len(result.epochs), result.val_probs
 
@@ -252,17 +255,19 @@ class Objective:
         trial.set_user_attr("resumed_folds", sorted(found))
         trial.set_user_attr("epochs_reused", epochs)
         if found:
-            log.info("[%s] trial %d resumes trial %d: reusing folds %s", self.rt.slot,
-                     trial.number, history[-1], sorted(found))
+            log.info("trial %d resumes trial %d: reusing folds %s of %d", trial.number, history[-1],
+                     ", ".join(str(f + 1) for f in sorted(found)), self.settings.folds,
+                     extra={"trial": trial.number})
         return found
 
     # --- the value ----------------------------------------------------------------------
     def _finish(self, trial, folds: dict[int, dict], fresh: dict[int, np.ndarray]) -> float:
         """Out-of-fold macro-F1: each non-holdout sample predicted by the fold that did not see it."""
         order = sorted(folds)
+        n = self.settings.folds
         val_probs = [
             fresh[f] if f in fresh
-            else fetch_probs(self.rt.store, folds[f], what=f"trial {trial.number} fold {f}")["val_probs"]
+            else fetch_probs(self.rt.store, folds[f], what=f"trial {trial.number} fold {f + 1}/{n}")["val_probs"]
             for f in order
         ]  # only resumed folds are read back from the store
         oof_rows = np.concatenate([self.split.folds[f][1] for f in order])

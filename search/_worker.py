@@ -169,6 +169,13 @@ def parent_exit_code(codes: list[int], signum: int | None = None) -> int:
     return max(shell_codes, default=0)
 
 
+def shows_bars(opts: WorkerOptions) -> bool:
+    """Whether this slot draws tqdm bars on stderr: not with --no-progress, and not with
+    --log-format json, whose promise is that every line on stderr is a JSON object; without
+    bars the slot logs one line per epoch instead (as multi-slot children do)."""
+    return opts.progress and opts.log_format != "json"
+
+
 def setup_logging(opts: WorkerOptions, label: str) -> Path:
     import socket
 
@@ -180,7 +187,7 @@ def setup_logging(opts: WorkerOptions, label: str) -> Path:
     root.setLevel(logging.INFO)
     root.handlers.clear()
     terminal = logging.StreamHandler(sys.stderr)
-    if opts.progress:  # the epoch's tqdm bar already says it; the log file still gets the line
+    if shows_bars(opts):  # the epoch's tqdm bar already says it; the log file still gets the line
         terminal.addFilter(without_epoch_lines)
     for handler in (logging.FileHandler(path), terminal):
         handler.setFormatter(fmt)
@@ -208,7 +215,7 @@ def run_slot(opts: WorkerOptions, *, label: str, device: str, threads: int | Non
     store = open_artifact_store(opts.artifacts)
     probe_store(store)  # an unusable store is one line here, not a failed trial on the GPU
     rt = Runtime(study=study, settings=settings, store=store,
-                 device=device, slot=label, data_root=opts.data, progress=opts.progress)
+                 device=device, slot=label, data_root=opts.data, progress=shows_bars(opts))
     rt.dataset()  # fail fast on moved or changed data
     loop = TrialLoop(study, Objective(rt), opts, label, store=store)
     log.info("worker on %s (%s), log %s, storage %s", label, device, logfile,

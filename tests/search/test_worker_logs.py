@@ -17,10 +17,10 @@ pytestmark = pytest.mark.slow
 SLOTS = {"cpu.0", "cpu.1"}
 
 
-def _worker(url: str, artifacts, logs, n_trials: int, *extra: str) -> subprocess.CompletedProcess:
+def _worker(url: str, artifacts, logs, n_trials: int, *extra: str, slots: int = 2) -> subprocess.CompletedProcess:
     proc = subprocess.run(
         [sys.executable, "-m", "histosweep.cli", "worker", "logs", "--storage", url, "--artifacts",
-         str(artifacts), "--gpus", "cpu", "--trials-per-gpu", "2", "--n-trials", str(n_trials),
+         str(artifacts), "--gpus", "cpu", "--trials-per-gpu", str(slots), "--n-trials", str(n_trials),
          "--heartbeat", "10", "--log-dir", str(logs), *extra],
         capture_output=True, text=True, timeout=900,
     )
@@ -68,6 +68,44 @@ def test_json_log_format_on_stderr_and_in_log_files(runs):
     assert len(files) == 2
     in_files = [json.loads(line) for f in files for line in f.read_text().splitlines()]
     assert len([d for d in in_files if "epoch" in d]) == 4
+
+
+@pytest.fixture(scope="module")
+def single_json(runs):
+    """One more trial of the same study by a single slot with --log-format json and bars left on
+    (no --no-progress), as `histosweep worker STUDY --log-format json 2> err` runs it."""
+    _, _, tmp = runs
+    return _worker(f"sqlite:///{tmp / 'study.db'}", tmp / "artifacts", tmp / "single-logs", 5,
+                   "--log-format", "json", slots=1)
+
+
+def test_single_slot_json_has_no_bars_and_logs_epochs_as_json(single_json):
+    err = single_json.stderr
+    assert "\r" not in err and "it/s" not in err and "%|" not in err  # no tqdm bar anywhere
+    docs = [json.loads(line) for line in err.splitlines() if line.strip()]  # every line is JSON
+    assert docs and {d["slot"] for d in docs} == {"cpu"}
+    epochs = [d for d in docs if "epoch" in d]  # what the bars would have shown, as JSON lines
+    assert [(d["trial"], d["fold"], d["epoch"]) for d in epochs] == [(4, 0, 0), (4, 1, 0)]
+    assert [d["msg"].split(":")[0] for d in epochs] == ["trial 4 fold 1/2 epoch 1/1",
+                                                        "trial 4 fold 2/2 epoch 1/1"]
+
+
+def test_fold_lines_name_the_slot_once_and_count_folds_from_one(runs, single_json):
+    text, as_json, _ = runs
+    assert "] INFO [" not in text.stderr  # the formatter's slot prefix, not a second one
+    fold = re.compile(r"\[(cpu\.[01])\] INFO trial (\d+) fold ([12])/2: val F1 \d\.\d{4}, \d+\.\d s$")
+    lines = [m for m in map(fold.search, text.stderr.splitlines()) if m]
+    assert sorted((int(m.group(2)), m.group(3)) for m in lines) == [(0, "1"), (0, "2"), (1, "1"), (1, "2")]
+    for proc in (as_json, single_json):
+        docs = [json.loads(line) for line in proc.stderr.splitlines() if line.strip()]
+        assert not [d["msg"] for d in docs if d["msg"].startswith("[")]  # the slot is its own field
+        folds = [d for d in docs if "fold" in d and "epoch" not in d]
+        assert folds and all(  # 1-based in the message, the `fold` field stays 0-based
+            re.fullmatch(rf"trial {d['trial']} fold {d['fold'] + 1}/2: val F1 \d\.\d{{4}}, \d+\.\d s", d["msg"])
+            for d in folds)
+        epochs = [d for d in docs if "epoch" in d]
+        assert epochs and all(d["msg"].startswith(f"trial {d['trial']} fold {d['fold'] + 1}/2 epoch ")
+                              for d in epochs)
 
 
 def test_children_always_run_without_bars():
