@@ -20,7 +20,7 @@ from histosweep.bundle._ensemble import (
     SELECTION_ROUNDS,
     decide,
     ensemble_probs,
-    fit_offsets,
+    fit_checked_offsets,
     greedy_selection,
 )
 from histosweep.bundle._out import check_out, out_lock
@@ -202,7 +202,12 @@ def _select(opts: ExportOptions, src: Source) -> np.ndarray:
         "path": [src.candidates[i].trial.number for i in path],
     }
     ensemble = ensemble_probs(oof, weights)
-    return fit_offsets(ensemble, labels) if opts.calibrate else np.zeros(len(CLASSES))
+    if not opts.calibrate:
+        src.offsets_check = {"kept": False, "reason": "--no-calibrate"}
+        return np.zeros(len(CLASSES))
+    checked = fit_checked_offsets(ensemble, labels, seed=src.settings.seed)
+    src.offsets_check = checked.as_dict()
+    return checked.offsets
 
 
 # --- fold files ----------------------------------------------------------------------------
@@ -363,7 +368,9 @@ def _manifest(src: Source, members, offsets, metrics, calibrate: bool) -> dict[s
         "decision": {
             "offsets": [float(o) for o in offsets], "calibrated": calibrate,
             "rule": "argmax over classes of log(ensemble probability) + offset; offsets fitted "
-                    "on out-of-fold predictions by coordinate ascent on macro-F1",
+                    "on out-of-fold predictions by coordinate ascent on macro-F1, kept only if "
+                    "offsets refitted without each part of the OOF rows beat argmax on it",
+            "offsets_check": src.offsets_check,
         },
         "data_fingerprint": s.fingerprint,
         "split": {"folds": s.folds, "holdout": s.holdout, "seed": s.seed},

@@ -92,7 +92,7 @@ def render_report(r: ReportInputs) -> str:
         "<h2>Members</h2>", _member_table(r.members),
         f"<p>{_e(r.selection.get('method', ''))}. Candidates: "
         f"{_e(', '.join(map(str, r.selection.get('candidates', []))))}.</p>",
-        f"<p>Decision offsets per class: {_e(_offsets(r.decision))}.</p>",
+        f"<p>Decision offsets per class: {_e(_offsets(r.decision))}{_e(_offsets_check(r.decision))}.</p>",
         "<h2>Per class (lockbox, exported ensemble)</h2>", _class_table(r.per_class),
         "<h2>Confusion matrix (lockbox)</h2>", _img(r.confusion_png, "confusion matrix"),
     ]
@@ -114,6 +114,16 @@ def _offsets(decision: dict[str, Any]) -> str:
     from histosweep.constants import CLASSES
 
     return ", ".join(f"{c} {o:+.2f}" for c, o in zip(CLASSES, decision.get("offsets", []), strict=False))
+
+
+def _offsets_check(decision: dict[str, Any]) -> str:
+    check = decision.get("offsets_check") or {}
+    if not check.get("reason"):
+        return ""
+    fitted = ", ".join(f"{o:+.2f}" for o in check.get("fitted_offsets", []))
+    if check.get("kept"):
+        return f" (checked: {check['reason']})"
+    return f" (fitted {fitted} not applied: {check['reason']})" if fitted else f" ({check['reason']})"
 
 
 def _fold_f1s(folds: list[dict[str, Any]]) -> str:

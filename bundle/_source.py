@@ -37,6 +37,7 @@ class Source:
     oof_rows: np.ndarray
     holdout_rows: np.ndarray
     selection: dict[str, Any] = field(default_factory=dict)
+    offsets_check: dict[str, Any] = field(default_factory=dict)  # export: were the offsets kept
 
     @property
     def members(self) -> list[Candidate]:

@@ -55,3 +55,27 @@ def test_offsets_fix_a_biased_classifier_and_never_hurt():
     balanced = _onehot_probs(labels)
     assert list(fit_offsets(balanced, labels)) == [0.0] * 4  # nothing to gain: stays at argmax
     assert np.array_equal(decide(probs, np.zeros(4)), probs.argmax(1))
+
+
+def test_offsets_are_kept_only_when_they_carry_over_to_rows_they_were_not_fitted_on():
+    from histosweep.bundle._ensemble import fit_checked_offsets
+
+    rng = np.random.default_rng(3)
+    labels = np.repeat(np.arange(4), 60)
+    logits = rng.normal(size=(240, 4)) + 1.5 * np.eye(4)[labels]
+    logits[:, 0] += 1.5  # a systematic bias towards class 0: every part of the data shows it
+    biased = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    kept = fit_checked_offsets(biased, labels)
+    assert kept.kept and kept.offsets[0] < 0 and np.array_equal(kept.offsets, kept.fitted)
+    assert kept.cross_fitted_f1 > kept.argmax_f1
+
+    noise = rng.dirichlet(np.ones(4), size=40)  # no signal: what offsets gain on it is noise
+    labels = np.repeat(np.arange(4), 10)
+    dropped = fit_checked_offsets(noise, labels)
+    assert dropped.fitted.any()  # coordinate ascent found a "gain" on the rows it fitted ...
+    assert not dropped.kept and not dropped.offsets.any()  # ... that did not carry over
+    assert dropped.cross_fitted_f1 <= dropped.argmax_f1
+    assert dropped.as_dict()["fitted_offsets"] == [float(o) for o in dropped.fitted]
+
+    single = fit_checked_offsets(noise[:5], np.array([0, 1, 2, 3, 3]))
+    assert not single.kept and "single OOF row" in single.reason

@@ -108,7 +108,12 @@ def test_bundle_contents(study, bundle):
     assert mt["bootstrap_resamples"] == 1000 and mt["holdout_size"] == len(s.user_attrs["histosweep"]["split"]["holdout"])
     assert mt["oof_f1_calibrated"] >= mt["oof_f1"]  # offsets move only for a gain on OOF
     assert len(manifest["decision"]["offsets"]) == 4 and manifest["decision"]["calibrated"]
+    check = manifest["decision"]["offsets_check"]  # applied only when they carry over
+    assert check["reason"] and len(check["fitted_offsets"]) == 4
+    applied = manifest["decision"]["offsets"]
+    assert applied == (check["fitted_offsets"] if check["kept"] else [0.0] * 4)
     report = (bundle / "report.html").read_text()
+    assert check["reason"].split(":")[0] in report
     assert report.count("data:image/png;base64,") == 2  # confusion matrix + learning curves
     low, high = mt["lockbox_f1_ci95"]
     assert "95% bootstrap interval" in report and f"{low:.4f}" in report
