@@ -87,7 +87,7 @@ def upload_fold(store, trial, fold: int, result, cfg, val_rows, holdout_rows, *,
         if plots:
 
             png = tmp / f"trial{trial.number}-fold{fold}-curves.png"
-            learning_curves_png(png, {fold: metrics["epochs"]}, title=f"trial {trial.number} fold {fold}")
+            learning_curves_png(png, {fold: metrics["epochs"]}, title=f"trial {trial.number} fold {fold + 1}")
             record["curves_png"] = upload_file(store, trial, png)
     return record
 

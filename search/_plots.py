@@ -43,9 +43,9 @@ def learning_curves_png(path: Path, fold_epochs: dict[int, list[dict]], *, title
     fig = _figure(figsize=(8, 3.2))
     ax_loss, ax_f1 = fig.subplots(1, 2)
     for fold, epochs in sorted(fold_epochs.items()):
-        x = [e["epoch"] for e in epochs]
-        ax_loss.plot(x, [e["train_loss"] for e in epochs], marker="o", label=f"fold {fold}")
-        ax_f1.plot(x, [e["val_f1"] for e in epochs], marker="o", label=f"fold {fold}")
+        x = [e["epoch"] + 1 for e in epochs]  # epochs count from 1, as on the trial page
+        ax_loss.plot(x, [e["train_loss"] for e in epochs], marker="o", label=f"fold {fold + 1}")
+        ax_f1.plot(x, [e["val_f1"] for e in epochs], marker="o", label=f"fold {fold + 1}")
     from matplotlib.ticker import MaxNLocator
 
     ax_loss.set_title("train loss")

@@ -76,7 +76,7 @@ def curves_figure(folds: dict[int, dict], *, title: str):
         for col, key in ((1, "loss_curve"), (2, "curve")):
             ys = [round(float(y), 5) for y in record.get(key) or []]
             fig.add_trace(go.Scatter(x=list(range(1, len(ys) + 1)), y=ys, mode="lines+markers",
-                                     name=f"fold {f}", legendgroup=f"fold {f}",
+                                     name=f"fold {f + 1}", legendgroup=f"fold {f + 1}",
                                      showlegend=col == 2), row=1, col=col)
     fig.update_xaxes(title_text="epoch", dtick=1, gridcolor="#eee")
     fig.update_yaxes(gridcolor="#eee")
@@ -104,14 +104,14 @@ def fold_note(study_id: int, trial, folds: dict[int, dict], value: float,
              "| fold | val F1 | epochs | seconds | best epoch |", "|---:|---:|---:|---:|---:|"]
     for f, r in sorted(folds.items()):
         best = r.get("best_epoch")
-        lines.append(f"| {f} | {r['val_f1']:.4f} | {r.get('epochs', '')} | {r.get('seconds', 0):.1f} "
+        lines.append(f"| {f + 1} | {r['val_f1']:.4f} | {r.get('epochs', '')} | {r.get('seconds', 0):.1f} "
                      f"| {'' if best is None else best + 1} |")
-    lines += ["", "Epochs count from 1. Figures: learning curves per fold, then the out-of-fold "
-              "confusion matrix.", ""]
+    lines += ["", "Folds and epochs count from 1. Figures: learning curves per fold, then the "
+              "out-of-fold confusion matrix.", ""]
     url = f"/artifacts/{study_id}/{trial._trial_id}"
     for f, r in sorted(folds.items()):
         if r.get("curves_png"):
-            lines.append(f"![fold {f} learning curves]({url}/{r['curves_png']})")
+            lines.append(f"![fold {f + 1} learning curves]({url}/{r['curves_png']})")
     if confusion_png:
         lines.append(f"![out-of-fold confusion matrix]({url}/{confusion_png})")
     return "\n".join(lines) + "\n"

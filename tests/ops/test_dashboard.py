@@ -286,6 +286,7 @@ def test_trial_note_figures_and_export_note_are_served(trained, tmp_path):
         first = min(t["number"] for t in complete)  # the first to finish was the best then
         curves = figures[f"trial-{first}-learning-curves"]
         assert len(curves["data"]) == 4  # train loss + val F1 for each of 2 folds
+        assert {d["name"] for d in curves["data"]} == {"fold 1", "fold 2"}  # as the logs count
         confusion = figures[f"trial-{first}-oof-confusion"]
         counts = confusion["data"][0]["z"]
         assert sum(map(sum, counts)) == _oof_samples(paths.storage, study)
