@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from histosweep.cli._common import device_arg, print_json
+from histosweep.cli._common import UserError, device_arg, print_json
 
 OPTIONS = ("json",)  # the common options this command reads (cli._common)
 
@@ -23,6 +23,9 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from histosweep.bundle._predict import predict_folder
 
+    if args.workers is not None and args.workers < 1:
+        raise UserError(f"--workers {args.workers}: give a number of decode processes >= 1 "
+                        "(or leave it out: up to 8)")
     summary = predict_folder(
         args.bundle, args.images, args.out, tta=args.tta, batch_size=args.batch_size,
         device=device_arg(args), workers=args.workers, progress=not (args.no_progress or args.json),

@@ -42,6 +42,9 @@ def _check(args) -> None:
     if args.timeout is not None and not args.timeout > 0:
         raise UserError(f"--timeout {args.timeout:g}: give a number of seconds > 0 "
                         "(or leave it out to run until stopped)")
+    if args.heartbeat < 1:  # 0 would silently turn off the retry of a dead worker's trial
+        raise UserError(f"--heartbeat {args.heartbeat}: give a number of seconds >= 1 (a trial "
+                        "silent for twice that is failed and retried)")
     _check_log_dir(args.log_dir)
 
 

@@ -40,6 +40,7 @@ def test_create_refuses_skip_if_exists_with_force(tmp_path):
     (("--n-trials", "-1"), "error: --n-trials -1: give a number of finished trials >= 1"),
     (("--timeout", "-5"), "error: --timeout -5: give a number of seconds > 0"),
     (("--timeout", "0"), "error: --timeout 0: give a number of seconds > 0"),
+    (("--heartbeat", "0"), "error: --heartbeat 0: give a number of seconds >= 1"),
 ])
 def test_worker_refuses_a_run_that_does_nothing(tmp_path, args, expected):
     db, logs = tmp_path / "s.db", tmp_path / "logs"
@@ -119,3 +120,11 @@ def test_prepare_refuses_empty_modes_and_negative_workers(synth_root, tmp_path, 
                       "--no-progress", *args)
     assert one_error_line(proc).startswith(expected)
     assert not cache.exists()  # nothing built
+
+
+def test_predict_refuses_zero_decode_workers(tmp_path):
+    out = tmp_path / "sub.csv"
+    proc = histosweep("predict", str(tmp_path / "bundle"), "--images", str(tmp_path),
+                      "--out", str(out), "--workers", "0")
+    assert one_error_line(proc).startswith("error: --workers 0: give a number of decode processes")
+    assert not out.exists()
