@@ -138,6 +138,10 @@ def test_dashboard_serves_postgres_study_without_printing_password(
 def test_dashboard_port_in_use_is_one_clear_line(tmp_path: Path) -> None:
     import socket
 
+    from histosweep.storage import open_storage
+
+    open_storage(f"sqlite:///{tmp_path / 's.db'}")  # an empty study database (a missing one is
+    # its own error: tests/storage/test_storage.py::test_reading_commands_never_create_a_database)
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen(1)

@@ -267,7 +267,7 @@ def test_raw_at_in_a_password_is_refused_before_the_driver_splits_it(tmp_path):
 
 def test_reading_commands_never_create_a_database(tmp_path):
     """A typo in a SQLite path is one line naming the file, not a new empty database."""
-    for args in (["studies"], ["status", "subtypes"], ["trials", "subtypes"],
+    for args in (["studies"], ["status", "subtypes"], ["trials", "subtypes"], ["dashboard"],
                  ["studies", "--storage", "sqlite:///typo.db"]):
         proc = _cli(*args, cwd=tmp_path)
         assert proc.returncode == 1, (args, proc.stderr)
