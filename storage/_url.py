@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+from urllib.parse import unquote
 
 from histosweep.constants import DEFAULT_STORAGE, ENV_STORAGE
 from histosweep.storage._errors import StorageError
@@ -72,7 +73,7 @@ def remember_secrets(url: str) -> None:
     found += [m.group("pw") for m in _QUERY_PASSWORD_RE.finditer(url)]
     for secret in found:
         if secret:
-            _KNOWN_SECRETS.add(secret)
+            _KNOWN_SECRETS.update((secret, unquote(secret)))  # p%40ss reaches the driver as p@ss
             _KNOWN_SECRETS.update(part for part in secret.split("@") if len(part) >= 3)
 
 

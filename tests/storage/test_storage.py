@@ -106,6 +106,8 @@ def test_password_is_redacted_in_connection_errors():
     assert "s3cr3t-pw" not in message
     assert "alice:***@127.0.0.1" in message
     assert storage.redact_text("connect to s3cr3t-pw failed") == "connect to *** failed"
+    storage.resolve_storage_url("postgresql://alice:p%40ss-9x@127.0.0.1:1/nodb")  # remembered
+    assert storage.redact_text("password for p@ss-9x refused") == "password for *** refused"
 
 
 def test_wrong_scheme_is_one_clear_line():
