@@ -33,7 +33,7 @@ from histosweep.data import (
 )
 from histosweep.exceptions import UserError
 from histosweep.model import ConfigError, TrainConfig
-from histosweep.storage import atomic_write_text
+from histosweep.storage import atomic_write_text, nearest_existing, not_a_folder
 
 log = logging.getLogger("histosweep")
 
@@ -303,13 +303,9 @@ def check_out_file(out) -> Path:
     if out.is_dir():
         raise UserError(f"--out {out} is a folder; pass the path of the CSV file to write, "
                         f"e.g. --out {out / 'submission.csv'}")
-    above = next((p for p in out.parents if p.exists() or p.is_symlink()), None)
-    if above is None:  # pragma: no cover - '/' or '.' always exists
-        above = Path(".")
-    if not above.is_dir():
-        what = "a broken link" if above.is_symlink() and not above.exists() else "a file"
-        raise UserError(f"--out {out}: {above} is {what}, not a folder; pass --out with a path "
-                        "in a folder")
+    if why := not_a_folder(out.parent):
+        raise UserError(f"--out {out}: {why}; pass --out with a path in a folder")
+    above = nearest_existing(out.parent)
     try:
         fd, probe = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".probe", dir=above)
     except OSError as exc:

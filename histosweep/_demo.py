@@ -155,12 +155,12 @@ def claim_workdir(paths: DemoPaths) -> None:
 
 def _check_workdir(root: Path) -> None:
     """DIR, or its nearest existing parent, must be a folder (writes nothing)."""
-    existing = next(p for p in (root, *root.parents) if p.exists())  # root is absolute
-    if existing.is_dir():
-        return
-    if existing == root:
+    from histosweep.storage import not_a_folder
+
+    if root.is_file():
         raise UserError(f"--workdir {root} is a file; pass a folder")
-    raise UserError(f"--workdir {root}: {existing} is a file, not a folder; pass a folder path")
+    if why := not_a_folder(root):
+        raise UserError(f"--workdir {root}: {why}; pass a folder path")
 
 
 def _use_cache(paths: DemoPaths) -> None:

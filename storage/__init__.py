@@ -18,6 +18,8 @@ from histosweep.storage._atomic import (
     atomic_write_text,
     current_umask,
     exclusive_lock,
+    nearest_existing,
+    not_a_folder,
     stale_temp_dirs,
 )
 from histosweep.storage._errors import StorageError, StoreError
@@ -46,6 +48,8 @@ from histosweep.storage._url import (
 
 __all__ = [
     "TMP_MARKER",
+    "nearest_existing",
+    "not_a_folder",
     "DEFAULT_HEARTBEAT_S",
     "DEFAULT_MAX_RETRY",
     "StorageError",

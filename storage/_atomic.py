@@ -21,6 +21,22 @@ from pathlib import Path
 TMP_MARKER = ".histosweep-partial"
 
 
+def nearest_existing(path: Path) -> Path:
+    """`path` or its nearest parent that exists (a broken link counts: it is there)."""
+    return next((p for p in (path, *path.parents) if p.exists() or p.is_symlink()), Path("."))
+
+
+def not_a_folder(path: Path) -> str | None:
+    """Why a folder cannot be (made) at `path`, found without writing anything: the nearest part
+    of it that exists is a file or a broken link. None when that part is a folder. For options
+    naming where output goes (worker --log-dir, demo --workdir, predict --out's folder)."""
+    existing = nearest_existing(path)
+    if existing.is_dir():
+        return None
+    what = "a broken link" if existing.is_symlink() and not existing.exists() else "a file"
+    return f"{existing} is {what}, not a folder"
+
+
 def current_umask() -> int:
     """The process umask, read without changing it where Linux says it (os.umask(0) would
     briefly let another thread create world-writable files)."""

@@ -50,11 +50,12 @@ def _check(args) -> None:
 
 def _check_log_dir(text: str) -> None:
     """--log-dir must be a folder, or creatable: its nearest existing part a writable folder."""
+    from histosweep.storage import nearest_existing, not_a_folder
+
     path = Path(text)
-    existing = next((p for p in (path, *path.parents) if p.exists()), Path("."))
-    if not existing.is_dir():
-        raise UserError(f"--log-dir {text}: {existing} is a file, not a folder; "
-                        "pass a folder path for the worker log files")
+    if why := not_a_folder(path):
+        raise UserError(f"--log-dir {text}: {why}; pass a folder path for the worker log files")
+    existing = nearest_existing(path)
     if not os.access(existing, os.W_OK | os.X_OK):
         raise UserError(f"--log-dir {text}: cannot write in {existing}; "
                         "pass a folder you can write to")
