@@ -78,15 +78,14 @@ def remember_secrets(url: str) -> None:
 
 
 def redact(url: str) -> str:
-    """The URL with its password replaced by ***."""
+    """The URL (or any text: an error, a log line) with URL passwords and the passwords of URLs
+    seen before (remember_secrets: also those the patterns miss, e.g. with a quote) as ***."""
     url = _PASSWORD_RE.sub(lambda m: f"{m.group('scheme')}{m.group('user')}:***@", url)
-    return _QUERY_PASSWORD_RE.sub(lambda m: f"{m.group('key')}***", url)
-
-
-def redact_text(text: str) -> str:
-    """Any text (an error, a log line) with URL passwords and known secrets replaced by ***."""
-    text = redact(text)
+    url = _QUERY_PASSWORD_RE.sub(lambda m: f"{m.group('key')}***", url)
     for secret in sorted(_KNOWN_SECRETS, key=len, reverse=True):
         if len(secret) >= 3:
-            text = text.replace(secret, "***")
-    return text
+            url = url.replace(secret, "***")
+    return url
+
+
+redact_text = redact  # the name callers use for free text

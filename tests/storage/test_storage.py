@@ -217,6 +217,7 @@ def test_unopenable_sqlite_file_gets_file_advice(tmp_path):
         ("postgresql://bob:raw@at-pw@127.0.0.1:1/db", "raw@at-pw"),
         ("postgresql+psycopg2:bob:no-slash-pw@127.0.0.1:1/db", "no-slash-pw"),
         ("mysql://bob:other-scheme-pw@[::1]:3306/db", "other-scheme-pw"),
+        ("postgresql://bob:quote'in-pw@127.0.0.1:1/db", "quote'in-pw"),
     ],
 )
 def test_malformed_urls_never_print_their_password(url, secret, tmp_path):
