@@ -117,6 +117,14 @@ def test_predict_out_in_a_new_folder_still_works(built, tmp_path, capsys):
     assert [p.name for p in out.parent.iterdir()] == ["s.csv"]
 
 
+def _without_masks(source: Path, copy: Path, *numbers: int) -> Path:
+    """A copy of the test folder with the masks of these sample numbers removed."""
+    shutil.copytree(source, copy)
+    for number in numbers:
+        (copy / f"mask_{number:04d}.png").unlink()
+    return copy
+
+
 # --- predict --batch-size ---------------------------------------------------------------------
 @pytest.mark.parametrize("size", ["0", "-4"])
 def test_predict_batch_size_below_one_is_refused_before_decoding(built, poisoned_test, tmp_path,
@@ -129,10 +137,7 @@ def test_predict_batch_size_below_one_is_refused_before_decoding(built, poisoned
 
 def test_predict_test_folder_with_several_problems_is_one_line(built, tmp_path, capsys):
     paths, bundle = built
-    test = tmp_path / "test"
-    shutil.copytree(paths.test, test)
-    (test / "mask_0003.png").unlink()
-    (test / "mask_0005.png").unlink()
+    test = _without_masks(paths.test, tmp_path / "test", 3, 5)
     line = _error(capsys, *_predict(bundle, test, tmp_path / "s.csv"))
     assert "2 problem(s)" in line and "img_0003.png: no mask" in line and "img_0005.png: no mask" in line
     assert not (tmp_path / "s.csv").exists()
@@ -142,9 +147,7 @@ def test_predict_test_folder_with_several_problems_is_one_line(built, tmp_path, 
 def test_export_test_folder_without_a_mask_is_refused_before_selection(built, tmp_path, capsys):
     """Progress stays on: the stage lines (selecting, fetching, scoring) would show work done."""
     paths, _ = built
-    test = tmp_path / "T2"
-    shutil.copytree(paths.test, test)
-    (test / "mask_0003.png").unlink()
+    test = _without_masks(paths.test, tmp_path / "T2", 3)
     out = tmp_path / "parent" / "e"
     args = [a for a in export_tests.export_args(paths, out, "--test", str(test)) if a != "--no-progress"]
     line = _error(capsys, *args)
