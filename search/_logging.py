@@ -1,4 +1,4 @@
-"""Worker log lines: `[slot] LEVEL msg` text, or JSON lines for log shippers (--log-format json).
+"""Worker log lines: `[slot pid] LEVEL msg` text, or JSON lines for log shippers (--log-format json).
 
 Exercise: `histosweep worker STUDY --gpus cpu --trials-per-gpu 2 --log-format json`.
 """
@@ -14,7 +14,7 @@ CONTEXT_FIELDS = ("trial", "fold", "epoch")  # passed as `extra=` where the call
 
 
 class JsonLineFormatter(logging.Formatter):
-    """One JSON object per line: ts (UTC, ISO 8601), level, slot, msg, and trial/fold/epoch."""
+    """One JSON object per line: ts (UTC, ISO 8601), level, slot, pid, msg, and trial/fold/epoch."""
 
     def __init__(self, slot: str) -> None:
         super().__init__()
@@ -23,7 +23,7 @@ class JsonLineFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
         doc = {"ts": f"{ts}.{int(record.msecs):03d}Z", "level": record.levelname,
-               "slot": self.slot, "msg": record.getMessage()}
+               "slot": self.slot, "pid": record.process, "msg": record.getMessage()}
         for name in CONTEXT_FIELDS:
             value = getattr(record, name, None)
             if value is not None:
@@ -36,7 +36,8 @@ class JsonLineFormatter(logging.Formatter):
 def make_formatter(log_format: str, slot: str) -> logging.Formatter:
     if log_format == "json":
         return JsonLineFormatter(slot)
-    return logging.Formatter(f"%(asctime)s [{slot}] %(levelname)s %(message)s")
+    # NOTE: the pid in the tag: two workers on one host may run the same slot label
+    return logging.Formatter(f"%(asctime)s [{slot} %(process)d] %(levelname)s %(message)s")
 
 
 def without_epoch_lines(record: logging.LogRecord) -> bool:

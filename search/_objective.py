@@ -7,6 +7,7 @@ Exercise: `histosweep worker STUDY --gpus cpu --n-trials 2`.
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import tempfile
 from dataclasses import dataclass, field
@@ -117,6 +118,7 @@ class Objective:
         trial.set_user_attr("host", socket.gethostname())
         trial.set_user_attr("device", self.rt.device)
         trial.set_user_attr("slot", self.rt.slot)
+        trial.set_user_attr("pid", os.getpid())  # two workers on one host share host and slot
         planned = self.settings.folds * cfg.epochs
         trial.set_user_attr("epochs_planned", planned)
         cache, rows = self.rt.cache_for(cfg)

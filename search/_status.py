@@ -34,7 +34,7 @@ def study_status(study) -> dict[str, Any]:
     running = [
         {
             "number": t.number, "host": t.user_attrs.get("host"), "slot": t.user_attrs.get("slot"),
-            "device": t.user_attrs.get("device"),
+            "pid": t.user_attrs.get("pid"), "device": t.user_attrs.get("device"),
             "heartbeat_age_s": round(ages[t.number], 1) if t.number in ages else None,
             "last_step": t.last_step,
             **_progress(t, layout, epoch_s),
@@ -162,14 +162,20 @@ def _of(index: int | None, total: int | None) -> str:
     return "-" if index is None else f"{index + 1}/{total}"
 
 
+def _worker_name(row: dict[str, Any]) -> str:
+    """host:pid/slot (two workers on one host may share a slot label; the pid tells them apart)."""
+    pid = f":{row['pid']}" if row.get("pid") is not None else ""
+    return f"{row['host']}{pid}/{row['slot']}"
+
+
 def _running_table(running: list[dict[str, Any]]) -> list[str]:
-    """One row per running trial: worker (host/slot), fold, epoch, time left, heartbeat."""
+    """One row per running trial: worker (host:pid/slot), fold, epoch, time left, heartbeat."""
     if not running:
         return ["running: none"]
     header = ("trial", "worker", "device", "fold", "epoch", "elapsed", "left", "heartbeat")
     rows = [header] + [
         (
-            str(r["number"]), f"{r['host']}/{r['slot']}", str(r["device"]),
+            str(r["number"]), _worker_name(r), str(r["device"]),
             _of(r.get("fold"), r.get("folds")), _of(r.get("epoch"), r.get("epochs")),
             _duration(r.get("elapsed_s")),
             _duration(r.get("eta_s")) + (" ~" if r.get("eta_from") == "finished" else ""),

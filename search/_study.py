@@ -286,10 +286,32 @@ def make_sampler(name: str = "tpe", *, seed: int | None = None, worker: str | No
         if name == "cmaes":
             return samplers.CmaEsSampler(seed=draw_seed, independent_sampler=fallback,
                                          warn_independent_sampling=False)
-        # NOTE: the scrambled Sobol sequence is one for all workers (optuna keeps its next index
-        # in the study), so QMC takes the study seed itself, never a per-worker one.
-        return samplers.QMCSampler(qmc_type="sobol", scramble=True, seed=seed,
-                                   independent_sampler=fallback, warn_independent_sampling=False)
+        # NOTE: the scrambled Sobol sequence is one for all workers, so QMC takes the study seed
+        # itself, never a per-worker one; its index is the trial number (see qmc_sampler).
+        return qmc_sampler(seed=seed, independent_sampler=fallback)
+
+
+def qmc_sampler(*, seed: int | None, independent_sampler):
+    """optuna's scrambled-Sobol QMCSampler whose point index is the trial's number.
+
+    Optuna keeps the next index in a study attribute that it reads and then writes (its own
+    comment: "only ensures that each sample_id is sampled at least once"), so two workers
+    asking at the same moment get the same point. A trial number is unique in the study by the
+    storage's own transaction: one shared sequence, never a repeat (enqueued trials leave gaps).
+    """
+    from optuna.samplers import QMCSampler
+
+    class TrialNumberQMCSampler(QMCSampler):
+        def sample_relative(self, study, trial, search_space):
+            self._trial_number = trial.number
+            return super().sample_relative(study, trial, search_space)
+
+        def _find_sample_id(self, study, search_space) -> int:  # optuna private hook
+            return self._trial_number
+
+    return TrialNumberQMCSampler(qmc_type="sobol", scramble=True, seed=seed,
+                                 independent_sampler=independent_sampler,
+                                 warn_independent_sampling=False)
 
 
 def worker_seed(seed: int | None, worker: str | None) -> int | None:

@@ -85,6 +85,9 @@ def parse_gpus(spec: str) -> list[str]:
 def slots_for(opts: WorkerOptions) -> list[tuple[str, str]]:
     """(label, gpu id or 'cpu') for every worker process to start."""
     gpus = parse_gpus(opts.gpus)
+    for gpu in gpus:  # a GPU id past what CUDA_VISIBLE_DEVICES shows: one line, before any spawn
+        if gpu != "cpu":
+            child_visible_device(gpu, os.environ.get("CUDA_VISIBLE_DEVICES"))
     if opts.trials_per_gpu == AUTO:
         per_gpu = auto_slots(load_settings(open_study(opts.study, opts.storage)), gpus)
     elif opts.trials_per_gpu < 1:
@@ -152,11 +155,27 @@ def _spawn(opts: WorkerOptions, label: str, gpu: str, threads: int | None) -> su
     env[ENV_STORAGE] = opts.storage or env.get(ENV_STORAGE, "")
     env[ENV_ARTIFACTS] = opts.artifacts or env.get(ENV_ARTIFACTS, "")
     if gpu != "cpu":
-        env["CUDA_VISIBLE_DEVICES"] = gpu
+        env["CUDA_VISIBLE_DEVICES"] = child_visible_device(gpu, os.environ.get("CUDA_VISIBLE_DEVICES"))
     cmd = [sys.executable, "-m", "histosweep", *_child_argv(opts), "--_slot", label, "--_gpu", gpu]
     if threads:
         cmd += ["--_threads", str(threads)]
     return subprocess.Popen(cmd, env=env)
+
+
+def child_visible_device(gpu: str, visible: str | None) -> str:
+    """CUDA_VISIBLE_DEVICES for the slot on GPU id `gpu` (as this process numbers them).
+
+    Where the parent already sees a subset (Slurm's --gpus-per-task, a container), GPU 0 here
+    is the first of that subset, not the machine's GPU 0: every Slurm task would otherwise
+    land its slots on the node's first GPU.
+    """
+    ids = [v.strip() for v in (visible or "").split(",") if v.strip()]
+    if not ids:
+        return gpu
+    if int(gpu) >= len(ids):
+        raise UserError(f"--gpus {gpu}: only {len(ids)} GPU(s) visible here "
+                        f"(CUDA_VISIBLE_DEVICES={visible}); number them from 0")
+    return ids[int(gpu)]
 
 
 def parent_exit_code(codes: list[int], signum: int | None = None) -> int:
@@ -181,7 +200,8 @@ def setup_logging(opts: WorkerOptions, label: str) -> Path:
 
     log_dir = Path(opts.log_dir)
     log_dir.mkdir(parents=True, exist_ok=True)
-    path = log_dir / f"{opts.study}-{socket.gethostname()}-{label}.log"
+    # NOTE: the pid keeps two workers on one host (same slot label) out of each other's file
+    path = log_dir / f"{opts.study}-{socket.gethostname()}-{os.getpid()}-{label}.log"
     fmt = make_formatter(opts.log_format, label)
     root = logging.getLogger("histosweep")
     root.setLevel(logging.INFO)
@@ -230,13 +250,13 @@ def build_sampler(study, settings, label: str):
 
 
 def worker_identity(study, label: str) -> str:
-    """Host, slot and the study's trial count when this worker starts: parallel workers and a
-    restarted worker draw distinct random streams from the one study seed; a lone worker on a
-    fresh study repeats its search."""
+    """Host, process id, slot and the study's trial count when this worker starts: every worker
+    process draws its own random stream from the one study seed, also two started at the same
+    moment on one host with the same slot label (same host, label and count: the pid differs)."""
     import socket
 
     started = sum(count_trials_by_state(study._storage, study._study_id).values())
-    return f"{socket.gethostname()}/{label}/{started}"
+    return f"{socket.gethostname()}/{os.getpid()}/{label}/{started}"
 
 
 def _log_categorical_fallback(settings) -> None:
