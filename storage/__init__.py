@@ -23,7 +23,7 @@ from histosweep.storage._atomic import (
     stale_temp_dirs,
 )
 from histosweep.storage._errors import StorageError, StoreError
-from histosweep.storage._queries import (
+from histosweep.storage._optuna import (
     count_trials_by_state,
     heartbeat_ages,
     set_finished_user_attr,
