@@ -87,7 +87,9 @@ class SqlCounter:
         self.statements = 0
         self.commits = 0
         self._main = threading.main_thread()
-        engine = getattr(getattr(storage, "_backend", storage), "engine", None)
+        from histosweep.storage import sql_engine
+
+        engine = sql_engine(storage)
         if engine is not None:
             event.listen(engine, "before_cursor_execute", self._on_statement)
             event.listen(engine, "commit", self._on_commit)
@@ -240,7 +242,9 @@ def worker_main(url: str, study_name: str, n_trials: int, index: int, sampler: s
     study.sampler = make_sampler(sampler, seed=None)
     opts = WorkerOptions(study=study_name, storage=url, artifacts=None, n_trials=n_trials,
                          heartbeat=60, progress=False)
-    recorder = Recorder(SqlCounter(study._storage))
+    from histosweep.storage import study_storage
+
+    recorder = Recorder(SqlCounter(study_storage(study)))
     objective = TimedObjective(load_space(), recorder, f"w{index}", report_sleep, seed=index)
     loop = _timed_loop_class()(study, objective, opts, f"w{index}", recorder=recorder)
     if profile:

@@ -18,7 +18,7 @@ import numpy as np
 
 from histosweep.search._errors import UserError
 from histosweep.search._plots import learning_curves_png
-from histosweep.storage import StoreError, store_name
+from histosweep.storage import StoreError, link_artifact, store_name, trial_id
 
 
 def fold_key(fold: int) -> str:
@@ -38,7 +38,6 @@ def upload_file(store, trial, path: Path) -> str:
     from dataclasses import asdict
 
     from optuna.artifacts import ArtifactMeta
-    from optuna.artifacts._upload import ARTIFACTS_ATTR_PREFIX
 
     artifact_id = str(uuid.uuid4())
     try:
@@ -56,8 +55,7 @@ def upload_file(store, trial, path: Path) -> str:
     mimetype, encoding = mimetypes.guess_type(path.name)
     meta = ArtifactMeta(artifact_id=artifact_id, filename=path.name,
                         mimetype=mimetype or "application/octet-stream", encoding=encoding)
-    trial.storage.set_trial_system_attr(trial._trial_id, ARTIFACTS_ATTR_PREFIX + artifact_id,
-                                        json.dumps(asdict(meta)))
+    link_artifact(trial.storage, trial_id(trial), asdict(meta))
     return artifact_id
 
 

@@ -24,6 +24,8 @@ from histosweep.storage import (
     redact,
     redact_text,
     resolve_artifacts,
+    study_id,
+    study_storage,
 )
 
 CHECK_ATTR = "histosweep:check"  # study system attr: the last check's host and time
@@ -98,8 +100,9 @@ def _check_storage(opts: CheckOptions, checks: list[Check]) -> StudySettings | N
         return None
     stamp = {"host": socket.gethostname(), "pid": os.getpid(), "at": round(time.time(), 3)}
     try:
-        study._storage.set_study_system_attr(study._study_id, CHECK_ATTR, stamp)
-        back = study._storage.get_study_system_attrs(study._study_id).get(CHECK_ATTR)
+        storage, sid = study_storage(study), study_id(study)
+        storage.set_study_system_attr(sid, CHECK_ATTR, stamp)
+        back = storage.get_study_system_attrs(sid).get(CHECK_ATTR)
     except Exception as exc:  # noqa: BLE001 - read-only database, permission denied, ...
         checks.append(Check("storage", False, f"{url} is readable but not writable ({_first(exc)}); "
                             "workers must write trials: check the file's or role's permissions"))

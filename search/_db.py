@@ -12,7 +12,15 @@ import threading
 import time
 import warnings
 
-from histosweep.storage import count_trials_by_state, start_ages, study_gate
+from histosweep.storage import (
+    grace_period_s,
+    heartbeat_enabled,
+    start_ages,
+    study_gate,
+    study_id,
+    study_storage,
+    trial_counts,
+)
 
 log = logging.getLogger("histosweep")
 DB_RETRY_S = 60.0  # ride out a database restart this long before giving up
@@ -35,15 +43,14 @@ def _fail_never_beaten(study) -> None:
     import copy
 
     import optuna
-    from optuna.storages._heartbeat import is_heartbeat_enabled
     from optuna.trial import TrialState
 
-    storage = study._storage
-    if not is_heartbeat_enabled(storage):
+    storage = study_storage(study)
+    if not heartbeat_enabled(storage):
         return
-    grace = _grace_period_s(storage)
+    grace = grace_period_s(storage)
     failed = []
-    for trial_id, (number, age) in start_ages(storage, study._study_id).items():
+    for trial_id, (number, age) in start_ages(storage, study_id(study)).items():
         if age <= grace:
             continue
         with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):  # another worker
@@ -56,12 +63,6 @@ def _fail_never_beaten(study) -> None:
         callback(study, copy.deepcopy(storage.get_trial(trial_id)))
 
 
-def _grace_period_s(storage) -> float:
-    backend = getattr(storage, "_backend", storage)  # the RDBStorage under Optuna's cache
-    grace = getattr(backend, "grace_period", None)
-    return float(grace if grace is not None else 2 * storage.get_heartbeat_interval())
-
-
 def gated_ask(study, n_trials: int | None):
     """A new RUNNING trial; None if the running trials already fill N; False when N finished."""
 
@@ -70,8 +71,8 @@ def gated_ask(study, n_trials: int | None):
             warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed")
             if n_trials is None:
                 return study.ask()
-            with study_gate(study._storage, study.study_name):
-                c = count_trials_by_state(study._storage, study._study_id)
+            with study_gate(study_storage(study), study.study_name):
+                c = trial_counts(study)
                 finished = c["COMPLETE"] + c["PRUNED"]
                 if finished >= n_trials:
                     return False
@@ -131,9 +132,7 @@ def heartbeat(trial_id: int, storage):
     NOTE: Optuna's own heartbeat thread dies on the first failed write (a server restart), after
     which the live trial looks dead and another worker would fail and re-run it.
     """
-    from optuna.storages._heartbeat import is_heartbeat_enabled
-
-    if not is_heartbeat_enabled(storage):
+    if not heartbeat_enabled(storage):
         yield
         return
     stop = threading.Event()

@@ -17,14 +17,17 @@ from histosweep.storage import (
     DEFAULT_MAX_RETRY,
     artifact_size,
     is_s3,
+    linked_artifact_ids,
     set_finished_user_attr,
+    study_id,
+    study_storage,
+    trial_id,
     trials_with_user_attr,
 )
 
 log = logging.getLogger("histosweep")
 DELETED_ATTR = "checkpoints_deleted"  # user attr of a trial whose checkpoints gc removed
 REQUEUED_MARK = "re-queued to resume"  # the worker's fail_reason of a trial it re-queues
-ARTIFACTS_PREFIX = "artifacts:"  # optuna's trial system attr per uploaded artifact
 
 
 @dataclass
@@ -73,7 +76,7 @@ def plan_gc(trials, keep_top: int, *, done: set[int] = frozenset(),
         reason = _keep_reason(t, top, retries.get(t.number, []), keep_top, max_retry)
         if reason:
             plan.kept[t.number] = reason
-        elif t._trial_id not in done and checkpoint_ids(t):
+        elif trial_id(t) not in done and checkpoint_ids(t):
             candidates.append(t)
     # NOTE: each id once: a retry's fold records are copies of its failed trial's
     claimed = {a for t in trials if t.number in plan.kept for a in checkpoint_ids(t)}
@@ -120,10 +123,10 @@ def collect_garbage(study, store, spec: str | None, *, keep_top: int, dry_run: b
     """Delete (or with dry_run list) the checkpoints plan_gc picks; mark each trial handled with
     user attr checkpoints_deleted = true. Returns a summary with the bytes freed (None on S3)."""
     check_keep_top(keep_top)
-    storage, study_id = study._storage, study._study_id
+    storage = study_storage(study)
     trials = study.get_trials(deepcopy=False)
     # NOTE: from the database, not the trials: a process caches finished trials without it
-    done = trials_with_user_attr(storage, study_id, DELETED_ATTR)
+    done = trials_with_user_attr(storage, study_id(study), DELETED_ATTR)
     plan = plan_gc(trials, keep_top, done=done)
     by_number = {t.number: t for t in trials}
     deleted, total = [], 0 if not is_s3(spec) else None
@@ -132,7 +135,7 @@ def collect_garbage(study, store, spec: str | None, *, keep_top: int, dry_run: b
         size = None if None in sizes else sum(sizes)
         if not dry_run:
             _remove(store, spec, number, ids)
-            set_finished_user_attr(storage, by_number[number]._trial_id, DELETED_ATTR, True)
+            set_finished_user_attr(storage, trial_id(by_number[number]), DELETED_ATTR, True)
         deleted.append({"trial": number, "state": plan.states[number], "checkpoints": ids, "bytes": size})
         total = None if total is None or size is None else total + size
     return {
@@ -174,8 +177,7 @@ def study_artifact_bytes(study, spec: str | None) -> int | None:
     """Bytes of every artifact the study's trials registered, in a folder store; None for S3."""
     if is_s3(spec):
         return None
-    ids = {k[len(ARTIFACTS_PREFIX):] for t in study.get_trials(deepcopy=False)
-           for k in t.system_attrs if k.startswith(ARTIFACTS_PREFIX)}
+    ids = {a for t in study.get_trials(deepcopy=False) for a in linked_artifact_ids(t)}
     return sum(artifact_size(spec, a) or 0 for a in ids)
 
 

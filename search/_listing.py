@@ -12,7 +12,7 @@ from typing import Any, TextIO
 
 from histosweep.search._errors import UserError
 from histosweep.search._settings import SETTINGS_KEY, load_settings
-from histosweep.storage import count_trials_by_state
+from histosweep.storage import count_trials_by_state, study_id
 
 TRIAL_STATES = ("complete", "pruned", "fail", "running", "waiting")
 
@@ -27,14 +27,14 @@ def _study_row(storage, frozen) -> dict[str, Any]:
     best = None
     if len(directions) == 1:
         try:
-            trial = storage.get_best_trial(frozen._study_id)
+            trial = storage.get_best_trial(study_id(frozen))
             best = {"number": trial.number, "value": trial.value}
         except ValueError:  # no complete trial yet
             pass
     return {
         "study": frozen.study_name, "direction": ",".join(directions),
         "sampler": _stored_sampler(frozen.user_attrs.get(SETTINGS_KEY)),
-        "trials": count_trials_by_state(storage, frozen._study_id), "best": best,
+        "trials": count_trials_by_state(storage, study_id(frozen)), "best": best,
     }
 
 

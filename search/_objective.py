@@ -32,6 +32,7 @@ from histosweep.search._plots import confusion_png
 from histosweep.search._settings import StudySettings
 from histosweep.search._trial_page import publish_trial
 from histosweep.search._uploader import Uploader
+from histosweep.storage import study_id, study_storage, trial_id
 
 log = logging.getLogger("histosweep")
 
@@ -193,7 +194,7 @@ class Objective:
         record.update(upload_fold(self.rt.store, trial, f, result, cfg, val_idx, self.split.holdout))
         # NOTE: through the storage, not trial.set_user_attr, which also edits the trial's
         # cached attrs dict that the main thread may be copying at this moment.
-        trial.storage.set_trial_user_attr(trial._trial_id, fold_key(f), record)
+        trial.storage.set_trial_user_attr(trial_id(trial), fold_key(f), record)
 
     def _epoch_line(self, trial, f: int, cfg, m) -> None:
         """One compact line per epoch (the terminal shows it when there are no progress bars)."""
@@ -239,14 +240,14 @@ class Objective:
     # --- resume --------------------------------------------------------------------------
     def _reused_folds(self, trial) -> dict[int, dict]:
         """Finished folds of the failed trial(s) this trial retries, from their artifacts."""
-        storage, study_id = self.rt.study._storage, self.rt.study._study_id
+        storage, sid = study_storage(self.rt.study), study_id(self.rt.study)
         # NOTE: optuna 5's Trial has no system_attrs; the storage has them.
-        history = storage.get_trial_system_attrs(trial._trial_id).get("retry_history") or []
+        history = storage.get_trial_system_attrs(trial_id(trial)).get("retry_history") or []
         if not history:
             return {}
         found: dict[int, dict] = {}
         for number in reversed(history):  # newest attempt first
-            tid = storage.get_trial_id_from_study_id_trial_number(study_id, number)
+            tid = storage.get_trial_id_from_study_id_trial_number(sid, number)
             attrs = storage.get_trial(tid).user_attrs
             for f in range(self.settings.folds):
                 if f not in found and fold_key(f) in attrs:

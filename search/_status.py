@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from histosweep.storage import count_trials_by_state, heartbeat_ages
+from histosweep.storage import heartbeat_ages, study_id, study_storage, trial_counts
 
 CLEAR_SCREEN = "\x1b[H\x1b[2J"  # cursor home + clear: a TTY redraw that long lines cannot skew
 
@@ -19,7 +19,7 @@ CLEAR_SCREEN = "\x1b[H\x1b[2J"  # cursor home + clear: a TTY redraw that long li
 def study_status(study) -> dict[str, Any]:
     from optuna.trial import TrialState
 
-    counts = count_trials_by_state(study._storage, study._study_id)
+    counts = trial_counts(study)
     trials = study.get_trials(deepcopy=False)
     run = sum(int(t.user_attrs.get("epochs_run", 0)) for t in trials)
     finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
@@ -28,7 +28,7 @@ def study_status(study) -> dict[str, Any]:
         int(t.user_attrs.get("epochs_run", 0)) + int(t.user_attrs.get("epochs_reused", 0))
         for t in finished
     )
-    ages = heartbeat_ages(study._storage, study._study_id)
+    ages = heartbeat_ages(study_storage(study), study_id(study))
     layout = _layout(study)
     epoch_s = _finished_epoch_seconds(finished)
     running = [

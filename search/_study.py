@@ -24,7 +24,7 @@ from histosweep.search._settings import (
     save_settings,
 )
 from histosweep.search._space import Space, check_backbones, load_space
-from histosweep.storage import open_storage
+from histosweep.storage import open_storage, trial_number_qmc_sampler
 
 log = logging.getLogger("histosweep")
 # What `create --sampler` accepts; stored in the study settings, built by every worker.
@@ -292,26 +292,9 @@ def make_sampler(name: str = "tpe", *, seed: int | None = None, worker: str | No
 
 
 def qmc_sampler(*, seed: int | None, independent_sampler):
-    """optuna's scrambled-Sobol QMCSampler whose point index is the trial's number.
-
-    Optuna keeps the next index in a study attribute that it reads and then writes (its own
-    comment: "only ensures that each sample_id is sampled at least once"), so two workers
-    asking at the same moment get the same point. A trial number is unique in the study by the
-    storage's own transaction: one shared sequence, never a repeat (enqueued trials leave gaps).
-    """
-    from optuna.samplers import QMCSampler
-
-    class TrialNumberQMCSampler(QMCSampler):
-        def sample_relative(self, study, trial, search_space):
-            self._trial_number = trial.number
-            return super().sample_relative(study, trial, search_space)
-
-        def _find_sample_id(self, study, search_space) -> int:  # optuna private hook
-            return self._trial_number
-
-    return TrialNumberQMCSampler(qmc_type="sobol", scramble=True, seed=seed,
-                                 independent_sampler=independent_sampler,
-                                 warn_independent_sampling=False)
+    """optuna's scrambled-Sobol QMCSampler whose point index is the trial's number (see
+    histosweep.storage.trial_number_qmc_sampler)."""
+    return trial_number_qmc_sampler(seed=seed, independent_sampler=independent_sampler)
 
 
 def worker_seed(seed: int | None, worker: str | None) -> int | None:

@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from histosweep.storage import study_id, trial_id
+
 log = logging.getLogger("histosweep")
 
 EXPORT_HEADING = "## Exported by histosweep export-best"
@@ -39,7 +41,7 @@ def publish_trial(study, trial, *, folds: dict[int, dict], value: float, labels:
     try:
         from optuna_dashboard import save_note
 
-        save_note(trial, fold_note(study._study_id, trial, folds, value, confusion_png))
+        save_note(trial, fold_note(study_id(study), trial, folds, value, confusion_png))
         if _is_new_best(study, value):
             save_trial_figures(study, trial.number, folds=folds, labels=labels, preds=preds,
                                classes=classes, value=value)
@@ -108,7 +110,7 @@ def fold_note(study_id: int, trial, folds: dict[int, dict], value: float,
                      f"| {'' if best is None else best + 1} |")
     lines += ["", "Folds and epochs count from 1. Figures: learning curves per fold, then the "
               "out-of-fold confusion matrix.", ""]
-    url = f"/artifacts/{study_id}/{trial._trial_id}"
+    url = f"/artifacts/{study_id}/{trial_id(trial)}"
     for f, r in sorted(folds.items()):
         if r.get("curves_png"):
             lines.append(f"![fold {f + 1} learning curves]({url}/{r['curves_png']})")

@@ -29,13 +29,16 @@ from histosweep.search._slots import AUTO, auto_slots
 from histosweep.search._study import make_pruner, make_sampler, open_study
 from histosweep.storage import (
     StoreError,
-    count_trials_by_state,
+    frozen_trial,
     open_artifact_store,
     probe_store,
     redact,
     redact_text,
     resolve_storage_url,
     retry_callback,
+    study_storage,
+    trial_counts,
+    trial_id,
 )
 
 log = logging.getLogger("histosweep")
@@ -255,7 +258,7 @@ def worker_identity(study, label: str) -> str:
     moment on one host with the same slot label (same host, label and count: the pid differs)."""
     import socket
 
-    started = sum(count_trials_by_state(study._storage, study._study_id).values())
+    started = sum(trial_counts(study).values())
     return f"{socket.gethostname()}/{os.getpid()}/{label}/{started}"
 
 
@@ -378,7 +381,7 @@ class TrialLoop:
         state, value, reason = TrialState.FAIL, None, None
         self.in_trial = True
         try:
-            with heartbeat(trial._trial_id, self.study._storage):
+            with heartbeat(trial_id(trial), study_storage(self.study)):
                 try:
                     if self.stop.is_set():  # signalled during the ask (in_trial was False then)
                         raise WorkerStopped(f"{_signal_name(self.stopped_by)} before the trial started")
@@ -440,8 +443,7 @@ class TrialLoop:
                 delay = min(delay * 2, STORE_BACKOFF_MAX_S)
 
     def _requeue(self, trial) -> None:
-        frozen = self.study._storage.get_trial(trial._trial_id)
-        retry_callback()(self.study, frozen)
+        retry_callback()(self.study, frozen_trial(trial))
 
     def _log_result(self, trial, state, value, reason) -> None:
         from optuna.trial import TrialState

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from histosweep.constants import DEFAULT_ARTIFACTS, ENV_ARTIFACTS
 from histosweep.storage._errors import StorageError, StoreError
+from histosweep.storage._optuna import folder_store_path
 from histosweep.storage._url import redact
 
 PROBE_PREFIX = "histosweep-probe-"  # the probe's object name; removed again at once
@@ -70,7 +71,7 @@ def store_name(store) -> str:
         return f"{store_name(store._inner)}/{store._prefix}"
     if hasattr(store, "bucket"):
         return f"s3://{store.bucket}"
-    return str(getattr(store, "_base_path", type(store).__name__))
+    return folder_store_path(store) or type(store).__name__
 
 
 def probe_store(store) -> None:

@@ -1,8 +1,11 @@
-"""Small, fast queries on Optuna's RDB schema that the public API answers slowly.
+"""The one door to Optuna's internals: every private attribute, private import and raw SQL
+statement on Optuna's tables that histosweep relies on lives here, each with why the public API
+does not serve. An Optuna upgrade that moves one fails tests/storage/test_optuna_door.py first.
 
-Counting trials by state is one GROUP BY instead of loading every trial (which grows with the
-study); the study gate serialises "count, then ask" across workers on all machines so that
-`--n-trials N` is exact. Exercise: `histosweep worker STUDY --n-trials N` on several machines.
+Small, fast queries on Optuna's RDB schema that the public API answers slowly: counting trials
+by state is one GROUP BY instead of loading every trial (which grows with the study); the study
+gate serialises "count, then ask" across workers on all machines so that `--n-trials N` is exact.
+Exercise: `histosweep worker STUDY --n-trials N` on several machines.
 """
 
 from __future__ import annotations
@@ -21,11 +24,110 @@ STATES = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
 
 def _rdb(storage):
     """The RDBStorage under Optuna's cache wrapper."""
+    # private: _CachedStorage has no public accessor for the storage it wraps
     return getattr(storage, "_backend", storage)
+
+
+def study_storage(study):
+    """The storage a study object reads and writes (what `optuna.load_study` was given)."""
+    # private: Study has no public storage accessor; trial-level calls need the storage itself
+    return study._storage
+
+
+def study_id(study) -> int:
+    """The id of a Study or FrozenStudy in its storage (the key of every storage call about it)."""
+    # private: the public way (get_study_id_from_name) is a database round trip per call
+    return study._study_id
+
+
+def trial_id(trial) -> int:
+    """The storage id of a Trial or FrozenTrial (not its number)."""
+    # private: Trial/FrozenTrial expose only `number`; storage calls take the trial id
+    return trial._trial_id
+
+
+def frozen_trial(trial):
+    """The stored FrozenTrial of a live Trial (its attrs as the database holds them now)."""
+    return study_storage(trial.study).get_trial(trial_id(trial))
+
+
+def heartbeat_enabled(storage) -> bool:
+    """Whether the storage records heartbeats (open_storage(..., heartbeat=S))."""
+    # private import: optuna.storages has no public is_heartbeat_enabled
+    from optuna.storages._heartbeat import is_heartbeat_enabled
+
+    return bool(is_heartbeat_enabled(storage))
+
+
+def grace_period_s(storage) -> float:
+    """Seconds after the last heartbeat when Optuna takes a trial for dead."""
+    grace = getattr(_rdb(storage), "grace_period", None)  # public on RDBStorage, not on the cache
+    return float(grace if grace is not None else 2 * storage.get_heartbeat_interval())
+
+
+def link_artifact(storage, trial_id_: int, meta: dict) -> None:
+    """List an artifact (already written to the store) on a trial, as upload_artifact does."""
+    import json
+
+    # private import: upload_artifact registers before it writes; we write first, then list it
+    from optuna.artifacts._upload import ARTIFACTS_ATTR_PREFIX
+
+    storage.set_trial_system_attr(trial_id_, ARTIFACTS_ATTR_PREFIX + meta["artifact_id"],
+                                  json.dumps(meta))
+
+
+def linked_artifact_ids(frozen_trial_) -> list[str]:
+    """Ids of the artifacts listed on a FrozenTrial (from its system attrs, no storage call)."""
+    # private import: the attr prefix; get_all_artifact_meta costs a storage call per trial
+    from optuna.artifacts._upload import ARTIFACTS_ATTR_PREFIX
+
+    return [k[len(ARTIFACTS_ATTR_PREFIX):] for k in frozen_trial_.system_attrs
+            if k.startswith(ARTIFACTS_ATTR_PREFIX)]
+
+
+def folder_store_path(store) -> str | None:
+    """The folder of a FileSystemArtifactStore (None for any other store)."""
+    # private: FileSystemArtifactStore keeps its folder only in _base_path
+    path = getattr(store, "_base_path", None)
+    return None if path is None else str(path)
+
+
+def trial_number_qmc_sampler(*, seed: int | None, independent_sampler):
+    """optuna's scrambled-Sobol QMCSampler whose point index is the trial's number.
+
+    Optuna keeps the next index in a study attribute that it reads and then writes (its own
+    comment: "only ensures that each sample_id is sampled at least once"), so two workers
+    asking at the same moment get the same point. A trial number is unique in the study by the
+    storage's own transaction: one shared sequence, never a repeat (enqueued trials leave gaps).
+    """
+    from optuna.samplers import QMCSampler
+
+    class TrialNumberQMCSampler(QMCSampler):
+        def sample_relative(self, study, trial, search_space):
+            self._trial_number = trial.number
+            return super().sample_relative(study, trial, search_space)
+
+        # private hook: QMCSampler has no public way to choose the point index
+        def _find_sample_id(self, study, search_space) -> int:
+            return self._trial_number
+
+    return TrialNumberQMCSampler(qmc_type="sobol", scramble=True, seed=seed,
+                                 independent_sampler=independent_sampler,
+                                 warn_independent_sampling=False)
 
 
 def _has_engine(storage) -> bool:
     return hasattr(_rdb(storage), "engine")
+
+
+def sql_engine(storage):
+    """The SQLAlchemy engine under a (cached) RDBStorage; None for the gRPC proxy."""
+    return getattr(_rdb(storage), "engine", None)
+
+
+def trial_counts(study) -> dict[str, int]:
+    """The study's trials by state name (COMPLETE, PRUNED, FAIL, RUNNING, WAITING)."""
+    return count_trials_by_state(study_storage(study), study_id(study))
 
 
 def count_trials_by_state(storage, study_id: int) -> dict[str, int]:
@@ -37,6 +139,7 @@ def count_trials_by_state(storage, study_id: int) -> dict[str, int]:
             counts[t.state.name] += 1
         return counts
     engine = _rdb(storage).engine
+    # raw SQL: get_all_trials loads every trial to count them (slow at 1000s of trials)
     query = sa.text("SELECT state, COUNT(*) FROM trials WHERE study_id = :sid GROUP BY state")
     counts = dict.fromkeys(STATES, 0)
     with engine.connect() as conn:
@@ -54,6 +157,7 @@ def heartbeat_ages(storage, study_id: int) -> dict[int, float]:
     if not _has_engine(storage):
         return {}
     engine = _rdb(storage).engine
+    # raw SQL: Optuna has no public read of heartbeat times (only fail_stale_trials uses them)
     query = sa.text(
         "SELECT t.number, MAX(h.heartbeat) FROM trials t JOIN trial_heartbeats h "
         "ON h.trial_id = t.trial_id WHERE t.study_id = :sid AND t.state = 'RUNNING' "
@@ -79,6 +183,7 @@ def start_ages(storage, study_id: int) -> dict[int, tuple[int, float]]:
 
     if not _has_engine(storage):
         return {}
+    # raw SQL: "has no heartbeat row" is not visible through any public API
     query = sa.text(
         "SELECT t.trial_id, t.number, t.datetime_start FROM trials t WHERE t.study_id = :sid "
         "AND t.state = 'RUNNING' AND NOT EXISTS "
@@ -107,6 +212,7 @@ def set_finished_user_attr(storage, trial_id: int, key: str, value) -> None:
     if not _has_engine(storage):
         raise StorageError("this needs the database itself, not the gRPC storage proxy: "
                            "pass --storage with the database URL")
+    # raw SQL: set_trial_user_attr refuses finished trials (UpdateFinishedTrialError)
     query = sa.text(
         "INSERT INTO trial_user_attributes (trial_id, key, value_json) VALUES (:tid, :key, :val) "
         "ON CONFLICT (trial_id, key) DO UPDATE SET value_json = excluded.value_json"
@@ -122,6 +228,7 @@ def trials_with_user_attr(storage, study_id: int, key: str) -> set[int]:
     if not _has_engine(storage):
         raise StorageError("this needs the database itself, not the gRPC storage proxy: "
                            "pass --storage with the database URL")
+    # raw SQL: cached storages keep stale copies of finished trials; this reads the database
     query = sa.text(
         "SELECT a.trial_id FROM trial_user_attributes a JOIN trials t ON t.trial_id = a.trial_id "
         "WHERE t.study_id = :sid AND a.key = :key"
@@ -155,6 +262,7 @@ def study_gate(storage, study_name: str) -> Iterator[None]:
     key = int.from_bytes(hashlib.sha256(study_name.encode()).digest()[:8], "big", signed=True)
     import sqlalchemy as sa
 
+    # raw SQL: a PostgreSQL advisory lock on Optuna's own connection; Optuna has no lock API
     with rdb.engine.connect() as conn:
         conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": key})
         conn.commit()

@@ -17,11 +17,11 @@ def run(args) -> int:
 
     from histosweep.search._errors import UserError
     from histosweep.search._study import open_study
-    from histosweep.storage import count_trials_by_state, redact, resolve_storage_url
+    from histosweep.storage import redact, resolve_storage_url, study_storage, trial_counts
 
     url = storage_arg(args)
     study = open_study(args.study, url)
-    counts = count_trials_by_state(study._storage, study._study_id)
+    counts = trial_counts(study)
     total = sum(counts.values())
     if total and not args.yes:
         by_state = ", ".join(f"{n} {s.lower()}" for s, n in counts.items() if n)
@@ -29,7 +29,7 @@ def run(args) -> int:
             f"study {args.study!r} has {total} trial{'s' * (total != 1)} ({by_state}); "
             "pass --yes to delete it and its trials"
         )
-    optuna.delete_study(study_name=args.study, storage=study._storage)
+    optuna.delete_study(study_name=args.study, storage=study_storage(study))
     if args.json:
         print_json({"study": args.study, "deleted": True, "trials": total,
                     "storage": redact(resolve_storage_url(url))})

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from histosweep.cli import main
+from histosweep.storage import study_id, study_storage
 from tests.search._helpers import TINY_SPACE, cli, load
 
 NAMES = {"storage", "artifacts", "data", "caches", "weights", "gpus"}
@@ -72,7 +73,7 @@ def test_check_passes_on_a_good_study(studies, capsys):
     assert all(c["ok"] for c in doc["checks"]), doc
     assert list((root / "artifacts").iterdir()) == []  # the probe artifact was removed
     s = load("good", url)
-    stamp = s._storage.get_study_system_attrs(s._study_id)["histosweep:check"]  # the write happened
+    stamp = study_storage(s).get_study_system_attrs(study_id(s))["histosweep:check"]  # the write happened
     assert stamp["pid"] > 0
     code, out, err = run_check(capsys, *base_args(studies))
     assert code == 0 and err == []

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from histosweep.cli import main
+from histosweep.storage import study_storage, trial_id
 from tests.search._helpers import load
 
 SPACE_FROZEN = """
@@ -173,8 +174,8 @@ def test_retry_of_a_failed_frozen_trial_reuses_its_finished_fold(frozen_study, t
     study.enqueue_trial({})
     *_, failed, waiting = study.get_trials()
     assert failed.state == optuna.trial.TrialState.FAIL
-    study._storage.set_trial_system_attr(waiting._trial_id, "retry_history", [failed.number])
-    study._storage.set_trial_system_attr(waiting._trial_id, "failed_trial", failed.number)
+    study_storage(study).set_trial_system_attr(trial_id(waiting), "retry_history", [failed.number])
+    study_storage(study).set_trial_system_attr(trial_id(waiting), "failed_trial", failed.number)
     assert run_workers(WorkerOptions(**{**options.__dict__, "n_trials": 2})) == 0
     retry = load("resume", paths.storage).get_trials()[-1]
     assert retry.state == optuna.trial.TrialState.COMPLETE

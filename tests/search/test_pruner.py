@@ -9,6 +9,7 @@ import pytest
 
 from histosweep.search._pruner import SnapshotPruner, _SnapshotStudy
 from histosweep.search._study import make_pruner
+from histosweep.storage import study_storage, trial_id
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -26,7 +27,7 @@ def _running(study: optuna.Study, value: float, steps: int = 3) -> optuna.trial.
     trial = study.ask()
     for s in range(steps):
         trial.report(value, s)
-    return study._storage.get_trial(trial._trial_id)
+    return study_storage(study).get_trial(trial_id(trial))
 
 
 def _inner():

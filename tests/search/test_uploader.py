@@ -11,7 +11,7 @@ from optuna.artifacts import FileSystemArtifactStore
 from optuna.trial import TrialState
 
 from histosweep.search._uploader import Uploader
-from histosweep.storage import StoreError
+from histosweep.storage import StoreError, study_id, study_storage
 from tests.search._helpers import load, tiny_space, wait_for
 
 
@@ -79,7 +79,7 @@ class WatchedStore(FileSystemArtifactStore):
         if self.writes == self.fail_at:
             self.on_fail()
             raise OSError("injected: the store is full")
-        trials = self.study._storage.get_all_trials(self.study._study_id, deepcopy=False)
+        trials = study_storage(self.study).get_all_trials(study_id(self.study), deepcopy=False)
         self.states += [t.state for t in trials]  # one trial in these studies
         super().write(artifact_id, content_body)
 
@@ -141,7 +141,7 @@ def test_the_next_fold_trains_while_the_last_one_uploads(synth_root, tmp_path):
     seen: list[bool] = []
 
     def fold1_reported() -> bool:
-        trials = store.study._storage.get_all_trials(store.study._study_id, deepcopy=False)
+        trials = study_storage(store.study).get_all_trials(study_id(store.study), deepcopy=False)
         return 1 in trials[0].intermediate_values
 
     def hold_first_write():

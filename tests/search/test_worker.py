@@ -122,14 +122,14 @@ def test_running_trial_without_any_heartbeat_is_failed_and_requeued(backend, req
     finishes the study."""
     import subprocess
 
-    from histosweep.storage import heartbeat_ages, open_storage
+    from histosweep.storage import heartbeat_ages, open_storage, study_id, study_storage
 
     url = request.getfixturevalue("sqlite_url" if backend == "sqlite" else "pg_url")
     _create("orphan", url, synth_root, tiny_space(tmp_path, epochs=1), pruner="none")
     # a storage without heartbeats asks the trial: RUNNING, no trial_heartbeats row, ever
     orphan_study = optuna.load_study(study_name="orphan", storage=open_storage(url))
     orphan = orphan_study.ask()
-    ages = heartbeat_ages(orphan_study._storage, orphan_study._study_id)
+    ages = heartbeat_ages(study_storage(orphan_study), study_id(orphan_study))
     assert list(ages) == [orphan.number] and ages[orphan.number] < 60  # aged from datetime_start
     worker = start_worker("orphan", url, tmp_path / "artifacts", "--n-trials", "1",
                           "--heartbeat", "1", log_dir=tmp_path / "logs")

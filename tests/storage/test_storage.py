@@ -30,7 +30,7 @@ def test_create_and_load(storage_url):
     again = optuna.load_study(study_name="s", storage=storage.open_storage(storage_url))
     assert again.user_attrs["histosweep"] == {"folds": 3}
     assert again.best_value == 0.5
-    counts = storage.count_trials_by_state(again._storage, again._study_id)
+    counts = storage.count_trials_by_state(storage.study_storage(again), storage.study_id(again))
     assert counts["COMPLETE"] == 1 and counts["RUNNING"] == 0
 
 
@@ -38,8 +38,8 @@ def test_heartbeat_stale_trial_is_failed_and_requeued(storage_url):
     st = storage.open_storage(storage_url, heartbeat=1, grace_period=1)
     study = optuna.create_study(study_name="hb", storage=st)
     trial = study.ask(fixed_distributions={"x": optuna.distributions.FloatDistribution(0, 1)})
-    st.record_heartbeat(trial._trial_id)
-    ages = storage.heartbeat_ages(study._storage, study._study_id)
+    st.record_heartbeat(storage.trial_id(trial))
+    ages = storage.heartbeat_ages(storage.study_storage(study), storage.study_id(study))
     assert trial.number in ages and ages[trial.number] < 60
     # Make the heartbeat stale by moving it into the past instead of sleeping.
     import sqlalchemy as sa
@@ -81,7 +81,7 @@ def test_study_gate_serialises(storage_url):
 
     def worker() -> None:
         for _ in range(5):
-            with storage.study_gate(study._storage, "g"):
+            with storage.study_gate(storage.study_storage(study), "g"):
                 with counter:
                     state["inside"] += 1
                     state["most"] = max(state["most"], state["inside"])
