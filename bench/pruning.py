@@ -45,7 +45,7 @@ def patch_workers(seed: int | None, try_pruner: str | None = None) -> None:
     differs) and, with --try-pruner, swap make_pruner's pruner for a candidate. run_slot looks
     both factories up in search._study when it starts, so patching the module is enough."""
     # NOTE: the worker module's own names: run_slot calls make_pruner/make_sampler from there
-    import histosweep.search._worker as study_mod
+    import histosweep.fleet._supervisor as study_mod
 
     if getattr(study_mod.make_pruner, "_bench_patched", False):
         return
@@ -75,9 +75,9 @@ def run_search(name: str, pruner: str, args, root: Path, data: Path, space: Path
     """create_study + run_workers (one in-process CPU worker) until args.trials finished."""
     import optuna
 
-    from histosweep.search._status import study_status
+    from histosweep.fleet._status import study_status
+    from histosweep.fleet._supervisor import WorkerOptions, run_workers
     from histosweep.search._study import CreateOptions, create_study
-    from histosweep.search._worker import WorkerOptions, run_workers
     from histosweep.storage import open_storage
 
     url = f"sqlite:///{root / 'studies.db'}"

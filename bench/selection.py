@@ -55,7 +55,8 @@ def make_data(root: Path, args) -> tuple[Path, list[str]]:
 
 
 def run_search(root: Path, data: Path, args) -> tuple[str, float]:
-    from histosweep.search import CreateOptions, WorkerOptions, create_study, run_workers
+    from histosweep.fleet import WorkerOptions, run_workers
+    from histosweep.search import CreateOptions, create_study
 
     url = f"sqlite:///{root / 'study.db'}"
     space = root / "space.toml"
@@ -86,10 +87,10 @@ def trial_rows(url: str, root: Path, arrays, y_test) -> list[dict]:
     """Per complete trial: OOF F1 (its value), lockbox F1 (stored holdout probs), test F1."""
     import optuna
 
+    from histosweep.artifacts._fold import fetch_checkpoint, fetch_probs
     from histosweep.bundle._predict import BundleFold, BundleMember, member_probs
     from histosweep.model import TrainConfig, macro_f1
     from histosweep.search import load_settings, open_study
-    from histosweep.search._artifacts import fetch_checkpoint, fetch_probs
     from histosweep.storage import open_artifact_store
 
     study = open_study("selection", url)
@@ -154,7 +155,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     logging.getLogger("histosweep").setLevel(logging.WARNING)
-    from histosweep.search import study_status
+    from histosweep.fleet import study_status
 
     with tempfile.TemporaryDirectory(prefix="histosweep-bench-selection-") as tmp:
         root = Path(args.workdir).resolve() if args.workdir else Path(tmp)

@@ -68,7 +68,8 @@ def make_data(root: Path, args) -> tuple[Path, dict[str, str]]:
 
 def run_mode(root: Path, data: Path, mode: str, args) -> dict:
     """create -> workers -> export-best -> predict the test folder; F1 and seconds."""
-    from histosweep.search import CreateOptions, WorkerOptions, create_study, run_workers
+    from histosweep.fleet import WorkerOptions, run_workers
+    from histosweep.search import CreateOptions, create_study
 
     url = f"sqlite:///{root / f'{mode}.db'}"
     space = root / f"{mode}.toml"

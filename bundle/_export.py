@@ -16,6 +16,13 @@ from typing import Any
 
 import numpy as np
 
+from histosweep.artifacts import (
+    confusion_png,
+    fetch_checkpoint,
+    fetch_metrics,
+    learning_curves_png,
+    save_export_note,
+)
 from histosweep.bundle._ensemble import (
     SELECTION_ROUNDS,
     decide,
@@ -51,11 +58,8 @@ from histosweep.bundle._source import Candidate, Source, read_source
 from histosweep.constants import DEFAULT_CANDIDATES
 from histosweep.data import CLASSES, DataError, input_manifest, load_dataset
 from histosweep.exceptions import UserError
+from histosweep.fleet import DELETED_ATTR
 from histosweep.model import TrainConfig, macro_f1
-from histosweep.search._artifacts import fetch_checkpoint, fetch_metrics
-from histosweep.search._gc import DELETED_ATTR
-from histosweep.search._plots import confusion_png, learning_curves_png
-from histosweep.search._trial_page import save_export_note
 from histosweep.storage import atomic_dir, current_umask, open_artifact_store
 
 REPORT = "report.html"

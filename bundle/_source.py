@@ -11,10 +11,10 @@ from typing import Any
 
 import numpy as np
 
+from histosweep.artifacts import fetch_probs, fold_key
 from histosweep.exceptions import UserError
 from histosweep.model import ConfigError, TrainConfig
 from histosweep.search import check_current, load_settings, open_study
-from histosweep.search._artifacts import fetch_probs, fold_key
 
 
 @dataclass

@@ -91,7 +91,7 @@ def demo_space_path() -> Path:
 def run_demo(opts: DemoOptions) -> dict[str, Any]:
     """Run every stage; returns the summary (best trial, paths, dashboard command, seconds)."""
     check_options(opts)  # every option before anything is written
-    from histosweep.bundle._export import ExportOptions, export_best
+    from histosweep.bundle import ExportOptions, export_best
 
     start = time.monotonic()
     paths = DemoPaths(Path(opts.workdir).expanduser().resolve())
@@ -182,7 +182,7 @@ def make_data(paths: DemoPaths, opts: DemoOptions) -> Path:
 def prepare_data(root: Path, space_file: Path, *, progress: bool = True) -> None:
     """What `histosweep prepare` does: validate, build the caches the space can ask for, audit."""
     from histosweep import data
-    from histosweep.search._space import load_space
+    from histosweep.search import load_space
 
     ds = data.load_dataset(root, labeled=True)
     space = load_space(space_file)
@@ -194,7 +194,7 @@ def prepare_data(root: Path, space_file: Path, *, progress: bool = True) -> None
 
 def _other_inputs(space) -> list:
     """The mask_crop / tiles inputs the space can pick (whole pictures: _cache_targets)."""
-    from histosweep.search._inputs import space_input_targets
+    from histosweep.search import space_input_targets
 
     return [t for t in space_input_targets(space) or [] if not isinstance(t, tuple)]
 
@@ -214,7 +214,7 @@ def _cache_targets(space) -> tuple[list[int], list[str]]:
 
 def create_demo_study(paths: DemoPaths, space_file: Path, *, folds: int, pruner: str,
                       progress: bool = True) -> dict[str, Any]:
-    from histosweep.search._study import CreateOptions, create_study
+    from histosweep.search import CreateOptions, create_study
 
     opts = CreateOptions(data=paths.data, space_file=Path(space_file), folds=folds, pruner=pruner,
                          force=True)
@@ -224,7 +224,7 @@ def create_demo_study(paths: DemoPaths, space_file: Path, *, folds: int, pruner:
 def run_demo_workers(paths: DemoPaths, *, trials: int, workers: int, heartbeat: int = 20,
                      progress: bool = True) -> int:
     """`workers` CPU worker processes (one in-process when 1) until `trials` trials finished."""
-    from histosweep.search._worker import WorkerOptions, run_workers
+    from histosweep.fleet import WorkerOptions, run_workers
 
     return run_workers(WorkerOptions(
         study=STUDY, storage=paths.storage, artifacts=str(paths.artifacts), gpus="cpu",
@@ -239,8 +239,8 @@ def dashboard_command(paths: DemoPaths) -> str:
 
 
 def _summary(paths: DemoPaths, export: dict[str, Any], seconds: float) -> dict[str, Any]:
-    from histosweep.search._status import study_status
-    from histosweep.search._study import open_study
+    from histosweep.fleet import study_status
+    from histosweep.search import open_study
 
     status = study_status(open_study(STUDY, paths.storage))
     return {

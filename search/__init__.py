@@ -1,22 +1,29 @@
-"""The search: space files, study settings, the objective (pruned folds, out-of-fold value),
-the pruner, the worker loop and status. Imports torch only when a trial trains.
+"""The search: space files, study settings, samplers, pruners, the objective (pruned folds,
+out-of-fold value). The fleet that runs it (workers, gc, check, status) is histosweep.fleet.
+Imports torch only when a trial trains.
 
 Exercise: `histosweep create S --data DATA && histosweep worker S --gpus cpu --n-trials 4`.
 """
 
-from histosweep.search._check import Check, CheckOptions, PreflightError, preflight, run_checks
-from histosweep.search._enqueue import REFERENCE_PARAMS, check_params, reference_params
+from histosweep.search._enqueue import (
+    REFERENCE_PARAMS,
+    check_params,
+    enqueue,
+    read_params_file,
+    reference_params,
+)
 from histosweep.search._errors import UserError, WorkerStopped
-from histosweep.search._listing import list_studies, list_trials
+from histosweep.search._inputs import space_input_targets
+from histosweep.search._objective import Objective, Runtime
 from histosweep.search._settings import (
     OBJECTIVE_NAME,
     PRUNERS,
+    SETTINGS_KEY,
     StudySettings,
     check_current,
     load_settings,
 )
 from histosweep.search._space import Space, SpaceError, default_space_path, load_space, parse_space
-from histosweep.search._status import format_status, study_status
 from histosweep.search._study import (
     SAMPLERS,
     CreateOptions,
@@ -25,40 +32,33 @@ from histosweep.search._study import (
     make_sampler,
     open_study,
 )
-from histosweep.search._worker import WorkerOptions, run_slot, run_workers
 
 __all__ = [
-    "Check",
-    "CheckOptions",
-    "PreflightError",
-    "OBJECTIVE_NAME",
-    "PRUNERS",
-    "check_current",
-    "REFERENCE_PARAMS",
-    "SAMPLERS",
     "CreateOptions",
+    "OBJECTIVE_NAME",
+    "Objective",
+    "PRUNERS",
+    "REFERENCE_PARAMS",
+    "Runtime",
+    "SAMPLERS",
+    "SETTINGS_KEY",
     "Space",
     "SpaceError",
     "StudySettings",
     "UserError",
-    "WorkerOptions",
     "WorkerStopped",
+    "check_current",
     "check_params",
     "create_study",
     "default_space_path",
-    "format_status",
-    "list_studies",
-    "list_trials",
+    "enqueue",
     "load_settings",
     "load_space",
     "make_pruner",
     "make_sampler",
     "open_study",
     "parse_space",
-    "preflight",
+    "read_params_file",
     "reference_params",
-    "run_checks",
-    "run_slot",
-    "run_workers",
-    "study_status",
+    "space_input_targets",
 ]

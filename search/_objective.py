@@ -15,6 +15,14 @@ from pathlib import Path
 
 import numpy as np
 
+from histosweep.artifacts import (
+    confusion_png,
+    fetch_probs,
+    fold_key,
+    publish_trial,
+    upload_file,
+    upload_fold,
+)
 from histosweep.data import (
     CLASSES,
     dataset_fingerprint,
@@ -25,12 +33,9 @@ from histosweep.data import (
     open_inputs,
 )
 from histosweep.model import macro_f1
-from histosweep.search._artifacts import fetch_probs, fold_key, upload_file, upload_fold
 from histosweep.search._errors import UserError, WorkerStopped  # noqa: F401 - re-exported
 from histosweep.search._frozen import fold_trainer, frozen_cache_for
-from histosweep.search._plots import confusion_png
 from histosweep.search._settings import StudySettings
-from histosweep.search._trial_page import publish_trial
 from histosweep.search._uploader import Uploader
 from histosweep.storage import study_id, study_storage, trial_id
 

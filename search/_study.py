@@ -281,7 +281,7 @@ def make_sampler(name: str = "tpe", *, seed: int | None = None, worker: str | No
             return samplers.GPSampler(seed=draw_seed)
         if name == "random":
             return samplers.RandomSampler(seed=draw_seed)
-        # the worker logs the categorical fallback once (search._worker), not at every trial
+        # the worker logs the categorical fallback once (fleet._supervisor), not at every trial
         fallback = samplers.RandomSampler(seed=draw_seed)
         if name == "cmaes":
             return samplers.CmaEsSampler(seed=draw_seed, independent_sampler=fallback,

@@ -18,7 +18,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from histosweep.search import CheckOptions, run_checks
+    from histosweep.fleet import CheckOptions, run_checks
 
     checks = run_checks(CheckOptions(
         study=args.study, storage=storage_arg(args), artifacts=artifacts_arg(args), data=args.data,

@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from histosweep.search._dashboard import (
+    from histosweep.fleet import (
         dashboard_url,
         make_dashboard_server,
         serve_until_stopped,

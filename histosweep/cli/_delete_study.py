@@ -15,8 +15,7 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     import optuna
 
-    from histosweep.search._errors import UserError
-    from histosweep.search._study import open_study
+    from histosweep.search import UserError, open_study
     from histosweep.storage import redact, resolve_storage_url, study_storage, trial_counts
 
     url = storage_arg(args)

@@ -17,9 +17,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from histosweep.search._enqueue import check_params, enqueue, read_params_file
-    from histosweep.search._settings import load_settings
-    from histosweep.search._study import open_study
+    from histosweep.search import check_params, enqueue, load_settings, open_study, read_params_file
 
     study = open_study(args.study, storage_arg(args))
     space = load_settings(study).space_obj()

@@ -36,7 +36,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from histosweep.bundle._export import ExportOptions, export_best
+    from histosweep.bundle import ExportOptions, export_best
 
     opts = ExportOptions(
         study=args.study, out=Path(args.out), storage=storage_arg(args), artifacts=artifacts_arg(args),

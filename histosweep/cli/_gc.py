@@ -21,8 +21,8 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    from histosweep.fleet import check_keep_top, collect_garbage, format_bytes
     from histosweep.search import open_study
-    from histosweep.search._gc import check_keep_top, collect_garbage, format_bytes
     from histosweep.storage import open_artifact_store
 
     spec = artifacts_arg(args)

@@ -21,7 +21,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from histosweep.bundle._predict import predict_folder
+    from histosweep.bundle import predict_folder
 
     if args.workers is not None and args.workers < 1:
         raise UserError(f"--workers {args.workers}: give a number of decode processes >= 1 "

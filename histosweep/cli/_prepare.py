@@ -76,8 +76,7 @@ def _space_inputs(space_file) -> list:
     if space_file is None:
         return []
     from histosweep.data import DataError
-    from histosweep.search._inputs import space_input_targets
-    from histosweep.search._space import load_space
+    from histosweep.search import load_space, space_input_targets
 
     targets = space_input_targets(load_space(space_file))
     if targets is None:

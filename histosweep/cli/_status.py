@@ -33,9 +33,8 @@ def _check(args) -> None:
 
 
 def run(args) -> int:
-    from histosweep.search._gc import study_artifact_bytes
-    from histosweep.search._status import format_status, study_status, watch_status
-    from histosweep.search._study import open_study
+    from histosweep.fleet import format_status, study_artifact_bytes, study_status, watch_status
+    from histosweep.search import open_study
     from histosweep.storage import redact, resolve_storage_url
 
     _check(args)

@@ -12,7 +12,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from histosweep.search._listing import format_studies, list_studies
+    from histosweep.fleet import format_studies, list_studies
     from histosweep.storage import open_storage, redact, resolve_storage_url
 
     url = storage_arg(args)

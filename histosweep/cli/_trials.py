@@ -22,8 +22,8 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     fmt = _format(args)  # before the storage is opened
-    from histosweep.search._listing import format_trials_table, list_trials, write_trials_csv
-    from histosweep.search._study import open_study
+    from histosweep.fleet import format_trials_table, list_trials, write_trials_csv
+    from histosweep.search import open_study
 
     study = open_study(args.study, storage_arg(args))
     listing = list_trials(study, state=args.state)

@@ -63,8 +63,7 @@ def _check_log_dir(text: str) -> None:
 
 def run(args) -> int:
     _check(args)  # before the search package (optuna, torch) is imported
-    from histosweep.search._slots import parse_trials_per_gpu
-    from histosweep.search._worker import WorkerOptions, run_slot, run_workers
+    from histosweep.fleet import WorkerOptions, parse_trials_per_gpu, run_slot, run_workers
 
     opts = WorkerOptions(
         study=args.study, storage=storage_arg(args), artifacts=artifacts_arg(args), gpus=args.gpus,

@@ -187,7 +187,7 @@ def test_worker_with_invisible_gpus_exits_before_any_trial(studies, tmp_path, ca
 def test_a_concurrent_workers_check_stamp_counts_as_read_back():
     """Two workers starting together both write the check attribute; the loser reads the
     winner's fresh stamp back, which proves the write path too. A stale or foreign value does not."""
-    from histosweep.search._check import _newer_stamp
+    from histosweep.fleet._check import _newer_stamp
 
     ours = {"host": "a", "pid": 1, "at": 1000.0}
     assert _newer_stamp({"host": "b", "pid": 2, "at": 1000.5}, ours)

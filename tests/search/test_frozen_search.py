@@ -152,8 +152,8 @@ def test_retry_of_a_failed_frozen_trial_reuses_its_finished_fold(frozen_study, t
     fold 1 and, the config and seed being the same, scores what the complete trial scored."""
     import optuna
 
+    from histosweep.fleet._supervisor import WorkerOptions, run_workers
     from histosweep.search import CreateOptions, create_study
-    from histosweep.search._worker import WorkerOptions, run_workers
 
     paths, _ = frozen_study
     one = tmp_path / "one.toml"  # the frozen space with every searched key fixed
@@ -190,8 +190,8 @@ def test_a_losing_frozen_trial_is_pruned_per_epoch(frozen_study, tmp_path):
     trial after its warm-up epoch, from its per-epoch reports."""
     import optuna
 
+    from histosweep.fleet._supervisor import WorkerOptions, run_workers
     from histosweep.search import CreateOptions, create_study
-    from histosweep.search._worker import WorkerOptions, run_workers
 
     paths, _ = frozen_study
     create_study("prune", paths.storage, CreateOptions(data=paths.data, folds=2,

@@ -148,7 +148,7 @@ def status_bytes(capsys, paths) -> int:
 
 
 def test_export_after_gc_and_status_size(study, tmp_path, capsys):
-    from histosweep.search._gc import rank_complete
+    from histosweep.fleet._gc import rank_complete
 
     s = load("demo", study.storage)
     ranked = [t.number for t in rank_complete(s.get_trials())]
@@ -180,16 +180,11 @@ def test_export_after_gc_and_status_size(study, tmp_path, capsys):
 def test_workers_gc_after_each_trial_with_create_keep_top(study, tmp_path):
     """create --keep-top 1: after each finished trial the worker deletes the checkpoints of the
     trials that just left the top 1 (seen by the next trial), never the running one's."""
-    from histosweep.search import (
-        CreateOptions,
-        WorkerOptions,
-        create_study,
-        load_settings,
-        open_study,
-    )
-    from histosweep.search._artifacts import upload_file
+    from histosweep.artifacts._fold import upload_file
+    from histosweep.fleet import WorkerOptions
+    from histosweep.fleet._supervisor import TrialLoop
+    from histosweep.search import CreateOptions, create_study, load_settings, open_study
     from histosweep.search._objective import Runtime
-    from histosweep.search._worker import TrialLoop
     from histosweep.storage import open_artifact_store
 
     space = study.root / "space.toml"

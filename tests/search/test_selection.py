@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 from optuna.trial import TrialState
 
+from histosweep.artifacts._fold import fetch_probs
+from histosweep.fleet import WorkerOptions, run_workers
 from histosweep.model import macro_f1
-from histosweep.search import CreateOptions, WorkerOptions, create_study, open_study, run_workers
-from histosweep.search._artifacts import fetch_probs
+from histosweep.search import CreateOptions, create_study, open_study
 from histosweep.storage import open_artifact_store
 from tests.search._helpers import load, tiny_space
 

@@ -1,17 +1,17 @@
 """`--trials-per-gpu auto`: the slot arithmetic, the space's largest config, and the CPU path
-through the real command (the CUDA measurement needs a GPU: see search/_slots.py)."""
+through the real command (the CUDA measurement needs a GPU: see fleet/_slots.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from histosweep.search._errors import UserError
-from histosweep.search._slots import (
+from histosweep.fleet._slots import (
     MAX_AUTO_SLOTS,
     largest_config,
     parse_trials_per_gpu,
     slots_from_memory,
 )
+from histosweep.search._errors import UserError
 from histosweep.search._space import Space
 from tests.search._helpers import cli, load, tiny_space
 
@@ -73,14 +73,14 @@ def test_a_bad_count_is_one_line_and_exit_1(tmp_path, sqlite_url):
 
 def test_the_measuring_child_starts_and_answers():
     """The spawned child that measures (no GPU here: asked about no GPU) imports and returns."""
-    from histosweep.search._slots import measure_gpus
+    from histosweep.fleet._slots import measure_gpus
 
     cfg = largest_config(Space.from_dict({"resolution": {"value": 32}}))
     assert measure_gpus(cfg, [], n_rows=10) == {}
 
 
 def test_peaks_cache_round_trip_and_a_damaged_file_means_measure_again(tmp_path):
-    from histosweep.search._slots import _read_peaks, _write_peaks
+    from histosweep.fleet._slots import _read_peaks, _write_peaks
 
     path = tmp_path / "cache" / "slot-peaks.json"
     assert _read_peaks(path) == {}

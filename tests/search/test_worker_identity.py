@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from histosweep.fleet._supervisor import child_visible_device
 from histosweep.search import UserError
-from histosweep.search._worker import child_visible_device
 from tests.search._helpers import cli, load, start_worker, tiny_space
 
 

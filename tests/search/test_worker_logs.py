@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from histosweep.search._worker import WorkerOptions, _child_argv
+from histosweep.fleet._supervisor import WorkerOptions, _child_argv
 from tests.search._helpers import cli, tiny_space
 
 pytestmark = pytest.mark.slow

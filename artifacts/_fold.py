@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from histosweep.search._errors import UserError
-from histosweep.search._plots import learning_curves_png
+from histosweep.exceptions import UserError
+from histosweep.artifacts._plots import learning_curves_png
 from histosweep.storage import StoreError, link_artifact, store_name, trial_id
 
 

@@ -12,7 +12,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from histosweep.search._errors import UserError
+from histosweep.search import UserError
 from histosweep.storage import (
     DEFAULT_MAX_RETRY,
     artifact_size,

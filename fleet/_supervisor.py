@@ -18,15 +18,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from histosweep.constants import ENV_ARTIFACTS, ENV_STORAGE
-from histosweep.search._check import CheckOptions, preflight
-from histosweep.search._db import fail_stale, gated_ask, heartbeat, is_db_outage, retry_db
-from histosweep.search._errors import UserError, WorkerStopped
-from histosweep.search._gc import retention_pass
-from histosweep.search._logging import make_formatter, without_epoch_lines
-from histosweep.search._objective import Objective, Runtime
-from histosweep.search._settings import check_current, load_settings
-from histosweep.search._slots import AUTO, auto_slots
-from histosweep.search._study import make_pruner, make_sampler, open_study
+from histosweep.fleet._check import CheckOptions, preflight
+from histosweep.fleet._db import fail_stale, gated_ask, heartbeat, is_db_outage, retry_db
+from histosweep.fleet._gc import retention_pass
+from histosweep.fleet._logging import make_formatter, without_epoch_lines
+from histosweep.fleet._slots import AUTO, auto_slots
+from histosweep.search import (
+    Objective,
+    Runtime,
+    UserError,
+    WorkerStopped,
+    check_current,
+    load_settings,
+    make_pruner,
+    make_sampler,
+    open_study,
+)
 from histosweep.storage import (
     StoreError,
     frozen_trial,

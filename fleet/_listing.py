@@ -10,8 +10,7 @@ import csv
 import json
 from typing import Any, TextIO
 
-from histosweep.search._errors import UserError
-from histosweep.search._settings import SETTINGS_KEY, load_settings
+from histosweep.search import SETTINGS_KEY, UserError, load_settings
 from histosweep.storage import count_trials_by_state, study_id
 
 TRIAL_STATES = ("complete", "pruned", "fail", "running", "waiting")

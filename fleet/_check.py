@@ -15,8 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from histosweep.exceptions import HistosweepError, UserError
-from histosweep.search._settings import StudySettings, check_current, load_settings
-from histosweep.search._space import Space
+from histosweep.search import Space, StudySettings, check_current, load_settings
 from histosweep.storage import (
     is_s3,
     open_artifact_store,
@@ -87,7 +86,7 @@ def preflight(opts: CheckOptions) -> list[Check]:
 # --- storage -----------------------------------------------------------------------------------
 def _check_storage(opts: CheckOptions, checks: list[Check]) -> StudySettings | None:
     """The study opens, its settings load, and a study system attr can be written and read."""
-    from histosweep.search._study import open_study
+    from histosweep.search import open_study
     from histosweep.storage import resolve_storage_url
 
     try:
@@ -165,7 +164,7 @@ def check_caches(space: Space, ds) -> Check:
     """The caches for every (resolution, resize_mode) the space can pick are present and current,
     or the cache folder is writable so that workers build them."""
     from histosweep.data import DataError, default_cache_dir, input_key, input_present, open_target
-    from histosweep.search._inputs import space_input_targets
+    from histosweep.search import space_input_targets
 
     targets = space_input_targets(space)
     present, missing = [], []
@@ -234,7 +233,7 @@ def _weights_of(name: str, field: str, path_field: str, paths: list[str], hub) -
             return Check("weights", False, f"{field} {name!r}: {path_field} {absent[0]!r} does not "
                          "exist; fix the path in the space, or leave it empty to use timm's weights")
         return Check("weights", True, f"{field} {name!r}: {path_field} {paths[0]}")
-    from histosweep.model._hub import is_hub_name
+    from histosweep.model import is_hub_name
 
     if is_hub_name(name):  # hf-hub:Org/Repo (UNI, Virchow2 ...): config + weights in the cache
         return _hub_name_weights(name, field)
@@ -264,7 +263,7 @@ def _weights_of(name: str, field: str, path_field: str, paths: list[str], hub) -
 def _hub_name_weights(name: str, field: str) -> Check:
     from huggingface_hub import try_to_load_from_cache
 
-    from histosweep.model._hub import hub_repo_id, missing_hub_weights_message
+    from histosweep.model import hub_repo_id, missing_hub_weights_message
 
     repo = hub_repo_id(name)
     found = [try_to_load_from_cache(repo, f, cache_dir=hf_cache_dir())

@@ -57,7 +57,7 @@ def study_status(study) -> dict[str, Any]:
 
 def _layout(study) -> tuple[int, int] | None:
     """(folds, most epochs in the space) of a histosweep study; None for any other study."""
-    from histosweep.search._settings import SETTINGS_KEY, load_settings
+    from histosweep.search import SETTINGS_KEY, load_settings
 
     if SETTINGS_KEY not in study.user_attrs:
         return None
@@ -144,7 +144,7 @@ def format_status(s: dict[str, Any]) -> str:
         lines.append("best: no complete trial yet")
     lines += _running_table(s["running"])
     if "artifact_bytes" in s:  # `histosweep status` adds it (the artifact store is a CLI option)
-        from histosweep.search._gc import format_bytes
+        from histosweep.fleet._gc import format_bytes
 
         lines.append(f"artifact store: {format_bytes(s['artifact_bytes'])} for this study")
     return "\n".join(lines)

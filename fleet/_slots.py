@@ -15,7 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from histosweep.model import TrainConfig
-from histosweep.search._errors import UserError
+from histosweep.search import UserError
 
 log = logging.getLogger("histosweep")
 
