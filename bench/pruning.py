@@ -75,8 +75,8 @@ def run_search(name: str, pruner: str, args, root: Path, data: Path, space: Path
     """create_study + run_workers (one in-process CPU worker) until args.trials finished."""
     import optuna
 
+    from histosweep.fleet import WorkerOptions, run_workers
     from histosweep.fleet._status import study_status
-    from histosweep.fleet._supervisor import WorkerOptions, run_workers
     from histosweep.search._study import CreateOptions, create_study
     from histosweep.storage import open_storage
 

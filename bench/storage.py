@@ -1,4 +1,4 @@
-"""Per-trial database latency of the worker's real trial loop (fleet._supervisor.TrialLoop) under
+"""Per-trial database latency of the worker's real trial loop (fleet._trial_loop.TrialLoop) under
 many worker processes: ask (stale check + gate + ask), each report + should_prune, tell.
 
 Run: `python bench/storage.py --storage postgresql+psycopg2://postgres@127.0.0.1/DB --workers 8
@@ -192,7 +192,7 @@ def _ms(t0: float) -> float:
 
 
 def _timed_loop_class():
-    from histosweep.fleet._supervisor import TrialLoop
+    from histosweep.fleet import TrialLoop
 
     class TimedLoop(TrialLoop):
         """The worker's TrialLoop, timing its ask and tell (the same methods, same order)."""
@@ -227,7 +227,7 @@ def worker_main(url: str, study_name: str, n_trials: int, index: int, sampler: s
 
     import optuna
 
-    from histosweep.fleet._supervisor import WorkerOptions
+    from histosweep.fleet import WorkerOptions
     from histosweep.search._space import load_space
     from histosweep.search._study import make_pruner, open_study
 

@@ -21,15 +21,18 @@ from histosweep.fleet._listing import (
     list_trials,
     write_trials_csv,
 )
+from histosweep.fleet._options import WorkerOptions
 from histosweep.fleet._slots import parse_trials_per_gpu
 from histosweep.fleet._status import format_status, study_status, watch_status
-from histosweep.fleet._supervisor import WorkerOptions, run_slot, run_workers
+from histosweep.fleet._supervisor import run_slot, run_workers
+from histosweep.fleet._trial_loop import TrialLoop
 
 __all__ = [
     "Check",
     "CheckOptions",
     "DELETED_ATTR",
     "PreflightError",
+    "TrialLoop",
     "WorkerOptions",
     "check_keep_top",
     "collect_garbage",

@@ -6,28 +6,23 @@ Exercise: `histosweep worker STUDY --gpus all --trials-per-gpu 2 --n-trials 50`.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import signal
 import subprocess
 import sys
-import threading
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from histosweep.constants import ENV_ARTIFACTS, ENV_STORAGE
 from histosweep.fleet._check import CheckOptions, preflight
-from histosweep.fleet._db import fail_stale, gated_ask, heartbeat, is_db_outage, retry_db
-from histosweep.fleet._gc import retention_pass
 from histosweep.fleet._logging import make_formatter, without_epoch_lines
+from histosweep.fleet._options import WorkerOptions
 from histosweep.fleet._slots import AUTO, auto_slots
+from histosweep.fleet._trial_loop import TrialLoop
 from histosweep.search import (
     Objective,
     Runtime,
     UserError,
-    WorkerStopped,
     check_current,
     load_settings,
     make_pruner,
@@ -35,43 +30,14 @@ from histosweep.search import (
     open_study,
 )
 from histosweep.storage import (
-    StoreError,
-    frozen_trial,
     open_artifact_store,
     probe_store,
     redact,
-    redact_text,
     resolve_storage_url,
-    retry_callback,
-    study_storage,
     trial_counts,
-    trial_id,
 )
 
 log = logging.getLogger("histosweep")
-IDLE_POLL_S = 5.0  # how often an idle worker re-checks whether running trials freed a slot
-MAX_CONSECUTIVE_FAILURES = 5  # a space that fails every trial should stop, not spin
-# Fail reasons of trials that are re-queued (resumed from their finished folds), not counted as
-# failures of the space: a stop signal, a database or artifact-store outage mid-trial.
-REQUEUED = ("worker stopped", "database unavailable", "artifact store unavailable")
-STORE_RETRY_S = 300.0  # how long an artifact store may keep failing before the worker gives up
-STORE_BACKOFF_MAX_S = 30.0
-
-
-@dataclass(frozen=True)
-class WorkerOptions:
-    study: str
-    storage: str | None
-    artifacts: str | None
-    gpus: str = "cpu"
-    trials_per_gpu: int | str = 1  # or "auto": from free memory and the space's largest config
-    n_trials: int | None = None
-    timeout: float | None = None
-    heartbeat: int = 60
-    data: str | None = None
-    log_dir: str = "histosweep-logs"
-    progress: bool = True
-    log_format: str = "text"  # text | json (JSON lines for log shippers)
 
 
 def parse_gpus(spec: str) -> list[str]:
@@ -277,207 +243,3 @@ def _log_categorical_fallback(settings) -> None:
     if categorical:
         log.warning("sampler %s cannot model categorical params; %s are sampled at random "
                     "(see README: Samplers)", settings.sampler, ", ".join(categorical))
-
-
-def _quiet_stop_hook(default):
-    """sys.unraisablehook that turns a stop signal landing in a finaliser into one debug line
-    (the trial stops at its next epoch instead); anything else goes to the previous hook."""
-    if getattr(default, "histosweep_quiet", False):
-        return default
-
-    def hook(unraisable) -> None:
-        if isinstance(unraisable.exc_value, (WorkerStopped, KeyboardInterrupt)):
-            log.debug("stop signal arrived inside a finaliser; the trial stops at its next epoch")
-            return
-        default(unraisable)
-
-    hook.histosweep_quiet = True
-    return hook
-
-
-class TrialLoop:
-    """ask -> objective -> tell, gated so that --n-trials is exact across all workers."""
-
-    def __init__(self, study, objective, opts: WorkerOptions, label: str, *, store=None) -> None:
-        self.study = study
-        self.objective = objective
-        self.opts = opts
-        self.label = label
-        self.store = store  # probed after a store failure before the next trial (None: just wait)
-        self.store_failing_since: float | None = None
-        self.store_failures = 0
-        self.stop = threading.Event()
-        self.pid = os.getpid()
-        self.in_trial = False
-        self.finished_here = 0
-        self.failures_in_a_row = 0
-        self.last_failure = ""
-        self.last_store_failure = ""
-        self.stopped_by: int | None = None  # the first stop signal received
-        if isinstance(getattr(objective, "rt", None), Runtime):
-            objective.rt.check_stop = self.raise_if_stopped  # checked at every epoch's end
-
-    def raise_if_stopped(self) -> None:
-        """Stop the running trial if a stop signal came: the backstop for a WorkerStopped that
-        the handler raised inside a finaliser (a weakref callback), where Python swallows it."""
-        if self.stop.is_set():
-            raise WorkerStopped(_signal_name(self.stopped_by))
-
-    def run(self) -> int:
-        old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
-        sys.unraisablehook = _quiet_stop_hook(sys.unraisablehook)
-        start = time.monotonic()
-        try:
-            while not self.stop.is_set():
-                if self.opts.timeout and time.monotonic() - start >= self.opts.timeout:
-                    log.info("timeout reached")
-                    break
-                trial = self._ask()
-                if trial is False:
-                    break
-                if trial is None:
-                    # others' running trials fill the study; one may still fail or die
-                    self.stop.wait(min(IDLE_POLL_S, max(1.0, self.opts.heartbeat / 2)))
-                    continue
-                self._run_trial(trial)
-                if self.store_failing_since is not None:
-                    self._wait_for_store()
-                if self.failures_in_a_row >= MAX_CONSECUTIVE_FAILURES:
-                    raise UserError(
-                        f"{self.failures_in_a_row} trials in a row failed on {self.label}; last: "
-                        f"{self.last_failure} (see the worker log; fix the space or the data)"
-                    )
-        finally:
-            # NOTE: once stopped, later stop signals stay no-ops (a Ctrl-C on the process group
-            # reaches a slot twice: from the terminal and forwarded by its parent).
-            for s, h in old.items():
-                if self.stopped_by is None:
-                    signal.signal(s, h)
-        log.info("worker done: %d trials finished here", self.finished_here)
-        # NOTE: 128 + signal, as a shell reports a process the signal ended: schedulers
-        # requeue on 143 (SIGTERM) and 130 (SIGINT); 0 would read as "study done".
-        return 0 if self.stopped_by is None else 128 + self.stopped_by
-
-    def _on_signal(self, signum, _frame) -> None:
-        if os.getpid() != self.pid:
-            # NOTE: a forked helper (the cache's decode pool) inherited this handler; its pool
-            # ends it with SIGTERM, which must simply end it, as without us.
-            signal.signal(signum, signal.SIG_DFL)
-            os.kill(os.getpid(), signum)
-            return
-        first = self.stopped_by is None
-        if first:
-            log.warning("received %s: stopping", signal.Signals(signum).name)
-            self.stopped_by = signum
-        self.stop.set()
-        if self.in_trial and first:  # a second signal must not interrupt the clean stop
-            raise WorkerStopped(signal.Signals(signum).name)
-
-    def _ask(self):
-        """A new trial, None when the study is full of running trials, False when done."""
-
-        fail_stale(self.study)
-        if self.stop.is_set():
-            return False
-        return gated_ask(self.study, self.opts.n_trials)
-
-    def _run_trial(self, trial) -> None:
-        import optuna
-        from optuna.trial import TrialState
-
-        state, value, reason = TrialState.FAIL, None, None
-        self.in_trial = True
-        try:
-            with heartbeat(trial_id(trial), study_storage(self.study)):
-                try:
-                    if self.stop.is_set():  # signalled during the ask (in_trial was False then)
-                        raise WorkerStopped(f"{_signal_name(self.stopped_by)} before the trial started")
-                    value = self.objective(trial)
-                    self.raise_if_stopped()  # the signal's own raise may have been swallowed
-                    state = TrialState.COMPLETE
-                except optuna.TrialPruned as exc:
-                    state, reason = TrialState.PRUNED, str(exc)
-                except WorkerStopped as exc:
-                    reason = f"worker stopped by {exc}; re-queued to resume"
-                except Exception as exc:  # noqa: BLE001 - a bad trial must not kill the worker
-                    reason = _reason(exc)
-                    if is_db_outage(exc):
-                        reason = f"database unavailable during the trial ({reason}); re-queued to resume"
-                    elif isinstance(exc, StoreError):
-                        reason = (f"artifact store unavailable during the trial ({reason}); "
-                                  "re-queued to resume")
-                    log.error("trial %d failed: %s", trial.number, reason)
-        finally:
-            self.in_trial = False
-        retry_db(lambda: self._tell(trial, state, value, reason))
-        if reason and reason.startswith(REQUEUED):
-            retry_db(lambda: self._requeue(trial))
-        self._log_result(trial, state, value, reason)
-        keep_top = getattr(getattr(self.objective, "settings", None), "keep_top", 0)
-        if keep_top:  # create --keep-top N: the same gc as `histosweep gc`, newly out-of-top only
-            retention_pass(self.study, self.objective.rt.store, self.opts.artifacts, keep_top)
-
-    def _tell(self, trial, state, value, reason) -> None:
-        import optuna
-        from optuna.trial import TrialState
-
-        # NOTE: idempotent: retry_db re-runs this when the connection drops after the server
-        # committed the finish; the retry then finds the trial finished and must not raise.
-        if reason:
-            with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
-                trial.set_user_attr("fail_reason" if state == TrialState.FAIL else "pruned_reason", reason)
-        self.study.tell(trial, value if state == TrialState.COMPLETE else None, state=state,
-                        skip_if_finished=True)
-
-    def _wait_for_store(self) -> None:
-        """Back off after a trial failed on the artifact store, as for a database outage: wait
-        (doubling, at most STORE_BACKOFF_MAX_S) until a probe succeeds; give up with one line once
-        the store has failed for STORE_RETRY_S. A stop signal ends the wait at once."""
-        delay = min(2.0 ** (self.store_failures - 1), STORE_BACKOFF_MAX_S)
-        while not self.stop.is_set():
-            if time.monotonic() - self.store_failing_since >= STORE_RETRY_S:
-                raise StoreError(f"the artifact store kept failing for {STORE_RETRY_S:.0f} s on "
-                                 f"{self.label}; last: {self.last_store_failure}")
-            log.warning("artifact store unavailable; retrying in %.1f s", delay)
-            if self.stop.wait(delay):
-                return
-            try:
-                if self.store is not None:
-                    probe_store(self.store)
-                return
-            except StoreError as exc:
-                self.last_store_failure = str(exc)
-                delay = min(delay * 2, STORE_BACKOFF_MAX_S)
-
-    def _requeue(self, trial) -> None:
-        retry_callback()(self.study, frozen_trial(trial))
-
-    def _log_result(self, trial, state, value, reason) -> None:
-        from optuna.trial import TrialState
-
-        if state != TrialState.FAIL:
-            self.finished_here += 1
-            self.failures_in_a_row = 0
-        elif not (reason or "").startswith(REQUEUED):
-            self.failures_in_a_row += 1
-            self.last_failure = reason or "unknown"
-        if (reason or "").startswith("artifact store unavailable"):
-            self.store_failures += 1
-            self.last_store_failure = reason
-            if self.store_failing_since is None:
-                self.store_failing_since = time.monotonic()
-        else:  # the store worked for a whole trial (or the trial failed on its own)
-            self.store_failing_since, self.store_failures = None, 0
-        if state == TrialState.COMPLETE:
-            log.info("trial %d complete: out-of-fold macro-F1 %.4f", trial.number, value)
-        else:
-            log.info("trial %d %s: %s", trial.number, state.name.lower(), reason)
-
-
-def _signal_name(signum: int | None) -> str:
-    return signal.Signals(signum).name if signum else "a stop request"
-
-
-def _reason(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return redact_text(f"{type(exc).__name__}: {text}"[:500])

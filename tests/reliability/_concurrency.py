@@ -32,7 +32,7 @@ def worker_main(study_name: str, url: str, label: str, n_trials: int, log_path: 
     logging.getLogger("histosweep").setLevel(logging.INFO)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-    from histosweep.fleet._supervisor import TrialLoop, WorkerOptions
+    from histosweep.fleet import TrialLoop, WorkerOptions
     from histosweep.storage import open_storage
 
     study = optuna.load_study(study_name=study_name, storage=open_storage(url, heartbeat=60))

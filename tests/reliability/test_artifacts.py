@@ -60,7 +60,7 @@ def _referenced(trial) -> set[str]:
 
 
 def test_interrupted_upload_is_never_referenced(synth_root, tmp_path):
-    from histosweep.fleet._supervisor import TrialLoop, WorkerOptions
+    from histosweep.fleet import TrialLoop, WorkerOptions
     from histosweep.model import load_checkpoint
     from histosweep.search._objective import Objective, Runtime
     from histosweep.search._settings import load_settings

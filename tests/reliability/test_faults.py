@@ -78,7 +78,7 @@ def test_a_forked_helper_ends_on_sigterm_without_stopping_the_trial():
     handler; its pool's SIGTERM must end it plainly, not run the stop logic in the copy."""
     import os
 
-    from histosweep.fleet._supervisor import TrialLoop, WorkerOptions
+    from histosweep.fleet import TrialLoop, WorkerOptions
 
     status = {}
 
@@ -246,7 +246,7 @@ def test_a_stop_signal_swallowed_by_a_finaliser_still_stops_the_trial(capsys):
     import os
     import sys
 
-    from histosweep.fleet._supervisor import TrialLoop, WorkerOptions
+    from histosweep.fleet import TrialLoop, WorkerOptions
 
     seen = {}
 

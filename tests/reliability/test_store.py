@@ -127,7 +127,8 @@ def test_store_failing_mid_trial_requeues_backs_off_and_resumes(synth_root, tmp_
 def test_store_failures_do_not_count_towards_the_give_up(synth_root, tmp_path):
     """Six trials in a row failing on the store (more than MAX_CONSECUTIVE_FAILURES) do not make
     the worker give up with "trials in a row failed": it keeps backing off until told to stop."""
-    from histosweep.fleet._supervisor import MAX_CONSECUTIVE_FAILURES, TrialLoop, WorkerOptions
+    from histosweep.fleet import TrialLoop, WorkerOptions
+    from histosweep.fleet._trial_loop import MAX_CONSECUTIVE_FAILURES
     from histosweep.search._objective import Objective, Runtime
     from histosweep.search._settings import load_settings
     from histosweep.search._study import open_study

@@ -152,7 +152,7 @@ def test_retry_of_a_failed_frozen_trial_reuses_its_finished_fold(frozen_study, t
     fold 1 and, the config and seed being the same, scores what the complete trial scored."""
     import optuna
 
-    from histosweep.fleet._supervisor import WorkerOptions, run_workers
+    from histosweep.fleet import WorkerOptions, run_workers
     from histosweep.search import CreateOptions, create_study
 
     paths, _ = frozen_study
@@ -190,7 +190,7 @@ def test_a_losing_frozen_trial_is_pruned_per_epoch(frozen_study, tmp_path):
     trial after its warm-up epoch, from its per-epoch reports."""
     import optuna
 
-    from histosweep.fleet._supervisor import WorkerOptions, run_workers
+    from histosweep.fleet import WorkerOptions, run_workers
     from histosweep.search import CreateOptions, create_study
 
     paths, _ = frozen_study

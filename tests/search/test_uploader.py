@@ -85,7 +85,7 @@ class WatchedStore(FileSystemArtifactStore):
 
 
 def _loop(synth_root, tmp_path, *, fail_at: int = 0):
-    from histosweep.fleet._supervisor import TrialLoop, WorkerOptions
+    from histosweep.fleet import TrialLoop, WorkerOptions
     from histosweep.search._objective import Objective, Runtime
     from histosweep.search._settings import load_settings
     from histosweep.search._study import CreateOptions, create_study, open_study
