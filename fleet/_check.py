@@ -17,12 +17,12 @@ from typing import Any
 from histosweep.exceptions import HistosweepError, UserError
 from histosweep.search import Space, StudySettings, check_current, load_settings
 from histosweep.storage import (
-    is_s3,
     open_artifact_store,
     probe_store,
     redact,
     redact_text,
     resolve_artifacts,
+    store_folder,
     study_id,
     study_storage,
 )
@@ -126,8 +126,9 @@ def check_artifacts(spec: str | None) -> Check:
     made = None
     try:
         spec = resolve_artifacts(spec)
-        if not is_s3(spec) and not Path(spec).exists():
-            made = Path(spec)  # the probe makes the folder; a check leaves no empty one behind
+        folder = store_folder(spec)
+        if folder is not None and not folder.exists():
+            made = folder  # the probe makes the folder; a check leaves no empty one behind
         probe_store(open_artifact_store(spec))
     except HistosweepError as exc:  # StoreError from the probe, StorageError from opening
         return Check("artifacts", False, str(exc))

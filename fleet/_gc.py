@@ -16,9 +16,9 @@ from histosweep.search import UserError
 from histosweep.storage import (
     DEFAULT_MAX_RETRY,
     artifact_size,
-    is_s3,
     linked_artifact_ids,
     set_finished_user_attr,
+    store_kind,
     study_id,
     study_storage,
     trial_id,
@@ -129,7 +129,7 @@ def collect_garbage(study, store, spec: str | None, *, keep_top: int, dry_run: b
     done = trials_with_user_attr(storage, study_id(study), DELETED_ATTR)
     plan = plan_gc(trials, keep_top, done=done)
     by_number = {t.number: t for t in trials}
-    deleted, total = [], 0 if not is_s3(spec) else None
+    deleted, total = [], 0 if store_kind(spec).local_folder else None
     for number, ids in sorted(plan.delete.items()):
         sizes = [artifact_size(spec, a) for a in ids]
         size = None if None in sizes else sum(sizes)
@@ -175,7 +175,7 @@ def retention_pass(study, store, spec: str | None, keep_top: int) -> None:
 
 def study_artifact_bytes(study, spec: str | None) -> int | None:
     """Bytes of every artifact the study's trials registered, in a folder store; None for S3."""
-    if is_s3(spec):
+    if not store_kind(spec).local_folder:
         return None
     ids = {a for t in study.get_trials(deepcopy=False) for a in linked_artifact_ids(t)}
     return sum(artifact_size(spec, a) or 0 for a in ids)

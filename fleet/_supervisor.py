@@ -28,6 +28,7 @@ from histosweep.search import (
     make_pruner,
     make_sampler,
     open_study,
+    sampler_kind,
 )
 from histosweep.storage import (
     open_artifact_store,
@@ -236,7 +237,7 @@ def worker_identity(study, label: str) -> str:
 
 
 def _log_categorical_fallback(settings) -> None:
-    if settings.sampler not in ("cmaes", "qmc"):
+    if not sampler_kind(settings.sampler).categorical_at_random:
         return
     space = settings.space_obj()
     categorical = [n for n in space.searched() if space.params[n].kind == "choice"]

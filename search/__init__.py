@@ -1,64 +1,86 @@
 """The search: space files, study settings, samplers, pruners, the objective (pruned folds,
 out-of-fold value). The fleet that runs it (workers, gc, check, status) is histosweep.fleet.
-Imports torch only when a trial trains.
 
+Callers import from here, never from the private modules. The registries load at once (the
+CLI's help text reads them); the rest loads on first use, so `histosweep --help` stays fast.
+Imports torch only when a trial trains.
 Exercise: `histosweep create S --data DATA && histosweep worker S --gpus cpu --n-trials 4`.
 """
 
-from histosweep.search._enqueue import (
-    REFERENCE_PARAMS,
-    check_params,
-    enqueue,
-    read_params_file,
-    reference_params,
-)
+from __future__ import annotations
+
+import importlib
+
 from histosweep.search._errors import UserError, WorkerStopped
-from histosweep.search._inputs import space_input_targets
-from histosweep.search._objective import Objective, Runtime
-from histosweep.search._settings import (
-    OBJECTIVE_NAME,
+from histosweep.search._pruners import (
+    DEFAULT_PRUNER,
+    PRUNER_KINDS,
     PRUNERS,
-    SETTINGS_KEY,
-    StudySettings,
-    check_current,
-    load_settings,
+    PrunerKind,
+    pruner_help,
+    pruner_kind,
+    pruner_table,
 )
-from histosweep.search._space import Space, SpaceError, default_space_path, load_space, parse_space
-from histosweep.search._study import (
+from histosweep.search._samplers import (
+    DEFAULT_SAMPLER,
+    SAMPLER_KINDS,
     SAMPLERS,
-    CreateOptions,
-    create_study,
-    make_pruner,
-    make_sampler,
-    open_study,
+    SamplerKind,
+    sampler_help,
+    sampler_kind,
+    sampler_table,
 )
 
+# name -> private module that defines it (imported on first use: numpy, the data package)
+_LAZY = {
+    "REFERENCE_PARAMS": "_enqueue",
+    "check_params": "_enqueue",
+    "enqueue": "_enqueue",
+    "read_params_file": "_enqueue",
+    "reference_params": "_enqueue",
+    "space_input_targets": "_inputs",
+    "Objective": "_objective",
+    "Runtime": "_objective",
+    "OBJECTIVE_NAME": "_settings",
+    "SETTINGS_KEY": "_settings",
+    "StudySettings": "_settings",
+    "check_current": "_settings",
+    "load_settings": "_settings",
+    "Space": "_space",
+    "SpaceError": "_space",
+    "default_space_path": "_space",
+    "load_space": "_space",
+    "parse_space": "_space",
+    "CreateOptions": "_study",
+    "create_study": "_study",
+    "make_pruner": "_study",
+    "make_sampler": "_study",
+    "open_study": "_study",
+}
+
 __all__ = [
-    "CreateOptions",
-    "OBJECTIVE_NAME",
-    "Objective",
+    "DEFAULT_PRUNER",
+    "DEFAULT_SAMPLER",
     "PRUNERS",
-    "REFERENCE_PARAMS",
-    "Runtime",
+    "PRUNER_KINDS",
+    "PrunerKind",
     "SAMPLERS",
-    "SETTINGS_KEY",
-    "Space",
-    "SpaceError",
-    "StudySettings",
+    "SAMPLER_KINDS",
+    "SamplerKind",
     "UserError",
     "WorkerStopped",
-    "check_current",
-    "check_params",
-    "create_study",
-    "default_space_path",
-    "enqueue",
-    "load_settings",
-    "load_space",
-    "make_pruner",
-    "make_sampler",
-    "open_study",
-    "parse_space",
-    "read_params_file",
-    "reference_params",
-    "space_input_targets",
+    "pruner_help",
+    "pruner_kind",
+    "pruner_table",
+    "sampler_help",
+    "sampler_kind",
+    "sampler_table",
+    *sorted(_LAZY),
 ]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        module = importlib.import_module(f"histosweep.search.{_LAZY[name]}")
+        return getattr(module, name)
+    raise AttributeError(f"module 'histosweep.search' has no attribute {name!r}")

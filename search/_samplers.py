@@ -98,7 +98,7 @@ def sampler_table() -> str:
     """The README's table of samplers, rendered from the registry."""
     rows = ["| sampler | what it is | categorical params | workers |", "|---|---|---|---|"]
     for k in SAMPLER_KINDS.values():
-        categorical = "sampled at random" if k.categorical_at_random else "modelled"
+        categorical = "at random (independent sampler)" if k.categorical_at_random else "by the sampler"
         workers = "one shared sequence" if k.shared_sequence else "own seed per worker"
         needs = f" (needs `{k.needs}`)" if k.needs else ""
         default = " (default)" if k.name == DEFAULT_SAMPLER else ""

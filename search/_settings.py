@@ -20,7 +20,6 @@ SETTINGS_KEY = "histosweep"
 # 2: the trial value is out-of-fold macro-F1 (1: holdout F1 of a weighted fold ensemble)
 FORMAT_VERSION = 2
 OBJECTIVE_NAME = "oof_macro_f1"
-PRUNERS = ("percentile", "median", "asha", "hyperband", "wilcoxon", "none")
 
 
 @dataclass(frozen=True)
@@ -38,7 +37,7 @@ class StudySettings:
     keep_flagged: bool
     excluded: list[dict[str, str]]
     version: int = FORMAT_VERSION
-    sampler: str = "tpe"  # search._study.SAMPLERS; default: settings stored before it existed
+    sampler: str = "tpe"  # search._samplers.SAMPLERS; default: settings stored before it existed
     # create --keep-top N: workers gc fold checkpoints outside the top N after each trial; 0 keeps all
     keep_top: int = 0
 

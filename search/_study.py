@@ -16,19 +16,18 @@ from histosweep.data import CLASSES, audit_dataset, dataset_fingerprint, load_da
 from histosweep.search._enqueue import enqueue, reference_params
 from histosweep.search._errors import UserError
 from histosweep.search._pruner import SNAPSHOT_MAX_AGE_S, SnapshotPruner
+from histosweep.search._pruners import pruner_kind
+from histosweep.search._samplers import sampler_kind
 from histosweep.search._settings import (
     OBJECTIVE_NAME,
-    PRUNERS,
     StudySettings,
     load_settings,
     save_settings,
 )
 from histosweep.search._space import Space, check_backbones, load_space
-from histosweep.storage import open_storage, trial_number_qmc_sampler
+from histosweep.storage import open_storage
 
 log = logging.getLogger("histosweep")
-# What `create --sampler` accepts; stored in the study settings, built by every worker.
-SAMPLERS = ("tpe", "gp", "random", "cmaes", "qmc")
 
 
 @dataclass(frozen=True)
@@ -108,18 +107,16 @@ def _check_options(opts: CreateOptions) -> None:
     # NOTE: the holdout is one of round(1/holdout) stratified group splits: at most half
     if not 0 < opts.holdout <= 0.5:
         raise UserError(f"--holdout {opts.holdout}: use a fraction in (0, 0.5], e.g. 0.2")
-    if opts.pruner not in PRUNERS:
-        raise UserError(f"--pruner {opts.pruner!r}: choose one of {', '.join(PRUNERS)}")
+    pruner_kind(opts.pruner, flag="--pruner")
     if opts.keep_top < 0:
         raise UserError(f"--keep-top {opts.keep_top}: use 0 (keep every checkpoint) or N >= 1, at "
                         "least the --candidates export-best will select from")
-    if opts.sampler not in SAMPLERS:
-        raise UserError(f"--sampler {opts.sampler!r}: choose one of {', '.join(SAMPLERS)}")
-    if opts.sampler == "cmaes":
-        try:
-            import cmaes  # noqa: F401 - optuna's CmaEsSampler needs it only when it samples
-        except ImportError:
-            raise UserError("--sampler cmaes needs the cmaes package: pip install cmaes") from None
+    needs = sampler_kind(opts.sampler, flag="--sampler").needs
+    if needs:  # optuna imports it only when it samples: a worker would fail every trial
+        import importlib.util
+
+        if importlib.util.find_spec(needs) is None:
+            raise UserError(f"--sampler {opts.sampler} needs the {needs} package: pip install {needs}")
 
 
 def build_settings(space: Space, opts: CreateOptions, *, progress=True) -> StudySettings:
@@ -227,74 +224,28 @@ def make_pruner(settings: StudySettings, epochs: int, *, snapshot_s: float | Non
     snapshot_s: how old the finished trials that percentile and median read may be (default
     search._pruner.SNAPSHOT_MAX_AGE_S; 0 reads the database at every report).
     """
-    import optuna
-
-
-    if settings.pruner == "none":
-        return optuna.pruners.NopPruner()
-    if settings.pruner == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=settings.folds * epochs)
-    if settings.pruner == "asha":
-        # Successive halving over fold-epoch rungs: the first rung after one fold's epochs, then
-        # every 3x more steps; a trial goes on while in the top third at its rung.
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource=epochs, reduction_factor=3)
-    if settings.pruner == "wilcoxon":
-        # Compares this trial's per-(fold, epoch) F1 with the best trial's on the same steps.
-        return optuna.pruners.WilcoxonPruner(p_threshold=0.1, n_startup_steps=epochs)
-    # NOTE: warm-up of one epoch: first-epoch F1 of a fresh head is mostly noise.
-    if settings.pruner == "median":
-        # NOTE: 5 start-up trials: with 2, the sampler's model rested on 2-3 complete trials
-        inner = optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)
-    else:
-        # percentile (default): keep a trial only while it is in the top 25 % of finished trials
-        # at the same step (PercentilePruner(25) when maximizing prunes below the 75th
-        # percentile); saved 49% of epochs at equal best F1 where median saved 28%
-        # (bench/pruning.py).
-        inner = optuna.pruners.PercentilePruner(25.0, n_startup_trials=2, n_warmup_steps=1)
+    kind = pruner_kind(settings.pruner)
+    inner = kind.build(settings.folds, epochs)
+    if not kind.reads_finished:
+        return inner
     snapshot_s = SNAPSHOT_MAX_AGE_S if snapshot_s is None else snapshot_s
     return SnapshotPruner(inner, snapshot_s) if snapshot_s > 0 else inner
 
 
 def make_sampler(name: str = "tpe", *, seed: int | None = None, worker: str | None = None):
-    """The sampler named in the study settings, as every worker builds it.
+    """The sampler named in the study settings, as every worker builds it (search._samplers).
 
     seed: the study seed. worker: this worker's identity; mixed into the seed of the random
     draws, so parallel workers (one study seed) do not propose the same points.
-    tpe: multivariate models parameter interactions and costs 3x less per trial at 1000 trials
-    (bench/storage.py); constant_liar: parallel workers treat running trials as bad results
-    instead of all proposing the same point. GP conditions on running trials itself.
-    cmaes and qmc sample categorical params with an independent random sampler.
     """
     import warnings
 
     import optuna
 
-    if name not in SAMPLERS:
-        raise UserError(f"sampler {name!r}: choose one of {', '.join(SAMPLERS)}")
-    samplers = optuna.samplers
-    draw_seed = worker_seed(seed, worker)
+    kind = sampler_kind(name)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        if name == "tpe":
-            return samplers.TPESampler(multivariate=True, constant_liar=True, seed=draw_seed)
-        if name == "gp":
-            return samplers.GPSampler(seed=draw_seed)
-        if name == "random":
-            return samplers.RandomSampler(seed=draw_seed)
-        # the worker logs the categorical fallback once (fleet._supervisor), not at every trial
-        fallback = samplers.RandomSampler(seed=draw_seed)
-        if name == "cmaes":
-            return samplers.CmaEsSampler(seed=draw_seed, independent_sampler=fallback,
-                                         warn_independent_sampling=False)
-        # NOTE: the scrambled Sobol sequence is one for all workers, so QMC takes the study seed
-        # itself, never a per-worker one; its index is the trial number (see qmc_sampler).
-        return qmc_sampler(seed=seed, independent_sampler=fallback)
-
-
-def qmc_sampler(*, seed: int | None, independent_sampler):
-    """optuna's scrambled-Sobol QMCSampler whose point index is the trial's number (see
-    histosweep.storage.trial_number_qmc_sampler)."""
-    return trial_number_qmc_sampler(seed=seed, independent_sampler=independent_sampler)
+        return kind.build(seed, worker_seed(seed, worker))
 
 
 def worker_seed(seed: int | None, worker: str | None) -> int | None:

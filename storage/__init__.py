@@ -3,11 +3,14 @@
 """
 
 from histosweep.storage._artifacts import (
+    STORE_KINDS,
+    StoreKind,
     artifact_size,
-    is_s3,
     open_artifact_store,
     probe_store,
     resolve_artifacts,
+    store_folder,
+    store_kind,
     store_name,
 )
 from histosweep.storage._atomic import (
@@ -59,6 +62,10 @@ from histosweep.storage._url import (
 )
 
 __all__ = [
+    "STORE_KINDS",
+    "StoreKind",
+    "store_folder",
+    "store_kind",
     "TMP_MARKER",
     "nearest_existing",
     "not_a_folder",
@@ -92,7 +99,6 @@ __all__ = [
     "study_gate",
     "trials_with_user_attr",
     "engine_options",
-    "is_s3",
     "exclusive_lock",
     "is_sqlite",
     "open_artifact_store",

@@ -1,4 +1,5 @@
-"""Artifact stores behind one spec string: a folder (default) or s3://bucket/prefix.
+"""Artifact stores behind one spec string: a folder (default) or s3://bucket/prefix, chosen by
+the URL scheme through one registry (STORE_KINDS); an unknown scheme is refused in one line.
 
 S3 goes through Optuna's Boto3ArtifactStore; AWS_ENDPOINT_URL points it at MinIO.
 """
@@ -9,7 +10,10 @@ import io
 import os
 import re
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from histosweep.constants import DEFAULT_ARTIFACTS, ENV_ARTIFACTS
 from histosweep.storage._errors import StorageError, StoreError
@@ -19,26 +23,50 @@ from histosweep.storage._url import redact
 PROBE_PREFIX = "histosweep-probe-"  # the probe's object name; removed again at once
 
 
+@dataclass(frozen=True)
+class StoreKind:
+    """One kind of artifact store: its URL scheme ("" for a folder), how to open it, what it can."""
+
+    scheme: str
+    example: str  # how a person writes it, for messages and help
+    open: Callable[[str], Any]  # resolved spec -> an optuna ArtifactStore
+    # a local folder: sizes are one stat per artifact (on S3 each costs a request: not asked)
+    local_folder: bool = False
+
+
 def resolve_artifacts(spec: str | None = None) -> str:
-    """`spec`, else $HISTOSWEEP_ARTIFACTS, else the default folder; a URL other than s3:// (or a
-    mistyped s3:/bucket) is refused rather than taken for a folder of that name."""
+    """`spec`, else $HISTOSWEEP_ARTIFACTS, else the default folder; a URL of a scheme no store
+    is registered for (gs://, or a mistyped s3:/bucket) is refused rather than taken for a
+    folder of that name."""
     spec = (spec or os.environ.get(ENV_ARTIFACTS) or DEFAULT_ARTIFACTS).strip()
-    if re.match(r"[A-Za-z][A-Za-z0-9+.\-]+:/", spec) and not spec.startswith("s3://"):
-        raise StorageError(f"unsupported artifact store {redact(spec)!r}: give a folder path or "
-                           "s3://BUCKET/PREFIX")
+    store_kind(spec)
     return spec
 
 
-def is_s3(spec: str | None = None) -> bool:
-    return resolve_artifacts(spec).startswith("s3://")
+def store_kind(spec: str | None = None) -> StoreKind:
+    """The registered store kind for `spec` (by URL scheme); StorageError for an unknown one."""
+    spec = (spec or os.environ.get(ENV_ARTIFACTS) or DEFAULT_ARTIFACTS).strip()
+    url = re.match(r"([A-Za-z][A-Za-z0-9+.\-]+):/", spec)
+    scheme = url.group(1).lower() if url else ""
+    kind = STORE_KINDS.get(scheme)
+    if kind is None or (scheme and not spec.lower().startswith(f"{scheme}://")):
+        choices = " or ".join(k.example for k in STORE_KINDS.values())
+        raise StorageError(f"unsupported artifact store {redact(spec)!r}: give {choices}")
+    return kind
+
+
+def store_folder(spec: str | None = None) -> Path | None:
+    """The folder of a folder store; None for a remote one (S3)."""
+    return Path(resolve_artifacts(spec)) if store_kind(spec).local_folder else None
 
 
 def artifact_size(spec: str | None, artifact_id: str) -> int | None:
     """Bytes of one artifact in a folder store (0 when absent); None for S3, where asking costs
     a request per artifact."""
-    if is_s3(spec):
+    folder = store_folder(spec)
+    if folder is None:
         return None
-    path = Path(resolve_artifacts(spec)) / artifact_id
+    path = folder / artifact_id
     try:
         return path.stat().st_size
     except OSError:
@@ -48,8 +76,10 @@ def artifact_size(spec: str | None, artifact_id: str) -> int | None:
 def open_artifact_store(spec: str | None = None):
     """An Optuna ArtifactStore for a folder path or an s3://bucket/prefix spec."""
     spec = resolve_artifacts(spec)
-    if spec.startswith("s3://"):
-        return _open_s3(spec)
+    return store_kind(spec).open(spec)
+
+
+def _open_folder(spec: str):
     from optuna.artifacts import FileSystemArtifactStore
 
     path = Path(spec)
@@ -142,3 +172,9 @@ class _PrefixedStore:
 
     def remove(self, artifact_id: str) -> None:
         self._inner.remove(self._key(artifact_id))
+
+
+STORE_KINDS: dict[str, StoreKind] = {k.scheme: k for k in (
+    StoreKind("", "a folder path", _open_folder, local_folder=True),
+    StoreKind("s3", "s3://BUCKET/PREFIX", _open_s3),
+)}

@@ -6,10 +6,7 @@ import sys
 from pathlib import Path
 
 from histosweep.cli._common import print_json, storage_arg
-
-# search._study.SAMPLERS, spelled here so that `--help` does not import the search package
-SAMPLER_HELP = "tpe | gp | random | cmaes | qmc (default tpe; README: Samplers)"
-
+from histosweep.search import pruner_help, sampler_help
 
 OPTIONS = ("storage", "json")  # the common options this command reads (cli._common)
 
@@ -21,8 +18,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--folds", type=int, default=5, help="cross-validation folds (default 5)")
     parser.add_argument("--holdout", type=float, default=0.2, help="stratified holdout fraction (default 0.2)")
     parser.add_argument("--seed", type=int, default=0, help="split and sampler seed (default 0)")
-    parser.add_argument("--pruner", default="percentile", help="percentile | median | hyperband | wilcoxon | none (default percentile)")
-    parser.add_argument("--sampler", default="tpe", help=SAMPLER_HELP)
+    parser.add_argument("--pruner", default="percentile", help=pruner_help())
+    parser.add_argument("--sampler", default="tpe", help=sampler_help())
     parser.add_argument("--enqueue-reference", action="store_true",
                         help="queue the reference recipe's point of the space as a trial")
     parser.add_argument("--keep-top", type=int, default=0, metavar="N",

@@ -66,11 +66,9 @@ def run(args) -> int:
 def _warn_if_store_missing(spec: str | None) -> None:
     """A folder store that is not there counts 0 B: say so, rather than look like an empty study
     (a typo in --artifacts, or another machine's folder)."""
-    from pathlib import Path
+    from histosweep.storage import store_folder
 
-    from histosweep.storage import is_s3, resolve_artifacts
-
-    folder = resolve_artifacts(spec)
-    if not is_s3(folder) and not Path(folder).is_dir():
+    folder = store_folder(spec)
+    if folder is not None and not folder.is_dir():
         print(f"warning: artifact folder {folder} does not exist, so the size below counts nothing "
               "(pass --artifacts or $HISTOSWEEP_ARTIFACTS where the workers write)", file=sys.stderr)
