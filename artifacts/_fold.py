@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from histosweep.exceptions import UserError
+from histosweep.exceptions import UserError, one_line
 from histosweep.artifacts._plots import learning_curves_png
 from histosweep.storage import StoreError, link_artifact, store_name, trial_id
 
@@ -49,7 +49,7 @@ def upload_file(store, trial, path: Path) -> str:
         if not isinstance(exc, Exception):  # WorkerStopped, KeyboardInterrupt: not the store's
             raise
         raise StoreError(
-            f"artifact store {store_name(store)}: cannot write {path.name} ({_one_line(exc)}); "
+            f"artifact store {store_name(store)}: cannot write {path.name} ({one_line(exc)}); "
             "check that the store is reachable, writable and not full"
         ) from exc
     mimetype, encoding = mimetypes.guess_type(path.name)
@@ -106,14 +106,11 @@ def read_bytes(store, artifact_id: str, *, what: str) -> bytes:
     except Exception as exc:  # OSError, botocore errors
         raise StoreError(
             f"artifact {artifact_id} ({what}) cannot be read from the artifact store "
-            f"{store_name(store)}: {_one_line(exc)} (check that the store is reachable and "
+            f"{store_name(store)}: {one_line(exc)} (check that the store is reachable and "
             "--artifacts / HISTOSWEEP_ARTIFACTS points at the store the workers used)"
         ) from None
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {text}"[:300]
 
 
 def fetch_probs(store, record: dict, *, what: str) -> dict[str, np.ndarray]:

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from histosweep.exceptions import HistosweepError, UserError
+from histosweep.exceptions import HistosweepError, UserError, one_line
 from histosweep.search import Space, StudySettings, check_current, load_settings
 from histosweep.storage import (
     open_artifact_store,
@@ -28,8 +28,6 @@ from histosweep.storage import (
 )
 
 CHECK_ATTR = "histosweep:check"  # study system attr: the last check's host and time
-HUB_PROBE_TIMEOUT_S = 5.0  # one HEAD request to the hub, only when offline mode is off
-_OFFLINE = {"1", "ON", "YES", "TRUE"}
 
 
 class PreflightError(UserError):
@@ -103,7 +101,7 @@ def _check_storage(opts: CheckOptions, checks: list[Check]) -> StudySettings | N
         storage.set_study_system_attr(sid, CHECK_ATTR, stamp)
         back = storage.get_study_system_attrs(sid).get(CHECK_ATTR)
     except Exception as exc:  # noqa: BLE001 - read-only database, permission denied, ...
-        checks.append(Check("storage", False, f"{url} is readable but not writable ({_first(exc)}); "
+        checks.append(Check("storage", False, f"{url} is readable but not writable ({one_line(exc)}); "
                             "workers must write trials: check the file's or role's permissions"))
         return settings
     if back != stamp and not _newer_stamp(back, stamp):
@@ -217,123 +215,17 @@ def check_weights(space: Space) -> list[Check]:
     Hugging Face cache, or (online) reachable on the hub. Nothing is downloaded."""
     if True not in (space.values("pretrained") or [True]):
         return [Check("weights", True, "pretrained = false: no weights needed")]
-    hub = _HubProbe()
+    from histosweep.model import HubProbe, weights_status
+
+    hub = HubProbe()
     checks = []
     for field, path_field in (("image_backbone", "image_pretrained_path"),
                               ("mask_backbone", "mask_pretrained_path")):
         paths = [p for p in space.values(path_field) or [] if p]
         for name in space.values(field) or []:
-            checks.append(_weights_of(str(name), field, path_field, paths, hub))
+            status = weights_status(str(name), field=field, paths=paths, probe=hub)
+            checks.append(Check("weights", status.ok, status.detail))
     return checks
-
-
-def _weights_of(name: str, field: str, path_field: str, paths: list[str], hub) -> Check:
-    if paths:
-        absent = [p for p in paths if not Path(p).expanduser().is_file()]
-        if absent:
-            return Check("weights", False, f"{field} {name!r}: {path_field} {absent[0]!r} does not "
-                         "exist; fix the path in the space, or leave it empty to use timm's weights")
-        return Check("weights", True, f"{field} {name!r}: {path_field} {paths[0]}")
-    from histosweep.model import is_hub_name
-
-    if is_hub_name(name):  # hf-hub:Org/Repo (UNI, Virchow2 ...): config + weights in the cache
-        return _hub_name_weights(name, field)
-    from timm.models import get_pretrained_cfg
-
-    cfg = get_pretrained_cfg(name)
-    if cfg is None or not (cfg.hf_hub_id or cfg.url):
-        return Check("weights", False, f"{field} {name!r}: timm has no pretrained weights for it; set "
-                     f"{path_field} to a weights file or pretrained = false")
-    where = cached_weights(cfg)
-    if where:
-        return Check("weights", True, f"{field} {name!r}: cached at {where}")
-    source = cfg.hf_hub_id or cfg.url
-    fix = (f"on a connected machine run `python -c \"import timm; timm.create_model('{name}', "
-           f"pretrained=True)\"` and copy its Hugging Face cache (HF_HOME) here, or set "
-           f"{path_field} to a local weights file, or pretrained = false")
-    if hf_offline():
-        return Check("weights", False, f"{field} {name!r}: weights {source} are not in the Hugging "
-                     f"Face cache {hf_cache_dir()} and HF_HUB_OFFLINE=1; {fix}")
-    reason = hub.unreachable(cfg)
-    if reason:
-        return Check("weights", False, f"{field} {name!r}: weights {source} are not in the Hugging "
-                     f"Face cache {hf_cache_dir()} and the hub is unreachable ({reason}); {fix}")
-    return Check("weights", True, f"{field} {name!r}: not cached; timm downloads {source} at first use")
-
-
-def _hub_name_weights(name: str, field: str) -> Check:
-    from huggingface_hub import try_to_load_from_cache
-
-    from histosweep.model import hub_repo_id, missing_hub_weights_message
-
-    repo = hub_repo_id(name)
-    found = [try_to_load_from_cache(repo, f, cache_dir=hf_cache_dir())
-             for f in ("config.json", "model.safetensors", "pytorch_model.bin")]
-    if isinstance(found[0], str) and any(isinstance(f, str) for f in found[1:]):
-        return Check("weights", True, f"{field} {name!r}: cached at {Path(found[0]).parent}")
-    if hf_offline():
-        return Check("weights", False, missing_hub_weights_message(
-            name, field, "not cached", cache=hf_cache_dir(), offline=True))
-    return Check("weights", True, f"{field} {name!r}: not cached; timm downloads it at first use "
-                 "(gated models need your own Hugging Face token)")
-
-
-def hf_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in _OFFLINE
-
-
-def hf_cache_dir() -> Path:
-    """Where huggingface_hub keeps downloads: HF_HUB_CACHE, else HF_HOME/hub (read now, not at
-    import, so a changed environment counts)."""
-    if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
-    home = os.environ.get("HF_HOME") or Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")) / "huggingface"
-    return Path(home).expanduser() / "hub"
-
-
-def _hub_files(cfg) -> tuple[str, str | None, list[str]]:
-    repo, _, revision = cfg.hf_hub_id.partition("@")
-    # timm tries the safetensors file first, then the pickle-free-loaded .bin
-    files = [cfg.hf_hub_filename] if cfg.hf_hub_filename else ["model.safetensors", "pytorch_model.bin"]
-    return repo, revision or None, files
-
-
-def cached_weights(cfg) -> str | None:
-    """The local file timm would load for this pretrained cfg, or None; never downloads."""
-    if cfg.hf_hub_id:
-        from huggingface_hub import try_to_load_from_cache
-
-        repo, revision, files = _hub_files(cfg)
-        for filename in files:
-            hit = try_to_load_from_cache(repo, filename, cache_dir=hf_cache_dir(), revision=revision)
-            if isinstance(hit, str):
-                return hit
-        return None
-    import torch.hub
-
-    path = Path(torch.hub.get_dir()) / "checkpoints" / Path(cfg.url.split("?")[0]).name
-    return str(path) if path.is_file() else None
-
-
-class _HubProbe:
-    """One HEAD request to the hub per check run (a metadata query, no download)."""
-
-    def __init__(self) -> None:
-        self._reason: str | None = None
-        self._asked = False
-
-    def unreachable(self, cfg) -> str | None:
-        if self._asked or not cfg.hf_hub_id:
-            return self._reason
-        self._asked = True
-        from huggingface_hub import get_hf_file_metadata, hf_hub_url
-
-        repo, revision, files = _hub_files(cfg)
-        try:
-            get_hf_file_metadata(hf_hub_url(repo, files[0], revision=revision), timeout=HUB_PROBE_TIMEOUT_S)
-        except Exception as exc:  # noqa: BLE001 - no network, DNS, proxy, 404 of the first name
-            self._reason = _first(exc)
-        return self._reason
 
 
 # --- GPUs --------------------------------------------------------------------------------------
@@ -362,6 +254,3 @@ def check_gpus(spec: str) -> Check:
     return Check("gpus", True, f"{spec}: {visible}")
 
 
-def _first(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0][:300]}" if text else type(exc).__name__

@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 
+from histosweep.exceptions import one_line
 from histosweep.fleet._db import fail_stale, gated_ask, heartbeat, is_db_outage, retry_db
 from histosweep.fleet._gc import retention_pass
 from histosweep.fleet._options import WorkerOptions
@@ -239,5 +240,4 @@ def _signal_name(signum: int | None) -> str:
 
 
 def _reason(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return redact_text(f"{type(exc).__name__}: {text}"[:500])
+    return redact_text(one_line(exc, limit=500))

@@ -5,7 +5,7 @@ The CLI catches HistosweepError by type and prints its message as one line (exit
 
 from __future__ import annotations
 
-__all__ = ["HistosweepError", "UserError"]
+__all__ = ["HistosweepError", "UserError", "one_line"]
 
 
 class HistosweepError(Exception):
@@ -14,3 +14,13 @@ class HistosweepError(Exception):
 
 class UserError(HistosweepError):
     """Bad input at the command line or in the study (a flag, a study name, a trial number)."""
+
+
+def one_line(exc: BaseException, *, limit: int = 300, name: bool = True) -> str:
+    """`Name: first line` of an exception (its name alone when it says nothing), at most `limit`
+    characters: for one-line messages. name=False: the first line only (the name when empty)."""
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else ""
+    if not first:
+        return type(exc).__name__
+    return (f"{type(exc).__name__}: {first}" if name else first)[:limit]

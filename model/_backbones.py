@@ -12,6 +12,7 @@ from pathlib import Path
 
 from torch import nn
 
+from histosweep.exceptions import one_line
 from histosweep.model._errors import ModelError
 from histosweep.model._hub import is_hub_name, missing_hub_weights_message, timm_kwargs
 
@@ -97,14 +98,14 @@ def create_backbone(
             raise ModelError(message) from exc
         if pretrained:
             raise _weights_error(name, field, weights_path, exc) from exc
-        reason = _first_line(exc)
+        reason = one_line(exc, name=False)
         raise ModelError(
             f"{field}: timm cannot build {name!r} (in_chans={in_chans}): {reason}"
         ) from exc
 
 
 def _weights_error(name: str, field: str, weights_path: str, exc: Exception) -> ModelError:
-    reason = f"{type(exc).__name__}: {_first_line(exc)}"
+    reason = one_line(exc)
     if weights_path:
         return ModelError(
             f"{field}: could not load weights for {name!r} from {weights_path!r} ({reason}); "
@@ -131,6 +132,3 @@ def _hub_fetch_failed(exc: BaseException) -> bool:
     return any(isinstance(e, kinds) for e in chain if e is not None)
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0][:300]

@@ -114,17 +114,30 @@ def _resolve(value: Any) -> Any:
     return value
 
 
+_OFFLINE = {"1", "ON", "YES", "TRUE"}
+
+
+def hf_offline() -> bool:
+    """HF_HUB_OFFLINE as huggingface_hub reads it (read now, so a changed environment counts)."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in _OFFLINE
+
+
+def hf_cache_dir() -> Path:
+    """Where huggingface_hub keeps downloads: HF_HUB_CACHE, else HF_HOME/hub (read now, not at
+    import, so a changed environment counts)."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    home = os.environ.get("HF_HOME") or Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")) / "huggingface"
+    return Path(home).expanduser() / "hub"
+
+
 def hub_cache_dir(name: str) -> Path:
     """Where huggingface_hub keeps `name`'s files: HF_HUB_CACHE/models--Org--Repo."""
-    from huggingface_hub import constants
-
-    return Path(constants.HF_HUB_CACHE) / ("models--" + hub_repo_id(name).replace("/", "--"))
+    return hf_cache_dir() / ("models--" + hub_repo_id(name).replace("/", "--"))
 
 
 def hub_offline() -> bool:
-    from huggingface_hub import constants
-
-    return bool(constants.HF_HUB_OFFLINE)
+    return hf_offline()
 
 
 def missing_hub_weights_message(name: str, field_name: str, reason: str, *,

@@ -15,7 +15,7 @@ import torch
 from tqdm.auto import tqdm
 
 from histosweep.data import CLASSES
-from histosweep.model._backbones import _first_line
+from histosweep.exceptions import one_line
 from histosweep.model._batches import (
     RowSource,
     effective_batches,
@@ -222,7 +222,7 @@ class _FoldRun:
                 self._proven_micro_batch = self.micro_batch
                 return result
             except torch.cuda.OutOfMemoryError as exc:
-                message = _first_line(exc)
+                message = one_line(exc, name=False)
             # outside the except block: the failed step's tensors are released first
             self._shrink_after_oom(epoch, message, restored=start is not None)
             if start is not None:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from histosweep.constants import DEFAULT_ARTIFACTS, ENV_ARTIFACTS
+from histosweep.exceptions import one_line
 from histosweep.storage._errors import StorageError, StoreError
 from histosweep.storage._optuna import folder_store_path
 from histosweep.storage._url import redact
@@ -129,12 +130,6 @@ def probe_store(store) -> None:
     if back != body:
         raise StoreError(f"artifact store {store_name(store)} returned other bytes than were written "
                          "to it; check the store")
-
-
-def one_line(exc: BaseException) -> str:
-    """`Name: first line` of an exception, for one-line messages."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {text}"[:300]
 
 
 def _open_s3(spec: str):
