@@ -57,6 +57,11 @@ def pg_url(pg_server: str):
     conn.close()
 
 
+@pytest.fixture()
+def sqlite_url(tmp_path) -> str:
+    return f"sqlite:///{tmp_path / 'study.db'}"
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _isolated_cache(tmp_path_factory) -> Path:
     """Keep every test's image cache out of the user's ~/.cache."""

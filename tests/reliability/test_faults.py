@@ -1,7 +1,7 @@
 """Faults survived by real worker processes on real PostgreSQL: SIGINT mid-trial, a server
 restart mid-search, eight workers racing for 200 trials.
 
-(SIGKILL mid-fold with resume and SIGTERM are in tests/search/test_worker.py.)
+(SIGKILL mid-fold with resume and SIGTERM are in tests/fleet/test_worker.py.)
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ import pytest
 from histosweep.cli import main
 
 # a module import, so that test_export's tests are not collected a second time here
-from tests.search import test_export as export_tests
+from tests.bundle import test_export as export_tests
 
 
 @pytest.fixture(scope="module")

@@ -17,8 +17,8 @@ import pytest
 from histosweep.bundle import load_bundle
 from histosweep.cli import main
 from histosweep.storage import TMP_MARKER
+from tests.bundle.test_export import build_tiny_study, export_args, one_error_line
 from tests.search._helpers import kill, wait_for
-from tests.search.test_export import build_tiny_study, export_args, one_error_line
 
 pytestmark = pytest.mark.slow
 

@@ -15,8 +15,8 @@ import pytest
 from optuna.trial import TrialState
 
 from histosweep.cli import main
+from tests.bundle.test_export import build_tiny_study, export_args
 from tests.search._helpers import load
-from tests.search.test_export import build_tiny_study, export_args
 
 REQUEUED = "worker stopped by SIGTERM; re-queued to resume"
 
