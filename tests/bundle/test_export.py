@@ -139,8 +139,8 @@ def test_no_pickle_in_the_bundle(bundle):
 
 def test_lockbox_f1_reproduced_from_the_bundle(study, bundle):
     """Load the bundle's checkpoints, predict the holdout images afresh, score it."""
+    from histosweep.bundle import decode_samples, ensemble_predict, load_bundle
     from histosweep.bundle._ensemble import decide
-    from histosweep.bundle._predict import decode_samples, ensemble_predict, load_bundle
     from histosweep.data import load_dataset
     from histosweep.model import macro_f1
 
@@ -219,7 +219,7 @@ def test_mixed_resolution_ensemble_export_and_predict_write_the_same_csv(study, 
 
 def test_old_studies_get_one_line(study, tmp_path, capsys):
     """A study of the holdout-objective era (settings version 1) is refused with the reason."""
-    from histosweep.search._study import CreateOptions, create_study
+    from histosweep.search import CreateOptions, create_study
 
     create_study("old", study.storage, CreateOptions(data=study.data, space_file=study.root / "space.toml",
                                                      folds=2, pruner="none"), progress=False)
@@ -247,7 +247,7 @@ def test_trial_not_found_or_not_complete(study, tmp_path, capsys):
 
 
 def test_study_without_complete_trial(study, tmp_path, capsys):
-    from histosweep.search._study import CreateOptions, create_study
+    from histosweep.search import CreateOptions, create_study
 
     create_study("empty", study.storage, CreateOptions(data=study.data, space_file=study.root / "space.toml",
                                                        folds=2, pruner="none"), progress=False)
@@ -317,7 +317,7 @@ def test_existing_out_needs_overwrite(study, bundle, tmp_path, capsys):
 def test_bootstrap_helpers_agree_with_the_ensemble_metric():
     from sklearn.metrics import f1_score
 
-    from histosweep.bundle._report import bootstrap_ci
+    from histosweep.bundle import bootstrap_ci
     from histosweep.model import macro_f1
 
     rng = np.random.default_rng(3)

@@ -70,7 +70,7 @@ def test_predict_tta_and_json(bundle, tmp_path, capsys):
 
 
 def test_bundle_loads_with_normalised_weights(bundle):
-    from histosweep.bundle._predict import load_bundle
+    from histosweep.bundle import load_bundle
 
     _, b = bundle
     loaded = load_bundle(b)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from optuna.trial import TrialState
 
-from histosweep.artifacts._fold import fetch_probs
+from histosweep.artifacts import fetch_probs
 from histosweep.fleet import WorkerOptions, run_workers
 from histosweep.model import macro_f1
 from histosweep.search import CreateOptions, create_study, open_study

@@ -32,7 +32,7 @@ def test_unknown_backbone_lists_its_own_family():
 
 
 def test_space_blames_the_field_whose_value_is_wrong(tmp_path):
-    from histosweep.search._space import SpaceError, load_space
+    from histosweep.search import SpaceError, load_space
 
     space = tmp_path / "space.toml"
     space.write_text('[params]\ninput_mode = ["whole", "tiles"]\ntile_size = 8\n')

@@ -180,10 +180,9 @@ def test_export_after_gc_and_status_size(study, tmp_path, capsys):
 def test_workers_gc_after_each_trial_with_create_keep_top(study, tmp_path):
     """create --keep-top 1: after each finished trial the worker deletes the checkpoints of the
     trials that just left the top 1 (seen by the next trial), never the running one's."""
-    from histosweep.artifacts._fold import upload_file
+    from histosweep.artifacts import upload_file
     from histosweep.fleet import TrialLoop, WorkerOptions
-    from histosweep.search import CreateOptions, create_study, load_settings, open_study
-    from histosweep.search._objective import Runtime
+    from histosweep.search import CreateOptions, Runtime, create_study, load_settings, open_study
     from histosweep.storage import open_artifact_store
 
     space = study.root / "space.toml"

@@ -11,8 +11,7 @@ from histosweep.fleet._slots import (
     parse_trials_per_gpu,
     slots_from_memory,
 )
-from histosweep.search._errors import UserError
-from histosweep.search._space import Space
+from histosweep.search import Space, UserError
 from tests.search._helpers import cli, load, tiny_space
 
 GIB = 1 << 30

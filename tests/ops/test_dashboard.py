@@ -215,7 +215,7 @@ def _assert_not_blank(png: Path) -> None:
     ],
 )
 def test_dashboard_url_is_one_a_person_can_open(host: str, url: str) -> None:
-    from histosweep.fleet._dashboard import dashboard_url
+    from histosweep.fleet import dashboard_url
 
     assert dashboard_url(host, 8080) == url
 
@@ -324,7 +324,7 @@ def test_export_keeps_what_a_person_wrote_in_the_study_note(trained):
 
 
 def test_a_failing_note_or_figure_only_warns(trained, caplog):
-    from histosweep.artifacts._trial_page import publish_trial
+    from histosweep.artifacts import publish_trial
     from histosweep.data import CLASSES
     from tests.search._helpers import load
 

@@ -62,9 +62,14 @@ def _referenced(trial) -> set[str]:
 def test_interrupted_upload_is_never_referenced(synth_root, tmp_path):
     from histosweep.fleet import TrialLoop, WorkerOptions
     from histosweep.model import load_checkpoint
-    from histosweep.search._objective import Objective, Runtime
-    from histosweep.search._settings import load_settings
-    from histosweep.search._study import CreateOptions, create_study, open_study
+    from histosweep.search import (
+        CreateOptions,
+        Objective,
+        Runtime,
+        create_study,
+        load_settings,
+        open_study,
+    )
 
     url = f"sqlite:///{tmp_path / 'study.db'}"
     create_study("up", url, CreateOptions(data=synth_root, space_file=tiny_space(tmp_path, epochs=1),

@@ -172,7 +172,7 @@ def worker_bad_gpus(tmp, trained):
 
 # --- export-best -------------------------------------------------------------------------------
 def export_without_complete_trial(tmp, trained):
-    from histosweep.search._study import CreateOptions, create_study
+    from histosweep.search import CreateOptions, create_study
 
     create_study("idle", trained.url, CreateOptions(data=trained.data, space_file=trained.space,
                                                     folds=2, skip_if_exists=True), progress=False)

@@ -32,7 +32,7 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
 def _create(name: str, url: str, data: Path, tmp_path: Path, *, epochs: int) -> None:
-    from histosweep.search._study import CreateOptions, create_study
+    from histosweep.search import CreateOptions, create_study
 
     create_study(name, url, CreateOptions(data=data, space_file=tiny_space(tmp_path, epochs=epochs),
                                           folds=2, pruner="none"), progress=False)

@@ -20,7 +20,7 @@ S3_ENV = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{CLOSED_PORT}", "AWS_ACCESS_KEY
 
 
 def _create(name: str, url: str, data: Path, tmp_path: Path, *, epochs: int) -> None:
-    from histosweep.search._study import CreateOptions, create_study
+    from histosweep.search import CreateOptions, create_study
 
     create_study(name, url, CreateOptions(data=data, space_file=tiny_space(tmp_path, epochs=epochs),
                                           folds=2, pruner="none"), progress=False)
@@ -129,9 +129,7 @@ def test_store_failures_do_not_count_towards_the_give_up(synth_root, tmp_path):
     the worker give up with "trials in a row failed": it keeps backing off until told to stop."""
     from histosweep.fleet import TrialLoop, WorkerOptions
     from histosweep.fleet._trial_loop import MAX_CONSECUTIVE_FAILURES
-    from histosweep.search._objective import Objective, Runtime
-    from histosweep.search._settings import load_settings
-    from histosweep.search._study import open_study
+    from histosweep.search import Objective, Runtime, load_settings, open_study
 
     url = f"sqlite:///{tmp_path / 'study.db'}"
     _create("count", url, synth_root, tmp_path, epochs=1)

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from histosweep.search._settings import load_settings
+from histosweep.search import load_settings
 from tests.search._helpers import cli, load, tiny_space
 
 

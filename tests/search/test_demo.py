@@ -11,7 +11,7 @@ import pytest
 from optuna.trial import TrialState
 
 from histosweep._demo import MARKER, DemoPaths, claim_workdir
-from histosweep.search._errors import UserError
+from histosweep.search import UserError
 from tests.search._helpers import cli, load
 
 

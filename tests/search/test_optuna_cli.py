@@ -15,8 +15,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState
 
 from histosweep.fleet._supervisor import build_sampler
-from histosweep.search import SAMPLERS, UserError, load_settings, make_sampler
-from histosweep.search._settings import StudySettings
+from histosweep.search import SAMPLERS, StudySettings, UserError, load_settings, make_sampler
 from tests.search._helpers import TINY_SPACE, cli, load, tiny_space
 
 SAMPLER_CLASSES = {

@@ -7,8 +7,8 @@ from types import SimpleNamespace
 import optuna
 import pytest
 
+from histosweep.search import make_pruner
 from histosweep.search._pruner import SnapshotPruner, _SnapshotStudy
-from histosweep.search._study import make_pruner
 from histosweep.storage import study_storage, trial_id
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)

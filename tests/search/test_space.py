@@ -6,7 +6,7 @@ import optuna
 import pytest
 
 from histosweep.model import TrainConfig
-from histosweep.search._space import Space, SpaceError, load_space
+from histosweep.search import Space, SpaceError, load_space
 
 
 def write(tmp_path, body: str):
@@ -108,7 +108,7 @@ def test_max_epochs_is_the_largest_epochs_a_trial_can_pick(tmp_path):
 
 
 def test_timm_options_are_space_keys(tmp_path):
-    from histosweep.search._enqueue import reference_params
+    from histosweep.search import reference_params
 
     space = load_space(write(tmp_path, (
         '[params]\noptimizer = ["adamw", "lion"]\n'

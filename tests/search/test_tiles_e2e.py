@@ -84,7 +84,7 @@ def test_tiles_study_exports_and_predicts_the_same_csv(tile_study, tmp_path, cap
 def test_check_reports_missing_then_present_tile_caches(synth_root, tmp_path, monkeypatch):
     from histosweep.data import TileSpec, build_inputs, load_dataset
     from histosweep.fleet._check import check_caches
-    from histosweep.search._space import load_space
+    from histosweep.search import load_space
 
     monkeypatch.setenv("HISTOSWEEP_CACHE", str(tmp_path / "cache"))
     space_file = tmp_path / "space.toml"

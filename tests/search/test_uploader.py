@@ -86,9 +86,14 @@ class WatchedStore(FileSystemArtifactStore):
 
 def _loop(synth_root, tmp_path, *, fail_at: int = 0):
     from histosweep.fleet import TrialLoop, WorkerOptions
-    from histosweep.search._objective import Objective, Runtime
-    from histosweep.search._settings import load_settings
-    from histosweep.search._study import CreateOptions, create_study, open_study
+    from histosweep.search import (
+        CreateOptions,
+        Objective,
+        Runtime,
+        create_study,
+        load_settings,
+        open_study,
+    )
 
     url = f"sqlite:///{tmp_path / 'study.db'}"
     create_study("up", url, CreateOptions(data=synth_root, space_file=tiny_space(tmp_path, epochs=1),
