@@ -1,7 +1,7 @@
 """histosweep: hyperparameter search for dual-branch histology subtype classifiers.
 
-One import root: `histosweep.data`, `.model`, `.search`, `.bundle`, `.storage` and the CLI in
-`histosweep.cli`. This module stays import-light (no torch): `histosweep --help` imports it.
+One import root: `histosweep.storage`, `.data`, `.model`, `.artifacts`, `.search`, `.fleet`,
+`.bundle` and the CLI in `histosweep.cli`. This module stays import-light (no torch): `histosweep --help` imports it.
 """
 
 from histosweep.constants import CLASSES, NUM_CLASSES
