@@ -43,6 +43,7 @@ from histosweep.storage._url import (
     redact,
     redact_text,
     remember_secrets,
+    remember_secrets_in,
     resolve_storage_url,
 )
 
@@ -77,6 +78,7 @@ __all__ = [
     "redact",
     "redact_text",
     "remember_secrets",
+    "remember_secrets_in",
     "resolve_artifacts",
     "resolve_storage_url",
     "retry_callback",

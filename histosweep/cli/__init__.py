@@ -55,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    _remember_secrets(argv)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -68,6 +69,16 @@ def main(argv: list[str] | None = None) -> int:
             _print_traceback()
         print_error(_one_line(exc))
         return 1
+
+
+def _remember_secrets(argv: list[str]) -> None:
+    """Passwords of the URLs on the command line and in $HISTOSWEEP_STORAGE, parsed before
+    argparse can quote them back in a usage error."""
+    import os
+
+    from histosweep.storage import remember_secrets_in
+
+    remember_secrets_in(argv, dict(os.environ))
 
 
 def _print_traceback() -> None:
