@@ -135,6 +135,30 @@ def test_the_unsafe_load_finder_finds_what_it_should():
     assert not unsafe_loads("import numpy as np\nnp.load(p, allow_pickle=False)\n")
 
 
+def test_a_pickled_pretrained_path_never_runs_its_code(tmp_path):
+    """A `.pth` given as *_pretrained_path is loaded by timm with weights_only=True: refused."""
+    from histosweep.model import TrainConfig, build_model
+
+    marker = tmp_path / "pwned"
+    _write_pickle(tmp_path / "evil.pth", marker, "torch.save")
+    cfg = TrainConfig(image_backbone="convnext_atto", mask_backbone="resnet10t",
+                      mask_pretrained_path=str(tmp_path / "evil.pth"))
+    with pytest.raises(Exception):  # noqa: B017 - timm's/torch's own refusal, whatever its type
+        build_model(cfg)
+    assert not marker.exists()
+
+
+def test_dependency_floors_keep_checkpoint_loading_weights_only():
+    """torch >= 2.6 (weights_only=True by default) and timm >= 1.0.27 (its load_state_dict
+    defaults to weights_only=True; older ones pass weights_only=False for a pretrained file)."""
+    import tomllib
+
+    deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    floors = {d.split(">=")[0]: tuple(int(x) for x in d.split(">=")[1].split(",")[0].split("."))
+              for d in deps if ">=" in d}
+    assert floors["torch"] >= (2, 6) and floors["timm"] >= (1, 0, 27), floors
+
+
 def test_product_code_never_unpickles():
     files = [p for d in PRODUCT for p in (REPO / d).rglob("*.py")]
     assert len(files) > 30  # the product is really being read
