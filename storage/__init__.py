@@ -4,6 +4,7 @@
 
 from histosweep.storage._artifacts import (
     artifact_size,
+    artifact_sizes,
     is_s3,
     open_artifact_store,
     probe_store,
@@ -55,6 +56,7 @@ __all__ = [
     "DEFAULT_MAX_RETRY",
     "StorageError",
     "artifact_size",
+    "artifact_sizes",
     "StoreError",
     "atomic_dir",
     "atomic_path",
