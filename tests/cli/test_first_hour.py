@@ -1,0 +1,50 @@
+"""Rough edges a newcomer met in the first hour (issue 27): each is one line or the right
+behaviour. Exercise: `python -m pytest -q tests/cli/test_first_hour.py`."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.ops._helpers import free_port
+
+
+def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "histosweep", *args], capture_output=True,
+                          text=True, cwd=cwd, timeout=300)
+
+
+def _one_line(proc: subprocess.CompletedProcess, code: int = 1) -> str:
+    assert proc.returncode == code, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    return lines[0]
+
+
+def _empty_study(tmp_path: Path) -> str:
+    import optuna
+
+    from histosweep.storage import open_storage
+
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    optuna.create_study(study_name="s", storage=open_storage(url), direction="maximize")
+    return url
+
+
+def test_dashboard_on_a_missing_artifact_folder_is_one_line_and_creates_nothing(tmp_path):
+    url = _empty_study(tmp_path)
+    typo = tmp_path / "typo" / "artifacts"
+    proc = _run("dashboard", "--storage", url, "--artifacts", str(typo),
+                "--port", str(free_port()), cwd=tmp_path)
+    line = _one_line(proc)
+    assert line.startswith(f"error: no artifact folder at {typo}") and "--artifacts" in line
+    assert not (tmp_path / "typo").exists()
+
+
+def test_export_best_leaves_no_artifact_folder_behind(tmp_path):
+    url = _empty_study(tmp_path)
+    proc = _run("export-best", "s", "--storage", url, "--artifacts", str(tmp_path / "typo"),
+                "--out", str(tmp_path / "bundle"), cwd=tmp_path)
+    _one_line(proc)
+    assert not (tmp_path / "typo").exists() and not (tmp_path / "bundle").exists()
