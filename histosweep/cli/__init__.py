@@ -59,7 +59,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         code = args._module.run(args)
+        sys.stdout.flush()  # a reader that went away shows here, not in the interpreter's exit
         return 0 if code is None else int(code)
+    except BrokenPipeError:
+        return _reader_went_away()
     except KeyboardInterrupt:
         print_error("interrupted")
         return 130
@@ -68,6 +71,15 @@ def main(argv: list[str] | None = None) -> int:
             _print_traceback()
         print_error(_one_line(exc))
         return 1
+
+
+def _reader_went_away() -> int:
+    """`histosweep status S | head -2`: end quietly, as a Unix tool killed by SIGPIPE does."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())  # the exit's flush of what is left must not fail again
+    return 128 + 13  # 128 + SIGPIPE, the status `seq 1 100000 | head -1` gives seq
 
 
 def _print_traceback() -> None:

@@ -48,3 +48,18 @@ def test_export_best_leaves_no_artifact_folder_behind(tmp_path):
                 "--out", str(tmp_path / "bundle"), cwd=tmp_path)
     _one_line(proc)
     assert not (tmp_path / "typo").exists() and not (tmp_path / "bundle").exists()
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly(tmp_path):
+    """`histosweep studies | head -0`: the pipe's reader is gone before the first write."""
+    import os
+
+    url = _empty_study(tmp_path)
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "histosweep", "studies", "--storage", url],
+                              stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=300)
+    finally:
+        os.close(write_end)
+    assert (proc.returncode, proc.stderr) == (141, "")
