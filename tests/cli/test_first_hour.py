@@ -63,3 +63,13 @@ def test_a_reader_that_goes_away_ends_the_command_quietly(tmp_path):
     finally:
         os.close(write_end)
     assert (proc.returncode, proc.stderr) == (141, "")
+
+
+def test_a_mistyped_flag_gets_the_close_flag_of_its_subcommand(tmp_path):
+    proc = _run("worker", "s", "--ntrials", "3", cwd=tmp_path)
+    assert _one_line(proc, code=2) == (
+        "histosweep worker: error: unrecognized arguments: --ntrials 3; did you mean --n-trials?"
+        " (histosweep worker --help lists its flags)")
+    far = _one_line(_run("synth", str(tmp_path / "d"), "--storage", "x", cwd=tmp_path), code=2)
+    assert "unrecognized arguments: --storage x (histosweep synth --help" in far
+    assert "did you mean" not in far and not (tmp_path / "d").exists()
