@@ -73,3 +73,32 @@ def test_a_mistyped_flag_gets_the_close_flag_of_its_subcommand(tmp_path):
     far = _one_line(_run("synth", str(tmp_path / "d"), "--storage", "x", cwd=tmp_path), code=2)
     assert "unrecognized arguments: --storage x (histosweep synth --help" in far
     assert "did you mean" not in far and not (tmp_path / "d").exists()
+
+
+FROZEN = '[params]\ntrain_mode = "frozen"\nimage_backbone = "test_vit"\nresolution = 32\n'
+
+
+def test_frozen_with_a_random_backbone_is_a_warning_line(synth_root, tmp_path, capsys):
+    from histosweep.cli import main
+
+    space = tmp_path / "space.toml"
+    space.write_text(FROZEN + "pretrained = false\n")
+    weights = tmp_path / "w.safetensors"
+    weights.write_bytes(b"")  # create never reads it; only whether the space names one matters
+    staged = tmp_path / "staged.toml"
+    staged.write_text(FROZEN + f'pretrained = false\nimage_pretrained_path = "{weights}"\n')
+    base = ["create", "--data", str(synth_root), "--folds", "2",
+            "--storage", f"sqlite:///{tmp_path / 's.db'}"]
+    assert main([*base[:1], "random", *base[1:], "--space", str(space)]) == 0
+    warned = [x for x in capsys.readouterr().err.splitlines() if x.startswith("warning: ")]
+    assert warned == [f'warning: {space}: train_mode = "frozen" with pretrained = false embeds '
+                      "with a randomly initialised image_backbone; set pretrained = true (or "
+                      "image_pretrained_path) for features worth a head"]
+    assert main([*base[:1], "staged", *base[1:], "--space", str(staged)]) == 0
+    assert "randomly initialised" not in capsys.readouterr().err
+
+    embed = ["embed", str(synth_root), "--backbone", "test_vit", "--resolution", "32",
+             "--cache", str(tmp_path / "c"), "--device", "cpu", "--no-progress"]
+    assert main(embed) == 0
+    assert ("warning: --backbone test_vit without --pretrained or --weights: the embeddings "
+            "come from a randomly initialised backbone") in capsys.readouterr().err
