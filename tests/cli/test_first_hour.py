@@ -102,3 +102,21 @@ def test_frozen_with_a_random_backbone_is_a_warning_line(synth_root, tmp_path, c
     assert main(embed) == 0
     assert ("warning: --backbone test_vit without --pretrained or --weights: the embeddings "
             "come from a randomly initialised backbone") in capsys.readouterr().err
+
+
+def test_prepare_with_a_tiles_only_space_builds_no_whole_picture_cache(tmp_path, capsys):
+    import json
+
+    from histosweep.cli import main
+
+    out = tmp_path / "synth"
+    assert main(["synth", str(out), "--n-train", "24", "--n-test", "2", "--short-side", "48"]) == 0
+    space = tmp_path / "space.toml"
+    space.write_text('[params]\ninput_mode = "tiles"\ntile_size = 32\ntiles_per_image = 2\n')
+    capsys.readouterr()
+    assert main(["prepare", str(out), "--space", str(space), "--cache", str(tmp_path / "c"),
+                 "--workers", "1", "--no-progress", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert list(doc["cache"]) == ["tiles-32-s1-k2-m0.5"]
+    built = {p.name for p in Path(doc["cache_root"]).iterdir() if p.is_dir()}
+    assert "384-stretch" not in built and "tiles-32-s1-k2-m0.5" in built
