@@ -63,14 +63,17 @@ def artifact_sizes(spec: str | None, artifact_ids) -> dict[str, int]:
     return {a: listed.get(a, 0) for a in artifact_ids}
 
 
-def open_artifact_store(spec: str | None = None):
-    """An Optuna ArtifactStore for a folder path or an s3://bucket/prefix spec."""
+def open_artifact_store(spec: str | None = None, *, create: bool = True):
+    """An Optuna ArtifactStore for a folder path or an s3://bucket/prefix spec; create=False (for
+    commands that only read) never makes the folder, so a mistyped path leaves nothing behind."""
     spec = resolve_artifacts(spec)
     if spec.startswith("s3://"):
         return _open_s3(spec)
     from optuna.artifacts import FileSystemArtifactStore
 
     path = Path(spec)
+    if not create and not path.is_dir():
+        return FileSystemArtifactStore(str(path))
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
