@@ -8,6 +8,7 @@ from histosweep.bundle._export import ExportOptions, export_best
 from histosweep.bundle._predict import (
     Bundle,
     BundleFold,
+    check_out_place,
     decode_samples,
     ensemble_predict,
     load_bundle,
@@ -21,6 +22,7 @@ __all__ = [
     "BundleFold",
     "ExportOptions",
     "bootstrap_ci",
+    "check_out_place",
     "decode_samples",
     "ensemble_predict",
     "export_best",

@@ -104,7 +104,7 @@ def export_best(opts: ExportOptions) -> dict[str, Any]:
 
 
 def _export(opts: ExportOptions, out: Path, may_replace) -> dict[str, Any]:
-    store = open_artifact_store(opts.artifacts)
+    store = open_artifact_store(opts.artifacts, create=False)  # export only reads the store
     src = read_source(opts, store)
     _stage(opts, f"selecting the ensemble from {len(src.candidates)} trial(s) on out-of-fold data")
     offsets = _select(opts, src)

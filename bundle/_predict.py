@@ -316,6 +316,19 @@ def check_out_file(out) -> Path:
     return out
 
 
+def check_out_place(out, *, bundle_dir, images_dir, overwrite: bool) -> None:
+    """predict's --out may not land inside the bundle (it would replace the bundle's own
+    manifest or CSV) or the test images folder, nor replace a file unless --overwrite."""
+    out = Path(out)
+    where = out.resolve()
+    for flag, folder in (("the bundle", bundle_dir), ("--images", images_dir)):
+        if where.is_relative_to(Path(folder).resolve()):
+            raise UserError(f"--out {out} is inside {flag} folder {folder}; write the CSV "
+                            "elsewhere, e.g. --out submission.csv")
+    if out.exists() and not overwrite:
+        raise UserError(f"--out {out} exists; pass --overwrite to replace it, or another --out")
+
+
 def predict_folder(bundle_dir, images_dir, out_csv, *, tta: bool = False, batch_size: int = 32,
                    device: str | None = None, workers: int | None = None,
                    progress: bool = True) -> dict[str, Any]:

@@ -139,6 +139,13 @@ def _input_text(member: dict[str, Any]) -> str:
     return f"{entry['key']}{pool}"
 
 
+def _backbones(config: dict[str, Any]) -> str:
+    """A frozen member has no mask branch: only its image backbone made the embeddings."""
+    if config.get("train_mode") == "frozen":
+        return f"{config['image_backbone']} (frozen)"
+    return f"{config['image_backbone']} + {config['mask_backbone']}"
+
+
 def _member_table(members: list[dict[str, Any]]) -> str:
     head = ("<table><tr><th>trial</th><th>weight</th><th>out-of-fold F1</th>"
             "<th>input</th><th>backbones</th><th>fold validation F1</th></tr>")
@@ -146,7 +153,7 @@ def _member_table(members: list[dict[str, Any]]) -> str:
         f"<tr><td>{m['trial']}</td><td class=\"num\">{m['weight']:.4f}</td>"
         f"<td class=\"num\">{m['oof_f1']:.4f}</td>"
         f"<td>{_e(_input_text(m))}</td>"
-        f"<td>{_e(m['config']['image_backbone'])} + {_e(m['config']['mask_backbone'])}</td>"
+        f"<td>{_e(_backbones(m['config']))}</td>"
         f"<td>{_e(_fold_f1s(m['folds']))}</td></tr>"
         for m in members
     )

@@ -121,18 +121,19 @@ def _newer_stamp(back, stamp: dict) -> bool:
 # --- artifact store ----------------------------------------------------------------------------
 def check_artifacts(spec: str | None) -> Check:
     """Write a probe artifact, read it back, remove it (the worker's own probe_store)."""
-    made = None
+    made: list[Path] = []
     try:
         spec = resolve_artifacts(spec)
         folder = store_folder(spec)
-        if folder is not None and not folder.exists():
-            made = folder  # the probe makes the folder; a check leaves no empty one behind
+        if folder is not None:  # the probe makes the folders; a check leaves no empty one behind
+            made = [p for p in (folder, *folder.parents) if not (p.exists() or p.is_symlink())]
         probe_store(open_artifact_store(spec))
     except HistosweepError as exc:  # StoreError from the probe, StorageError from opening
         return Check("artifacts", False, str(exc))
     finally:
-        if made is not None and made.is_dir() and not any(made.iterdir()):
-            made.rmdir()
+        for folder in made:  # deepest first: a/b/c, then a/b, then a
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
     return Check("artifacts", True, f"{spec}: a probe artifact was written, read back and removed")
 
 

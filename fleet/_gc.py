@@ -15,10 +15,9 @@ from typing import Any
 from histosweep.search import UserError
 from histosweep.storage import (
     DEFAULT_MAX_RETRY,
-    artifact_size,
+    artifact_sizes,
     linked_artifact_ids,
     set_finished_user_attr,
-    store_kind,
     study_id,
     study_storage,
     trial_id,
@@ -121,7 +120,7 @@ def check_keep_top(keep_top: int) -> None:
 
 def collect_garbage(study, store, spec: str | None, *, keep_top: int, dry_run: bool = False) -> dict[str, Any]:
     """Delete (or with dry_run list) the checkpoints plan_gc picks; mark each trial handled with
-    user attr checkpoints_deleted = true. Returns a summary with the bytes freed (None on S3)."""
+    user attr checkpoints_deleted = true. Returns a summary with the bytes freed."""
     check_keep_top(keep_top)
     storage = study_storage(study)
     trials = study.get_trials(deepcopy=False)
@@ -129,15 +128,15 @@ def collect_garbage(study, store, spec: str | None, *, keep_top: int, dry_run: b
     done = trials_with_user_attr(storage, study_id(study), DELETED_ATTR)
     plan = plan_gc(trials, keep_top, done=done)
     by_number = {t.number: t for t in trials}
-    deleted, total = [], 0 if store_kind(spec).local_folder else None
+    sizes = artifact_sizes(spec, sorted({a for ids in plan.delete.values() for a in ids}))
+    deleted, total = [], 0
     for number, ids in sorted(plan.delete.items()):
-        sizes = [artifact_size(spec, a) for a in ids]
-        size = None if None in sizes else sum(sizes)
+        size = sum(sizes[a] for a in ids)
         if not dry_run:
             _remove(store, spec, number, ids)
             set_finished_user_attr(storage, trial_id(by_number[number]), DELETED_ATTR, True)
         deleted.append({"trial": number, "state": plan.states[number], "checkpoints": ids, "bytes": size})
-        total = None if total is None or size is None else total + size
+        total += size
     return {
         "study": study.study_name, "keep_top": keep_top, "dry_run": dry_run, "deleted": deleted,
         "kept": [{"trial": n, "reason": r} for n, r in sorted(plan.kept.items())],
@@ -173,17 +172,13 @@ def retention_pass(study, store, spec: str | None, keep_top: int) -> None:
                  keep_top, format_bytes(summary["bytes_freed"]))
 
 
-def study_artifact_bytes(study, spec: str | None) -> int | None:
-    """Bytes of every artifact the study's trials registered, in a folder store; None for S3."""
-    if not store_kind(spec).local_folder:
-        return None
+def study_artifact_bytes(study, spec: str | None) -> int:
+    """Bytes of every artifact the study's trials registered (a folder or an S3 store)."""
     ids = {a for t in study.get_trials(deepcopy=False) for a in linked_artifact_ids(t)}
-    return sum(artifact_size(spec, a) or 0 for a in ids)
+    return sum(artifact_sizes(spec, sorted(ids)).values())
 
 
-def format_bytes(n: int | None) -> str:
-    if n is None:
-        return "size n/a on S3"
+def format_bytes(n: int) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if n < 1024 or unit == "GiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"

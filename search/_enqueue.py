@@ -49,7 +49,11 @@ def read_params_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"params file {path} not found (pass --params with a .toml or .json file)")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"params file {path} is not UTF-8 text (byte {exc.start}); save it as "
+                        "UTF-8 .toml or .json") from None
     try:
         if path.suffix.lower() == ".json":
             doc = json.loads(text)

@@ -91,6 +91,11 @@ def _enqueue_reference(study, space: Space) -> dict:
     return {"params": params, "enqueued": queued, "skipped": skipped}
 
 
+# why: a log file name is STUDY-HOST-PID-SLOT.log and most file systems stop at 255 bytes;
+# 120 leaves room for a 64-character host name, a pid and a slot label.
+MAX_STUDY_NAME_BYTES = 120
+
+
 def _check_name(name: str) -> None:
     """A study name becomes part of a file name (each worker's log file): no path parts."""
     if not name.strip() or "/" in name or "\\" in name:
@@ -99,6 +104,10 @@ def _check_name(name: str) -> None:
             "'/' or '\\'; use letters, digits, '-', '_' or '.', e.g. "
             f"{(name.replace('/', '-').replace(chr(92), '-').strip() or 'histosweep')!r}"
         )
+    if len(name.encode()) > MAX_STUDY_NAME_BYTES or any(ord(c) < 32 for c in name):
+        shown = name if len(name) <= 40 else name[:40] + "..."
+        raise UserError(f"study name {shown!r}: it names worker log files (STUDY-HOST-PID-SLOT.log), "
+                        f"so use at most {MAX_STUDY_NAME_BYTES} bytes and no control characters")
 
 
 def _check_options(opts: CreateOptions) -> None:

@@ -6,6 +6,7 @@ from histosweep.storage._artifacts import (
     STORE_KINDS,
     StoreKind,
     artifact_size,
+    artifact_sizes,
     open_artifact_store,
     probe_store,
     resolve_artifacts,
@@ -58,6 +59,7 @@ from histosweep.storage._url import (
     redact,
     redact_text,
     remember_secrets,
+    remember_secrets_in,
     resolve_storage_url,
 )
 
@@ -73,6 +75,7 @@ __all__ = [
     "DEFAULT_MAX_RETRY",
     "StorageError",
     "artifact_size",
+    "artifact_sizes",
     "StoreError",
     "atomic_dir",
     "atomic_path",
@@ -107,6 +110,7 @@ __all__ = [
     "redact",
     "redact_text",
     "remember_secrets",
+    "remember_secrets_in",
     "resolve_artifacts",
     "resolve_storage_url",
     "retry_callback",

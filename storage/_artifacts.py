@@ -30,7 +30,7 @@ class StoreKind:
 
     scheme: str
     example: str  # how a person writes it, for messages and help
-    open: Callable[[str], Any]  # resolved spec -> an optuna ArtifactStore
+    open: Callable[..., Any]  # (resolved spec, *, create) -> an optuna ArtifactStore
     # a local folder: sizes are one stat per artifact (on S3 each costs a request: not asked)
     local_folder: bool = False
 
@@ -63,7 +63,7 @@ def store_folder(spec: str | None = None) -> Path | None:
 
 def artifact_size(spec: str | None, artifact_id: str) -> int | None:
     """Bytes of one artifact in a folder store (0 when absent); None for S3, where asking costs
-    a request per artifact."""
+    a request per artifact (artifact_sizes lists a whole prefix at once)."""
     folder = store_folder(spec)
     if folder is None:
         return None
@@ -74,16 +74,38 @@ def artifact_size(spec: str | None, artifact_id: str) -> int | None:
         return 0
 
 
-def open_artifact_store(spec: str | None = None):
-    """An Optuna ArtifactStore for a folder path or an s3://bucket/prefix spec."""
+def artifact_sizes(spec: str | None, artifact_ids) -> dict[str, int]:
+    """Bytes of each artifact (0 when absent): a stat per file in a folder store; on S3 one
+    listing of the store's prefix (a request per 1,000 objects), not a request per artifact."""
     spec = resolve_artifacts(spec)
-    return store_kind(spec).open(spec)
+    if store_kind(spec).local_folder:
+        return {a: artifact_size(spec, a) for a in artifact_ids}
+    bucket, _, prefix = spec[len("s3://"):].partition("/")
+    prefix = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
+    store = _open_s3(spec)
+    client = getattr(store, "_inner", store).client
+    listed: dict[str, int] = {}
+    try:
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            listed.update({o["Key"][len(prefix):]: o["Size"] for o in page.get("Contents", [])})
+    except Exception as exc:  # noqa: BLE001 - botocore's errors: one line for the caller
+        raise StorageError(f"artifact store {spec}: cannot list its objects ({exc})") from None
+    return {a: listed.get(a, 0) for a in artifact_ids}
 
 
-def _open_folder(spec: str):
+def open_artifact_store(spec: str | None = None, *, create: bool = True):
+    """An Optuna ArtifactStore for a folder path or an s3://bucket/prefix spec; create=False (for
+    commands that only read) never makes the folder, so a mistyped path leaves nothing behind."""
+    spec = resolve_artifacts(spec)
+    return store_kind(spec).open(spec, create=create)
+
+
+def _open_folder(spec: str, *, create: bool = True):
     from optuna.artifacts import FileSystemArtifactStore
 
     path = Path(spec)
+    if not create and not path.is_dir():
+        return FileSystemArtifactStore(str(path))
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -132,7 +154,7 @@ def probe_store(store) -> None:
                          "to it; check the store")
 
 
-def _open_s3(spec: str):
+def _open_s3(spec: str, *, create: bool = True):
     try:
         import boto3
     except ImportError:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import re
-from urllib.parse import unquote
+from urllib.parse import quote, quote_plus, unquote
 
 from histosweep.constants import DEFAULT_STORAGE, ENV_STORAGE
 from histosweep.storage._errors import StorageError
@@ -67,14 +67,45 @@ def is_sqlite(url: str) -> bool:
 
 def remember_secrets(url: str) -> None:
     """Remember a URL's password(s) so redact_text also hides them where they appear bare (in a
-    driver's error, in pieces of a URL the driver split elsewhere than we do)."""
-    found = [m.group("pw") for m in (_WHOLE_URL_PASSWORD_RE.match(url.strip()),
-                                     _PASSWORD_RE.search(url)) if m]
+    driver's error, in pieces of a URL the driver split elsewhere than we do, in a usage error).
+
+    Found by SQLAlchemy's own URL parser (the password, `password`/`sslpassword` query
+    parameters, Unix-socket URLs without a host), plus the patterns for text it cannot parse
+    (`scheme:/u:pw@h`, a raw `@` in the password)."""
+    found = _parsed_secrets(url.strip())
+    found += [m.group("pw") for m in (_WHOLE_URL_PASSWORD_RE.match(url.strip()),
+                                      _PASSWORD_RE.search(url)) if m]
     found += [m.group("pw") for m in _QUERY_PASSWORD_RE.finditer(url)]
     for secret in found:
         if secret:
             _KNOWN_SECRETS.update((secret, unquote(secret)))  # p%40ss reaches the driver as p@ss
+            _KNOWN_SECRETS.update(quote(secret, safe=""), quote_plus(secret))  # as typed in a URL
             _KNOWN_SECRETS.update(part for part in secret.split("@") if len(part) >= 3)
+
+
+def _parsed_secrets(url: str) -> list[str]:
+    """The password and password query parameters of `url` as SQLAlchemy reads them."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError, TypeError):
+        return []
+    found = [str(parsed.password)] if parsed.password else []
+    for key, value in parsed.query.items():
+        if key.lower() in ("password", "sslpassword"):
+            found += [value] if isinstance(value, str) else list(value)
+    return found
+
+
+def remember_secrets_in(args: list[str], environ: dict[str, str]) -> None:
+    """Remember the secrets of every URL on a command line and in the storage variable, before
+    anything (an argparse usage error, a traceback) can print them."""
+    for text in [*args, environ.get(ENV_STORAGE, "")]:
+        value = text.split("=", 1)[1] if text.startswith("--") and "=" in text else text
+        if "://" in value or value.startswith(("postgres", "sqlite", "grpc")):
+            remember_secrets(value)
 
 
 def redact(url: str) -> str:

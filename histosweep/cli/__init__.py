@@ -10,6 +10,7 @@ import argparse
 import importlib
 import sys
 import traceback
+from typing import NoReturn
 
 from histosweep.cli._common import (
     COMMANDS,
@@ -49,17 +50,23 @@ def build_parser() -> argparse.ArgumentParser:
         parents = option_parents(getattr(module, "OPTIONS", COMMON_OPTIONS))
         sub = subparsers.add_parser(name, help=summary, description=summary, parents=parents)
         module.add_arguments(sub)
-        sub.set_defaults(_module=module)
+        sub.set_defaults(_module=module, _parser=sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    _remember_secrets(argv)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extras = parser.parse_known_args(argv)
+    if extras:  # argparse would blame the top-level usage; name the subcommand's close flags
+        _unrecognized(args._parser, extras)
     try:
         code = args._module.run(args)
+        sys.stdout.flush()  # a reader that went away shows here, not in the interpreter's exit
         return 0 if code is None else int(code)
+    except BrokenPipeError:
+        return _reader_went_away()
     except KeyboardInterrupt:
         print_error("interrupted")
         return 130
@@ -68,6 +75,38 @@ def main(argv: list[str] | None = None) -> int:
             _print_traceback()
         print_error(_one_line(exc))
         return 1
+
+
+def _remember_secrets(argv: list[str]) -> None:
+    """Passwords of the URLs on the command line and in $HISTOSWEEP_STORAGE, parsed before
+    argparse can quote them back in a usage error."""
+    import os
+
+    from histosweep.storage import remember_secrets_in
+
+    remember_secrets_in(argv, dict(os.environ))
+
+def _unrecognized(sub: argparse.ArgumentParser, extras: list[str]) -> NoReturn:
+    """`worker S --ntrials 3`: one line, exit 2, with the subcommand's flags that are close."""
+    import difflib
+
+    from histosweep.storage import redact_text
+
+    known = [o for action in sub._actions for o in action.option_strings if o.startswith("--")]
+    close = [m for word in extras if word.startswith("--")
+             for m in difflib.get_close_matches(word.split("=")[0], known, n=1, cutoff=0.75)]
+    hint = f"; did you mean {' or '.join(dict.fromkeys(close))}?" if close else ""
+    message = f"unrecognized arguments: {' '.join(extras)}{hint} ({sub.prog} --help lists its flags)"
+    sub.exit(2, f"{sub.prog}: error: {redact_text(message)}\n")
+
+
+def _reader_went_away() -> int:
+    """`histosweep status S | head -2`: end quietly, as a Unix tool killed by SIGPIPE does."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())  # the exit's flush of what is left must not fail again
+    return 128 + 13  # 128 + SIGPIPE, the status `seq 1 100000 | head -1` gives seq
 
 
 def _print_traceback() -> None:

@@ -46,7 +46,7 @@ def run(args) -> int:
     summary = create_study(args.study, url, opts, progress=not args.json)
     summary["storage"] = redact(resolve_storage_url(url))
     reference = summary.get("reference")
-    for warning in reference["skipped"] if reference else []:
+    for warning in [*(reference["skipped"] if reference else []), *_space_warnings(opts.space_file)]:
         print(f"warning: {warning}", file=sys.stderr)
     if args.json:
         print_json(summary)
@@ -59,6 +59,19 @@ def run(args) -> int:
         if reference:
             print(_reference_line(reference))
     return 0
+
+
+def _space_warnings(space_file: Path | None) -> list[str]:
+    """What the space lets a trial do that a person would not want without knowing."""
+    from histosweep.search._space import load_space
+
+    space = load_space(space_file)
+    if ("frozen" in (space.values("train_mode") or []) and False in (space.values("pretrained") or [])
+            and "" in (space.values("image_pretrained_path") or [""])):
+        return [f"{space_file or 'the default space'}: train_mode = \"frozen\" with pretrained = false "
+                "embeds with a randomly initialised image_backbone; set pretrained = true (or "
+                "image_pretrained_path) for features worth a head"]
+    return []
 
 
 def _reference_line(reference: dict) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import errno
 import sys
+from pathlib import Path
 
 from histosweep.cli._common import UserError, artifacts_arg, storage_arg
 
@@ -42,11 +43,15 @@ def run(args: argparse.Namespace) -> int:
     url = resolve_storage_url(storage_arg(args))
     rdb = open_storage(url, create=False)
     artifacts = artifacts_arg(args)
-    store = open_artifact_store(artifacts)
+    store = open_artifact_store(artifacts, create=False)
     try:
         server = make_dashboard_server(rdb, store, host=args.host, port=args.port)
     except OSError as exc:
         raise UserError(_bind_error(args.host, args.port, exc)) from None
+    if not artifacts.startswith("s3://") and not Path(artifacts).is_dir():
+        server.server_close()
+        raise UserError(f"no artifact folder at {artifacts}: pass --artifacts (or set "
+                        "HISTOSWEEP_ARTIFACTS) to the folder the workers write to")
     print(
         f"dashboard for {redact(url)} (artifacts: {artifacts}) at "
         f"{dashboard_url(args.host, args.port)} (Ctrl-C to stop)",

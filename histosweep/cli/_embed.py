@@ -8,6 +8,7 @@ Exercise: `histosweep embed synth-data --backbone test_vit --resolution 64 --jso
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -73,6 +74,9 @@ def run(args: argparse.Namespace) -> int:
     check_backbone(cfg.image_backbone, field="--backbone")
     ds = data.load_dataset(Path(args.data).expanduser(), labeled=True)
     embedder = build_embedder(cfg, device=device_arg(args))
+    if not (args.pretrained or args.weights):
+        print(f"warning: --backbone {args.backbone} without --pretrained or --weights: the "
+              "embeddings come from a randomly initialised backbone", file=sys.stderr)
     target = data.embedding_dir(ds, backbone=embedder.name, weights_sha256=embedder.weights_sha256,
                                 input_key=input_key_for(cfg), cache_dir=args.cache)
     reused = data.embeddings_present(target)

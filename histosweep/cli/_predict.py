@@ -13,6 +13,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("bundle", help="bundle folder written by histosweep export-best")
     parser.add_argument("--images", required=True, help="test folder: img_*.png + mask_*.png (no labels)")
     parser.add_argument("--out", required=True, help="submission CSV to write (sample_index,label)")
+    parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     parser.add_argument("--tta", action="store_true", help="average over the 8 flips/rot90s")
     parser.add_argument("--batch-size", type=int, default=32, help="inference batch size (default 32)")
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when present)")
@@ -21,11 +22,13 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from histosweep.bundle import predict_folder
+    from histosweep.bundle import check_out_place, predict_folder
 
     if args.workers is not None and args.workers < 1:
         raise UserError(f"--workers {args.workers}: give a number of decode processes >= 1 "
                         "(or leave it out: up to 8)")
+    check_out_place(args.out, bundle_dir=args.bundle, images_dir=args.images,
+                    overwrite=args.overwrite)
     summary = predict_folder(
         args.bundle, args.images, args.out, tta=args.tta, batch_size=args.batch_size,
         device=device_arg(args), workers=args.workers, progress=not (args.no_progress or args.json),

@@ -22,11 +22,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="dataset folder (train_labels.csv + train_data/) or a test folder",
     )
     parser.add_argument(
-        "--resolutions", default="384", help="comma-separated cache sides in px (default 384)"
+        "--resolutions", default=None,
+        help="comma-separated cache sides in px (default 384; with --space: none beyond the space's)"
     )
     parser.add_argument(
         "--modes",
-        default="stretch",
+        default=None,
         help="comma-separated resize modes: stretch,pad,reflect (default stretch)",
     )
     parser.add_argument(
@@ -49,8 +50,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from histosweep import data
 
-    resolutions = _ints(args.resolutions, "--resolutions")
-    modes = _modes(args.modes)
+    # NOTE: with --space alone, only what the space can pick (a tiles-only space needs no 384-stretch)
+    only_space = args.space is not None and args.resolutions is None and args.modes is None
+    resolutions = [] if only_space else _ints(_given(args.resolutions, "384"), "--resolutions")
+    modes = [] if only_space else _modes(_given(args.modes, "stretch"))
     _check_workers(args.workers)
     root = Path(args.data).expanduser()
     ds = data.load_dataset(root, labeled=_looks_labeled(root))
@@ -69,6 +72,10 @@ def run(args: argparse.Namespace) -> int:
     else:
         _print_table(document)
     return 0
+
+
+def _given(value: str | None, default: str) -> str:
+    return default if value is None else value
 
 
 def _space_inputs(space_file) -> list:

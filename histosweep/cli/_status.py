@@ -44,7 +44,7 @@ def run(args) -> int:
     _warn_if_store_missing(artifacts_arg(args))
 
     def snapshot() -> dict:
-        # artifact_bytes: the study's files in a folder store, None on S3
+        # artifact_bytes: the study's files in its store (a folder or S3)
         return {**study_status(study), "storage": storage,
                 "artifact_bytes": study_artifact_bytes(study, artifacts_arg(args))}
 

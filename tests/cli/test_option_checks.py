@@ -128,3 +128,54 @@ def test_predict_refuses_zero_decode_workers(tmp_path):
                       "--out", str(out), "--workers", "0")
     assert one_error_line(proc).startswith("error: --workers 0: give a number of decode processes")
     assert not out.exists()
+
+
+@pytest.mark.parametrize("where", ["bundle manifest", "bundle subfolder", "images", "existing"])
+def test_predict_out_never_replaces_the_bundle_the_images_or_a_file_unasked(tmp_path, where):
+    bundle, images = tmp_path / "bundle", tmp_path / "TEST"
+    (bundle / "folds").mkdir(parents=True)
+    images.mkdir()
+    manifest = bundle / "manifest.json"
+    manifest.write_text('{"members": []}')
+    existing = tmp_path / "old.csv"
+    existing.write_text("sample_index,label\n")
+    out = {"bundle manifest": manifest, "bundle subfolder": bundle / "folds" / "s.csv",
+           "images": images / "s.csv", "existing": existing}[where]
+    proc = histosweep("predict", str(bundle), "--images", str(images), "--out", str(out))
+    line = one_error_line(proc)
+    assert (f"--out {out} exists; pass --overwrite" in line if where == "existing"
+            else f"--out {out} is inside" in line), line
+    assert manifest.read_text() == '{"members": []}' and existing.read_text() == "sample_index,label\n"
+    assert not (bundle / "folds" / "s.csv").exists() and not (images / "s.csv").exists()
+
+
+def test_predict_overwrite_gets_past_the_existing_file_check(tmp_path):
+    existing = tmp_path / "old.csv"
+    existing.write_text("x")
+    proc = histosweep("predict", str(tmp_path / "nobundle"), "--images", str(tmp_path / "T"),
+                      "--out", str(existing), "--overwrite")
+    assert "exists; pass --overwrite" not in proc.stderr and proc.returncode == 1
+    assert existing.read_text() == "x"  # the missing bundle stopped it before any write
+
+
+def test_check_artifacts_leaves_no_empty_folder_at_any_depth(tmp_path):
+    proc = histosweep("check", "nope", "--storage", f"sqlite:///{tmp_path / 'x.db'}",
+                      "--artifacts", str(tmp_path / "a" / "b" / "c"))
+    assert "ok: artifacts:" in proc.stdout  # the probe ran in a/b/c
+    assert not (tmp_path / "a").exists() and not (tmp_path / "x.db").exists()
+
+
+def test_a_params_file_that_is_not_utf8_is_one_line(tmp_path):
+    params = tmp_path / "p.toml"
+    params.write_bytes(b"lr = 0.001 # caf\xe9\n")
+    proc = histosweep("enqueue", "s", "--params", str(params), "--storage",
+                      f"sqlite:///{tmp_path / 'x.db'}")
+    assert "is not UTF-8 text" in one_error_line(proc)
+
+
+@pytest.mark.parametrize("name, fault", [("s" * 250, "at most 120 bytes"), ("a\tb", "control characters")])
+def test_create_refuses_a_study_name_no_log_file_can_carry(tmp_path, name, fault):
+    db = tmp_path / "s.db"
+    proc = histosweep("create", name, "--data", str(tmp_path), "--storage", f"sqlite:///{db}")
+    assert fault in one_error_line(proc)
+    assert not db.exists()

@@ -135,6 +135,30 @@ def test_the_unsafe_load_finder_finds_what_it_should():
     assert not unsafe_loads("import numpy as np\nnp.load(p, allow_pickle=False)\n")
 
 
+def test_a_pickled_pretrained_path_never_runs_its_code(tmp_path):
+    """A `.pth` given as *_pretrained_path is loaded by timm with weights_only=True: refused."""
+    from histosweep.model import TrainConfig, build_model
+
+    marker = tmp_path / "pwned"
+    _write_pickle(tmp_path / "evil.pth", marker, "torch.save")
+    cfg = TrainConfig(image_backbone="convnext_atto", mask_backbone="resnet10t",
+                      mask_pretrained_path=str(tmp_path / "evil.pth"))
+    with pytest.raises(Exception):  # noqa: B017 - timm's/torch's own refusal, whatever its type
+        build_model(cfg)
+    assert not marker.exists()
+
+
+def test_dependency_floors_keep_checkpoint_loading_weights_only():
+    """torch >= 2.6 (weights_only=True by default) and timm >= 1.0.27 (its load_state_dict
+    defaults to weights_only=True; older ones pass weights_only=False for a pretrained file)."""
+    import tomllib
+
+    deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    floors = {d.split(">=")[0]: tuple(int(x) for x in d.split(">=")[1].split(",")[0].split("."))
+              for d in deps if ">=" in d}
+    assert floors["torch"] >= (2, 6) and floors["timm"] >= (1, 0, 27), floors
+
+
 def test_product_code_never_unpickles():
     files = [p for d in PRODUCT for p in (REPO / d).rglob("*.py")]
     assert len(files) > 30  # the product is really being read
@@ -227,3 +251,56 @@ def test_dashboard_binds_to_loopback_unless_told(trained, tmp_path, host, expect
     finally:
         stop(proc)
     assert f"http://127.0.0.1:{port}/dashboard" in stderr_path.read_text()
+
+
+# --- generated passwords through every output path (secrets found by parsing) -----------------
+GENERATED = ["ab'Secr3t\"q", "p@ss%w0rd!", "with space 42", "pässwörd-üñ", "semi;colon&amp=1"]
+
+
+def _typed(password: str) -> str:
+    """The password as a person writes it in a URL: what the URL syntax needs, percent-encoded."""
+    return "".join({"@": "%40", "%": "%25", " ": "%20", "&": "%26", "=": "%3D"}.get(c, c)
+                   for c in password)
+
+
+def _urls(password: str) -> list[str]:
+    typed = _typed(password)
+    return [f"postgresql://u:{typed}@127.0.0.1:{CLOSED_PORT}/db",  # host and port
+            f"postgresql://u:{typed}@/db?host=/nonexistent-socket-dir",  # Unix socket, no host
+            f"postgresql://u@127.0.0.1:{CLOSED_PORT}/db?password={typed}"]  # libpq query form
+
+
+@pytest.mark.parametrize("password", GENERATED)
+def test_a_generated_password_reaches_no_output(password, tmp_path):
+    """Terminal (usage error, connection error), --json, --debug traceback, the worker's log
+    folder and $HISTOSWEEP_STORAGE: neither the password nor its typed form is ever printed."""
+    url = _urls(password)[GENERATED.index(password) % 3]
+    logs = tmp_path / "logs"
+    runs = {
+        "usage error": (["prepare", str(tmp_path), "--storage", url], None, 2),
+        "usage error (--storage=)": (["prepare", str(tmp_path), f"--storage={url}"], None, 2),
+        "status": (["status", "x", "--storage", url], None, 1),
+        "status --debug": (["status", "x", "--storage", url, "--debug"], None, 1),
+        "studies --json": (["studies", "--storage", url, "--json"], None, 1),
+        "check": (["check", "x", "--storage", url, "--artifacts", str(tmp_path / "a")], None, 1),
+        "worker": (["worker", "x", "--storage", url, "--log-dir", str(logs)], None, 1),
+        "env": (["status", "x", "--debug"], {"HISTOSWEEP_STORAGE": url}, 1),
+    }
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        procs = dict(zip(runs, pool.map(lambda r: run_cli(*r[0], env=r[1], cwd=tmp_path),
+                                        runs.values()), strict=True))
+    outputs = {}
+    for name, proc in procs.items():
+        assert proc.returncode == runs[name][2], (name, proc.stderr[-2000:])
+        outputs[name] = proc.stdout + proc.stderr
+    outputs.update({str(p): p.read_text(errors="replace") for p in logs.rglob("*") if p.is_file()})
+    assert any("***" in text for text in outputs.values())  # the URL was really quoted, redacted
+    leaked = [name for name, text in outputs.items()
+              if password in text or _typed(password) in text]
+    assert not leaked, f"password {password!r} printed by: {leaked}"
+
+
+def test_the_dashboard_banner_hides_a_parsed_password(tmp_path):
+    password = GENERATED[0]
+    text = _dashboard_stderr(_urls(password)[1], tmp_path / "a", tmp_path / "d", expect_serving=False)
+    assert text.strip() and password not in text and _typed(password) not in text
