@@ -63,7 +63,7 @@ def run(args) -> int:
 
 def _space_warnings(space_file: Path | None) -> list[str]:
     """What the space lets a trial do that a person would not want without knowing."""
-    from histosweep.search._space import load_space
+    from histosweep.search import load_space
 
     space = load_space(space_file)
     if ("frozen" in (space.values("train_mode") or []) and False in (space.values("pretrained") or [])
