@@ -20,8 +20,12 @@ log = logging.getLogger("histosweep")
 
 EXPORT_HEADING = "## Exported by histosweep export-best"
 # NOTE: no template: plotly's default one adds ~8 KB of JSON to every figure in the storage
-FIGURE_LAYOUT = {"template": None, "plot_bgcolor": "white", "height": 360,
-                 "margin": {"l": 50, "r": 20, "t": 60, "b": 50}}
+# NOTE: the title sits below the dashboard's toolbar (modebar, top right, ~30 px); axes grow
+# their margins to whole class names ("Triple negative") instead of clipping them.
+FIGURE_LAYOUT = {"template": None, "plot_bgcolor": "white", "height": 400,
+                 "margin": {"l": 60, "r": 20, "t": 90, "b": 60},
+                 "title_x": 0.02, "title_xanchor": "left", "title_y": 0.91, "title_yanchor": "top",
+                 "xaxis_automargin": True, "yaxis_automargin": True}
 
 
 def curves_figure_id(number: int) -> str:
@@ -111,8 +115,8 @@ def fold_note(study_id: int, trial, folds: dict[int, dict], value: float,
     url = f"/artifacts/{study_id}/{trial._trial_id}"
     for f, r in sorted(folds.items()):
         if r.get("curves_png"):
-            lines.append(f"![fold {f + 1} learning curves]({url}/{r['curves_png']})")
-    if confusion_png:
+            lines += [f"![fold {f + 1} learning curves]({url}/{r['curves_png']})", ""]
+    if confusion_png:  # NOTE: one paragraph per picture: stacked, not one strip that scrolls
         lines.append(f"![out-of-fold confusion matrix]({url}/{confusion_png})")
     return "\n".join(lines) + "\n"
 
