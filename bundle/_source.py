@@ -94,7 +94,7 @@ def pick_trial(study, number: int | None):
     if found[0].state != TrialState.COMPLETE:
         raise UserError(
             f"trial {number} of study {study.study_name!r} is {found[0].state.name}, not COMPLETE; "
-            "export a complete trial (leave out --trial for the best one)"
+            "export a complete trial, or leave out --trial to select an ensemble across the top trials"
         )
     return found[0]
 

@@ -139,7 +139,8 @@ class Objective:
             epochs_run += ran
             trial.set_user_attr("epochs_run", epochs_run)
             if record is None:
-                self._pruned(trial, f"pruned in fold {f + 1}/{self.settings.folds} after {ran} epochs",
+                ran_text = f"{ran} epoch{'' if ran == 1 else 's'}"
+                self._pruned(trial, f"pruned in fold {f + 1}/{self.settings.folds} after {ran_text}",
                              epochs_run, planned)
             folds[f], val_probs[f] = record, probs  # fold_<f> is set once its uploads are done
             self._fold_rule(trial, folds, epochs_run, planned)
