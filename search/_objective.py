@@ -36,7 +36,7 @@ from histosweep.search._uploader import Uploader
 log = logging.getLogger("histosweep")
 
 # Between folds: prune when every finished fold is below the best complete trial's same fold
-# and the mean gap is at least this much macro-F1 (a documented sign rule; see README).
+# and the mean gap is at least this much macro-F1 (a documented sign rule; see docs/selection.md).
 FOLD_RULE_MARGIN = 0.03
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from histosweep.cli._common import print_json, storage_arg
 
 # search._study.SAMPLERS, spelled here so that `--help` does not import the search package
-SAMPLER_HELP = "tpe | gp | random | cmaes | qmc (default tpe; README: Samplers)"
+SAMPLER_HELP = "tpe | gp | random | cmaes | qmc (default tpe; docs/real-data.md: Samplers)"
 
 
 OPTIONS = ("storage", "json")  # the common options this command reads (cli._common)
