@@ -112,6 +112,10 @@ def fold_note(study_id: int, trial, folds: dict[int, dict], value: float,
                      f"| {'' if best is None else best + 1} |")
     lines += ["", "Folds and epochs count from 1. Figures: learning curves per fold, then the "
               "out-of-fold confusion matrix.", ""]
+    unused = _unused_params(getattr(trial, "params", {}))
+    if unused:  # a space searched over several input modes suggests every mode's keys
+        lines += [f"Not used by this trial (input_mode {trial.params['input_mode']}): "
+                  f"{', '.join(f'`{k}`' for k in unused)}.", ""]
     url = f"/artifacts/{study_id}/{trial._trial_id}"
     for f, r in sorted(folds.items()):
         if r.get("curves_png"):
@@ -119,6 +123,17 @@ def fold_note(study_id: int, trial, folds: dict[int, dict], value: float,
     if confusion_png:  # NOTE: one paragraph per picture: stacked, not one strip that scrolls
         lines.append(f"![out-of-fold confusion matrix]({url}/{confusion_png})")
     return "\n".join(lines) + "\n"
+
+
+def _unused_params(params: dict[str, Any]) -> list[str]:
+    """The searched pixel keys of the other input modes (a tiles trial: resolution, resize_mode)."""
+    from histosweep.search._inputs import PIXEL_FIELDS
+
+    mine = PIXEL_FIELDS.get(str(params.get("input_mode")))
+    if mine is None:
+        return []
+    others = {k for fields in PIXEL_FIELDS.values() for k in fields} - set(mine)
+    return sorted(k for k in params if k in others)
 
 
 # --- the study, after export-best -----------------------------------------------------------

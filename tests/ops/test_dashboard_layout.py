@@ -71,3 +71,14 @@ def test_figures_and_the_trial_note_read_on_a_1400_px_screen(trained, tmp_path):
     pictures = re.findall(r"<p>(.*?)</p>", note[:note.index("/artifacts/") + 20_000], re.S)
     with_images = [p for p in pictures if "<img" in p]
     assert len(with_images) == 3 and all(p.count("<img") == 1 for p in with_images)
+
+
+def test_a_tiles_trials_note_says_which_searched_keys_it_does_not_use() -> None:
+    params = {"input_mode": "tiles", "resolution": 384, "resize_mode": "pad", "tile_scale": 0.5,
+              "lr": 1e-3}
+    note = fold_note(7, SimpleNamespace(number=2, _trial_id=9, params=params), {}, 0.5, None)
+    assert "Not used by this trial (input_mode tiles): `resize_mode`, `resolution`." in note
+    whole = fold_note(7, SimpleNamespace(number=3, _trial_id=9, params={**params, "input_mode": "whole"}),
+                      {}, 0.5, None)
+    assert "Not used by this trial (input_mode whole): `tile_scale`." in whole
+    assert "Not used" not in fold_note(7, SimpleNamespace(number=4, _trial_id=9), {}, 0.5, None)
