@@ -80,9 +80,9 @@ class Timer:
 
 
 def _instrument(timer: Timer) -> None:
-    import histosweep.artifacts._fold as artifacts
-    import histosweep.artifacts._plots as plots
     import histosweep.model._trainer as trainer
+    import histosweep.trial_files._fold as artifacts
+    import histosweep.trial_files._plots as plots
     from histosweep import model
     from histosweep.model._fold_state import FoldState
 
@@ -114,7 +114,7 @@ def _run_folds(args, timer: Timer, cfg, cache, labels, splits, device, tmp: Path
     builds the network, model/_initial.py)."""
     import optuna
 
-    import histosweep.artifacts._fold as artifacts
+    import histosweep.trial_files._fold as artifacts
     from histosweep.model import train_fold
     from histosweep.search._uploader import Uploader
     from histosweep.storage import open_artifact_store

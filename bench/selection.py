@@ -87,11 +87,11 @@ def trial_rows(url: str, root: Path, arrays, y_test) -> list[dict]:
     """Per complete trial: OOF F1 (its value), lockbox F1 (stored holdout probs), test F1."""
     import optuna
 
-    from histosweep.artifacts._fold import fetch_checkpoint, fetch_probs
     from histosweep.bundle._predict import BundleFold, BundleMember, member_probs
     from histosweep.model import TrainConfig, macro_f1
     from histosweep.search import load_settings, open_study
     from histosweep.storage import open_artifact_store
+    from histosweep.trial_files._fold import fetch_checkpoint, fetch_probs
 
     study = open_study("selection", url)
     settings = load_settings(study)

@@ -16,13 +16,6 @@ from typing import Any
 
 import numpy as np
 
-from histosweep.artifacts import (
-    confusion_png,
-    fetch_checkpoint,
-    fetch_metrics,
-    learning_curves_png,
-    save_export_note,
-)
 from histosweep.bundle._ensemble import (
     SELECTION_ROUNDS,
     decide,
@@ -61,6 +54,13 @@ from histosweep.exceptions import UserError
 from histosweep.fleet import DELETED_ATTR
 from histosweep.model import TrainConfig, macro_f1
 from histosweep.storage import atomic_dir, current_umask, open_artifact_store
+from histosweep.trial_files import (
+    confusion_png,
+    fetch_checkpoint,
+    fetch_metrics,
+    learning_curves_png,
+    save_export_note,
+)
 
 REPORT = "report.html"
 SUBMISSION = "submission.csv"

@@ -11,10 +11,10 @@ from typing import Any
 
 import numpy as np
 
-from histosweep.artifacts import fetch_probs, fold_key
 from histosweep.exceptions import UserError
 from histosweep.model import ConfigError, TrainConfig
 from histosweep.search import check_current, load_settings, open_study
+from histosweep.trial_files import fetch_probs, fold_key
 
 
 @dataclass
@@ -94,7 +94,7 @@ def pick_trial(study, number: int | None):
     if found[0].state != TrialState.COMPLETE:
         raise UserError(
             f"trial {number} of study {study.study_name!r} is {found[0].state.name}, not COMPLETE; "
-            "export a complete trial (leave out --trial for the best one)"
+            "export a complete trial, or leave out --trial to select an ensemble across the top trials"
         )
     return found[0]
 

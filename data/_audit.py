@@ -206,13 +206,16 @@ def _stock_mask_groups(
 def _slime(ids: list[str], feats: list[dict], already: set[str]) -> dict[str, str]:
     """sample_index -> reason for pictures with a green-slime share (and their likely source)."""
     out = {}
+    # NOTE: a source is a clean picture: another slimed copy or a flagged picture shares the
+    # slime's hash bits and would be named instead of the original.
+    clean = [k for k, g in enumerate(feats) if ids[k] not in already and g["green_share"] < SLIME_GREEN]
     for i, f in enumerate(feats):
         if ids[i] in already or f["green_share"] < SLIME_GREEN:
             continue
         reason = f"green slime over {f['green_share']:.0%} of the picture (green hue in HSV; H&E stains have none)"
-        j, distance = nearest(i, feats)
+        j, distance = nearest(0, [f] + [feats[k] for k in clean])
         if j is not None and distance <= SLIME_SOURCE_DISTANCE:
-            reason += f"; a smeared copy of {ids[j]} (perceptual-hash distance {distance}/64)"
+            reason += f"; a smeared copy of {ids[clean[j - 1]]} (perceptual-hash distance {distance}/64)"
         out[ids[i]] = reason
     return out
 

@@ -68,7 +68,7 @@ def tissue(
 # signal_kind = "detail": per class, the radius (px) of the tumour nuclei, their number set so every
 # class stains the same share of the tumour (NUCLEI_COVER): the mean colour, all a strong
 # downsampling keeps, is the same, and the class is in nucleus size and density at native scale.
-# NOTE: a 64 px picture still keeps a faint texture cue (bigger nuclei: blotchier), see README.
+# NOTE: a 64 px picture still keeps a faint texture cue (bigger nuclei: blotchier), see docs/performance.md (input modes).
 NUCLEUS_RADIUS = (1, 2, 3, 4)
 NUCLEI_COVER = 0.3
 

@@ -243,4 +243,4 @@ def _log_categorical_fallback(settings) -> None:
     categorical = [n for n in space.searched() if space.params[n].kind == "choice"]
     if categorical:
         log.warning("sampler %s cannot model categorical params; %s are sampled at random "
-                    "(see README: Samplers)", settings.sampler, ", ".join(categorical))
+                    "(see docs/real-data.md: Samplers)", settings.sampler, ", ".join(categorical))

@@ -15,14 +15,6 @@ from pathlib import Path
 
 import numpy as np
 
-from histosweep.artifacts import (
-    confusion_png,
-    fetch_probs,
-    fold_key,
-    publish_trial,
-    upload_file,
-    upload_fold,
-)
 from histosweep.data import (
     CLASSES,
     dataset_fingerprint,
@@ -38,11 +30,19 @@ from histosweep.search._frozen import fold_trainer, frozen_cache_for
 from histosweep.search._settings import StudySettings
 from histosweep.search._uploader import Uploader
 from histosweep.storage import study_id, study_storage, trial_id
+from histosweep.trial_files import (
+    confusion_png,
+    fetch_probs,
+    fold_key,
+    publish_trial,
+    upload_file,
+    upload_fold,
+)
 
 log = logging.getLogger("histosweep")
 
 # Between folds: prune when every finished fold is below the best complete trial's same fold
-# and the mean gap is at least this much macro-F1 (a documented sign rule; see README).
+# and the mean gap is at least this much macro-F1 (a documented sign rule; see docs/selection.md).
 FOLD_RULE_MARGIN = 0.03
 
 
@@ -145,7 +145,8 @@ class Objective:
             epochs_run += ran
             trial.set_user_attr("epochs_run", epochs_run)
             if record is None:
-                self._pruned(trial, f"pruned in fold {f + 1}/{self.settings.folds} after {ran} epochs",
+                ran_text = f"{ran} epoch{'' if ran == 1 else 's'}"
+                self._pruned(trial, f"pruned in fold {f + 1}/{self.settings.folds} after {ran_text}",
                              epochs_run, planned)
             folds[f], val_probs[f] = record, probs  # fold_<f> is set once its uploads are done
             self._fold_rule(trial, folds, epochs_run, planned)

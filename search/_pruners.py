@@ -92,7 +92,7 @@ def pruner_kind(name: str, *, flag: str = "pruner") -> PrunerKind:
 
 
 def pruner_help() -> str:
-    return f"{' | '.join(PRUNERS)} (default {DEFAULT_PRUNER}; README: Pruners)"
+    return f"{' | '.join(PRUNERS)} (default {DEFAULT_PRUNER}; docs/real-data.md: Pruners)"
 
 
 def pruner_table() -> str:

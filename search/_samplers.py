@@ -91,7 +91,7 @@ def sampler_kind(name: str, *, flag: str = "sampler") -> SamplerKind:
 
 
 def sampler_help() -> str:
-    return f"{' | '.join(SAMPLERS)} (default {DEFAULT_SAMPLER}; README: Samplers)"
+    return f"{' | '.join(SAMPLERS)} (default {DEFAULT_SAMPLER}; docs/real-data.md: Samplers)"
 
 
 def sampler_table() -> str:

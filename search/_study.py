@@ -269,12 +269,23 @@ def worker_seed(seed: int | None, worker: str | None) -> int | None:
     return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
 
 
+def _space_text(spec: dict) -> str:
+    """A space entry as a person reads it: `1`, `224` · `384`, `1e-05` – `0.001` (log)."""
+    if "value" in spec:
+        return f"`{spec['value']}`"
+    if "choices" in spec:
+        return " · ".join(f"`{c}`" for c in spec["choices"])
+    extra = [x for x in ("log" if spec.get("log") else "",
+                         f"step {spec['step']}" if spec.get("step") is not None else "") if x]
+    return f"`{spec['low']}` – `{spec['high']}`" + (f" ({', '.join(extra)})" if extra else "")
+
+
 def _save_note(study, settings: StudySettings) -> None:
     """A markdown note on the study page in optuna-dashboard: data, split, space, export."""
     from optuna_dashboard import save_note
 
     split = settings.split
-    space_lines = "\n".join(f"| `{k}` | `{v}` |" for k, v in settings.space.items())
+    space_lines = "\n".join(f"| `{k}` | {_space_text(v)} |" for k, v in settings.space.items())
     note = f"""# {study.study_name}
 
 **Data**: `{settings.data_root}` (fingerprint `{settings.fingerprint[:16]}`), {len(settings.sample_ids)} samples kept, {len(settings.excluded)} excluded by the audit.

@@ -35,7 +35,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "delete-study": ("_delete_study", "delete a study and its trials from the storage"),
     "gc": ("_gc", "delete fold checkpoints of pruned, failed and out-of-top-N trials"),
     "dashboard": ("_dashboard", "serve optuna-dashboard on the study storage and artifacts"),
-    "export-best": ("_export", "bundle the best trial: checkpoints, manifest, report, CSV"),
+    "export-best": ("_export", "select an ensemble across the top trials and bundle it: checkpoints, manifest, report, CSV"),
     "predict": ("_predict", "predict a test folder with an exported bundle"),
     "demo": ("_demo", "the whole path on the CPU with SQLite and synthetic data"),
     "storage-proxy": ("_storage_proxy", "optional Optuna gRPC storage proxy for very many workers"),

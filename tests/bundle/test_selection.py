@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from optuna.trial import TrialState
 
-from histosweep.artifacts import fetch_probs
 from histosweep.fleet import WorkerOptions, run_workers
 from histosweep.model import macro_f1
 from histosweep.search import CreateOptions, create_study, open_study
 from histosweep.storage import open_artifact_store
+from histosweep.trial_files import fetch_probs
 from tests.search._helpers import load, tiny_space
 
 PARAMS = [{"lr": 5e-4, "cutmix_prob": 0.0}, {"lr": 2e-3, "cutmix_prob": 0.5},

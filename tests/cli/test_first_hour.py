@@ -120,3 +120,21 @@ def test_prepare_with_a_tiles_only_space_builds_no_whole_picture_cache(tmp_path,
     assert list(doc["cache"]) == ["tiles-32-s1-k2-m0.5"]
     built = {p.name for p in Path(doc["cache_root"]).iterdir() if p.is_dir()}
     assert "384-stretch" not in built and "tiles-32-s1-k2-m0.5" in built
+
+
+def test_export_best_wording_says_ensemble_not_best_trial(tmp_path):
+    import optuna
+    import pytest
+
+    from histosweep.bundle._source import pick_trial
+    from histosweep.exceptions import HistosweepError
+
+    helps = _run("--help", cwd=tmp_path).stdout + _run("export-best", "--help", cwd=tmp_path).stdout
+    assert "bundle the best trial" not in helps
+    assert "select an ensemble across the top trials" in helps
+    study = optuna.create_study(study_name="s")
+    study.tell(study.ask(), state=optuna.trial.TrialState.FAIL)
+    with pytest.raises(HistosweepError) as info:
+        pick_trial(study, 0)
+    assert "leave out --trial to select an ensemble across the top trials" in str(info.value)
+    assert "for the best one" not in str(info.value)

@@ -180,10 +180,10 @@ def test_export_after_gc_and_status_size(study, tmp_path, capsys):
 def test_workers_gc_after_each_trial_with_create_keep_top(study, tmp_path):
     """create --keep-top 1: after each finished trial the worker deletes the checkpoints of the
     trials that just left the top 1 (seen by the next trial), never the running one's."""
-    from histosweep.artifacts import upload_file
     from histosweep.fleet import TrialLoop, WorkerOptions
     from histosweep.search import CreateOptions, Runtime, create_study, load_settings, open_study
     from histosweep.storage import open_artifact_store
+    from histosweep.trial_files import upload_file
 
     space = study.root / "space.toml"
     create_study("kt", study.storage, CreateOptions(data=study.data, space_file=space, folds=2, keep_top=1),

@@ -269,7 +269,7 @@ def _trained_detail(dash: _Dashboard, study: str) -> tuple[int, dict]:
 def test_trial_note_figures_and_export_note_are_served(trained, tmp_path):
     import re
 
-    from histosweep.artifacts._trial_page import EXPORT_HEADING
+    from histosweep.trial_files._trial_page import EXPORT_HEADING
 
     paths, study, bundle = trained
     manifest = json.loads((bundle / "manifest.json").read_text())
@@ -308,7 +308,7 @@ def test_trial_note_figures_and_export_note_are_served(trained, tmp_path):
 def test_export_keeps_what_a_person_wrote_in_the_study_note(trained):
     from optuna_dashboard import get_note, save_note
 
-    from histosweep.artifacts._trial_page import EXPORT_HEADING, save_export_note
+    from histosweep.trial_files._trial_page import EXPORT_HEADING, save_export_note
     from tests.search._helpers import load
 
     paths, study_name, bundle = trained
@@ -324,8 +324,8 @@ def test_export_keeps_what_a_person_wrote_in_the_study_note(trained):
 
 
 def test_a_failing_note_or_figure_only_warns(trained, caplog):
-    from histosweep.artifacts import publish_trial
     from histosweep.data import CLASSES
+    from histosweep.trial_files import publish_trial
     from tests.search._helpers import load
 
     paths, study_name, _ = trained

@@ -19,7 +19,7 @@ import pytest
 from tests.search._helpers import tiny_space
 
 REPO = Path(__file__).resolve().parents[2]
-FOREIGN = ("data", "model", "search", "storage", "bundle", "fleet", "artifacts")
+FOREIGN = ("data", "model", "search", "storage", "bundle", "fleet", "artifacts", "trial_files")
 
 
 def _foreign_packages(root: Path) -> None:

@@ -65,3 +65,10 @@ def test_artifact_stores_are_chosen_by_scheme(tmp_path, monkeypatch):
             storage.open_artifact_store(spec)
         assert "\n" not in str(err.value)
     assert list(tmp_path.iterdir()) == []  # no folder named after the URL
+
+
+def test_the_docs_show_the_tables_the_registries_render():
+    from pathlib import Path
+
+    page = (Path(__file__).resolve().parents[2] / "docs" / "real-data.md").read_text()
+    assert search.sampler_table() in page and search.pruner_table() in page

@@ -22,8 +22,12 @@ log = logging.getLogger("histosweep")
 
 EXPORT_HEADING = "## Exported by histosweep export-best"
 # NOTE: no template: plotly's default one adds ~8 KB of JSON to every figure in the storage
-FIGURE_LAYOUT = {"template": None, "plot_bgcolor": "white", "height": 360,
-                 "margin": {"l": 50, "r": 20, "t": 60, "b": 50}}
+# NOTE: the title sits below the dashboard's toolbar (modebar, top right, ~30 px); axes grow
+# their margins to whole class names ("Triple negative") instead of clipping them.
+FIGURE_LAYOUT = {"template": None, "plot_bgcolor": "white", "height": 400,
+                 "margin": {"l": 60, "r": 20, "t": 90, "b": 60},
+                 "title_x": 0.02, "title_xanchor": "left", "title_y": 0.91, "title_yanchor": "top",
+                 "xaxis_automargin": True, "yaxis_automargin": True}
 
 
 def curves_figure_id(number: int) -> str:
@@ -110,13 +114,28 @@ def fold_note(study_id: int, trial, folds: dict[int, dict], value: float,
                      f"| {'' if best is None else best + 1} |")
     lines += ["", "Folds and epochs count from 1. Figures: learning curves per fold, then the "
               "out-of-fold confusion matrix.", ""]
+    unused = _unused_params(getattr(trial, "params", {}))
+    if unused:  # a space searched over several input modes suggests every mode's keys
+        lines += [f"Not used by this trial (input_mode {trial.params['input_mode']}): "
+                  f"{', '.join(f'`{k}`' for k in unused)}.", ""]
     url = f"/artifacts/{study_id}/{trial_id(trial)}"
     for f, r in sorted(folds.items()):
         if r.get("curves_png"):
-            lines.append(f"![fold {f + 1} learning curves]({url}/{r['curves_png']})")
-    if confusion_png:
+            lines += [f"![fold {f + 1} learning curves]({url}/{r['curves_png']})", ""]
+    if confusion_png:  # NOTE: one paragraph per picture: stacked, not one strip that scrolls
         lines.append(f"![out-of-fold confusion matrix]({url}/{confusion_png})")
     return "\n".join(lines) + "\n"
+
+
+def _unused_params(params: dict[str, Any]) -> list[str]:
+    """The searched pixel keys of the other input modes (a tiles trial: resolution, resize_mode)."""
+    from histosweep.search._inputs import PIXEL_FIELDS
+
+    mine = PIXEL_FIELDS.get(str(params.get("input_mode")))
+    if mine is None:
+        return []
+    others = {k for fields in PIXEL_FIELDS.values() for k in fields} - set(mine)
+    return sorted(k for k in params if k in others)
 
 
 # --- the study, after export-best -----------------------------------------------------------

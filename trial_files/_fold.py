@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 
 from histosweep.exceptions import UserError, one_line
-from histosweep.artifacts._plots import learning_curves_png
 from histosweep.storage import StoreError, link_artifact, store_name, trial_id
+from histosweep.trial_files._plots import learning_curves_png
 
 
 def fold_key(fold: int) -> str:
