@@ -26,6 +26,27 @@ class InputSpec:
 
     layout "pictures": arrays images (N, R, R, 3) + masks (N, R, R) (the dual-branch network);
     "bags": images (N, K, T, T, 3) + masks (N, K, T, T) + counts (N,) (the tile network).
+
+    Example (a centre crop; tests/data/test_input_registry.py runs it through a whole study)::
+
+        @data.register_input
+        @dataclass(frozen=True)
+        class CentreSpec(data.PictureSpec):
+            input_mode = "centre_crop"
+            fields = ("resolution", "resize_mode")
+            resolution: int
+            mode: str
+
+            @property
+            def key(self):
+                return f"centre-{self.resolution}-{self.mode}"
+
+            def cut(self, image, mask):
+                h, w = mask.shape
+                box = (w // 4, h // 4, w - w // 4, h - h // 4)
+                img, msk = data.resize_pair(image.crop(box), mask[box[1]:box[3], box[0]:box[2]],
+                                            self.resolution, self.mode)
+                return {"images": img, "masks": msk}, data.FALLBACK_MASK
     """
 
     input_mode: ClassVar[str]  # the TrainConfig.input_mode value

@@ -1,5 +1,6 @@
-"""The fold trainer: one cross-validation fold of the reference recipe (Lion, cosine restarts
-per iteration, weighted label-smoothed CE on CutMix targets), validated every epoch.
+"""The fold run of the reference recipe on pictures (Lion, cosine restarts per iteration,
+weighted label-smoothed CE on CutMix targets), validated every epoch; model._fold.train_fold
+drives it (the tile run, model._tile_trainer, subclasses it).
 
 Exercise: `pytest tests/model/test_trainer.py` or `python bench/train_step.py`.
 """

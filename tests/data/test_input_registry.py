@@ -49,6 +49,17 @@ def toy_mode():
     data.unregister_input(TOY)
 
 
+def test_built_in_modes_keep_their_cache_keys():
+    assert data.input_modes() == data.INPUT_MODES  # the CLI's choices (histosweep.constants)
+    keys = [data.input_key(data.input_target(TrainConfig(input_mode=mode)))
+            for mode in data.INPUT_MODES]
+    assert keys == ["384-stretch", "crop-384-stretch-m0.1", "tiles-256-s1-k16-m0.5"]
+    manifest = data.input_manifest(TrainConfig(input_mode="mask_crop"))
+    assert manifest == {"mode": "mask_crop", "key": "crop-384-stretch-m0.1",
+                        "spec": {"resolution": 384, "mode": "stretch", "margin": 0.1}}
+    assert data.input_manifest(TrainConfig()) == {"mode": "whole", "key": "384-stretch"}
+
+
 def test_a_mode_is_a_valid_input_mode_only_while_registered(toy_mode):
     cfg = TrainConfig(input_mode=TOY, resolution=48)
     assert data.input_target(cfg) == CentreSpec(48, "stretch")
