@@ -60,7 +60,7 @@ class BundleMember:
 
     @property
     def target(self):
-        """(resolution, resize_mode), or a data.CropSpec / data.TileSpec (data.input_target)."""
+        """The data.InputSpec its config reads (data.input_target)."""
         return input_target(self.config)
 
 
@@ -72,8 +72,8 @@ class Bundle:
     members: list[BundleMember]
     offsets: np.ndarray  # (C,) added to log-probabilities before argmax
 
-    def targets(self) -> list[tuple[int, str]]:
-        """The distinct inputs (data.input_target) the members read, in member order."""
+    def targets(self) -> list:
+        """The distinct inputs (data.InputSpec) the members read, in member order."""
         return list(dict.fromkeys(m.target for m in self.members))
 
 
@@ -216,7 +216,7 @@ def problems_line(text: str, shown: int = 3) -> str:
     return f"{head}: {'; '.join(problems[:shown])}{more}"
 
 
-def load_test_folder(folder, targets: list[tuple[int, str]], *, workers: int | None = None,
+def load_test_folder(folder, targets: list, *, workers: int | None = None,
                      progress: bool = True) -> tuple[list[str], dict]:
     """Validate TEST (check_test_folder) and decode it once."""
     samples = check_test_folder(folder)
@@ -224,10 +224,11 @@ def load_test_folder(folder, targets: list[tuple[int, str]], *, workers: int | N
     return [s.sample_index for s in samples], arrays
 
 
-def decode_samples(samples, targets: list[tuple[int, str]], *, workers: int | None = None,
-                   progress: bool = True) -> dict[tuple[int, str], tuple[np.ndarray, np.ndarray]]:
-    """Each image decoded once and resized to every (resolution, mode) target (the cache's own
-    path): {target: ((N, R, R, 3), (N, R, R)) uint8}; tiles: ((N, K, T, T, 3), (N, K, T, T), (N,))."""
+def decode_samples(samples, targets: list, *, workers: int | None = None,
+                   progress: bool = True) -> dict:
+    """Each image decoded once and cut for every target (data.InputSpec; the cache's own path):
+    {spec: arrays in spec.shapes() order}: pictures ((N, R, R, 3), (N, R, R)) uint8; tiles
+    ((N, K, T, T, 3), (N, K, T, T), (N,))."""
     out = allocate_inputs(targets, len(samples))
     decoded = decode_all(list(samples), list(out), False, workers=workers, progress=progress,
                          desc="decode")
@@ -265,7 +266,7 @@ def member_probs(member: BundleMember, images: np.ndarray, masks: np.ndarray,
 
 
 def _probs(net, images, masks, counts, **kwargs) -> np.ndarray:
-    """Whole pictures or crops (counts None), or tile bags pooled per image."""
+    """Pictures (counts None: data.InputSpec.layout "pictures"), or tile bags pooled per image."""
     from histosweep.model import predict_bag_probs, predict_probs
 
     if counts is None:

@@ -131,12 +131,12 @@ def _fold_f1s(folds: list[dict[str, Any]]) -> str:
 
 
 def _input_text(member: dict[str, Any]) -> str:
-    """"384 stretch" for whole pictures; the cache key (the tiling) and pooling otherwise."""
-    entry, config = member.get("input") or {}, member["config"]
-    if entry.get("mode", "whole") == "whole":
-        return f"{config['resolution']} {config['resize_mode']}"
-    pool = f", {config['tile_pool']} pool" if entry["mode"] == "tiles" else ""
-    return f"{entry['key']}{pool}"
+    """"384 stretch" for whole pictures; the cache key (tiles: and pooling) otherwise."""
+    from histosweep.data import input_target
+    from histosweep.model import TrainConfig
+
+    config = TrainConfig.from_dict(member["config"])
+    return input_target(config).describe(config)
 
 
 def _backbones(config: dict[str, Any]) -> str:

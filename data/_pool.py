@@ -15,9 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from histosweep.data._dataset import DataError, Sample
-from histosweep.data._decode import full_if_empty, load_mask, load_rgb, resize_pair
+from histosweep.data._decode import load_mask, load_rgb
 from histosweep.data._features import compute_features
-from histosweep.data._tiles import CropSpec, TileSpec
 
 # NOTE: below this many samples a pool costs more to start than it saves.
 _INLINE_BELOW = 8
@@ -70,7 +69,8 @@ def decode_all(
     progress=True,
     desc="decode",
 ) -> Iterator[tuple]:
-    """Yield (position, {(res, mode): (image, mask)}, features | None, mask_empty), any order."""
+    """Yield (position, {spec: (arrays, fallback)}, features | None, mask_empty), any order;
+    targets are data.InputSpec objects (each cuts the decoded image with spec.cut)."""
     from tqdm import tqdm
 
     jobs = [
@@ -107,13 +107,5 @@ def decode_sample(job: tuple) -> tuple:
             f"{image.width}x{image.height}; re-export the mask at the image's size"
         )
     features = compute_features(image, raw_mask) if want_features else None
-    mask, empty = full_if_empty(raw_mask)
-    arrays = {target: _cut(image, raw_mask, mask, target) for target in targets}
-    return position, arrays, features, empty
-
-
-def _cut(image, raw_mask, mask, target):
-    """(res, mode) -> (image, mask) resized; a CropSpec/TileSpec -> (arrays, fallback)."""
-    if isinstance(target, CropSpec | TileSpec):
-        return target.cut(image, raw_mask > 0)
-    return resize_pair(image, mask, *target)
+    cuts = {spec: spec.cut(image, raw_mask) for spec in targets}  # raw_mask: (H, W) bool
+    return position, cuts, features, not raw_mask.any()

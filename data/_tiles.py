@@ -5,8 +5,6 @@ coverage (`tiles`), with the fallback each image needed. Exercise: `pytest tests
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 from PIL import Image
 
@@ -21,76 +19,45 @@ FALLBACK_WHOLE = "whole_image"  # mask_crop with an empty mask: the whole image
 FALLBACKS = (FALLBACK_MASK, FALLBACK_MASK_BELOW, FALLBACK_TISSUE, FALLBACK_SMALL, FALLBACK_WHOLE)
 
 
-@dataclass(frozen=True)
-class CropSpec:
-    """mask_crop: the mask's bounding box grown by `margin` (a fraction of its sides), resized."""
+def cut_crop(image: Image.Image, raw_mask: np.ndarray, resolution: int, mode: str,
+             margin: float) -> tuple[dict[str, np.ndarray], str]:
+    """mask_crop: the mask's bounding box grown by `margin` (a fraction of its sides), resized.
 
-    resolution: int
-    mode: str  # resize mode of the crop (stretch | pad | reflect)
-    margin: float
-
-    @property
-    def key(self) -> str:
-        return f"crop-{self.resolution}-{self.mode}-m{self.margin:g}"
-
-    def shapes(self, n: int) -> dict[str, tuple[tuple[int, ...], type]]:
-        r = self.resolution
-        return {"images": ((n, r, r, 3), np.uint8), "masks": ((n, r, r), np.uint8)}
-
-    def cut(self, image: Image.Image, raw_mask: np.ndarray) -> tuple[dict[str, np.ndarray], str]:
-        """-> ({"images": (R, R, 3), "masks": (R, R)}, fallback)."""
-        if not raw_mask.any():
-            mask = np.ones_like(raw_mask, dtype=bool)
-            img, msk = resize_pair(image, mask, self.resolution, self.mode)
-            return {"images": img, "masks": msk}, FALLBACK_WHOLE
-        y0, y1, x0, x1 = _grown_bbox(raw_mask, self.margin)
-        crop = image.crop((x0, y0, x1, y1))
-        img, msk = resize_pair(crop, raw_mask[y0:y1, x0:x1], self.resolution, self.mode)
-        return {"images": img, "masks": msk}, FALLBACK_MASK
+    -> ({"images": (R, R, 3), "masks": (R, R)}, fallback); an empty mask gives the whole image.
+    """
+    if not raw_mask.any():
+        mask = np.ones_like(raw_mask, dtype=bool)
+        img, msk = resize_pair(image, mask, resolution, mode)
+        return {"images": img, "masks": msk}, FALLBACK_WHOLE
+    y0, y1, x0, x1 = _grown_bbox(raw_mask, margin)
+    crop = image.crop((x0, y0, x1, y1))
+    img, msk = resize_pair(crop, raw_mask[y0:y1, x0:x1], resolution, mode)
+    return {"images": img, "masks": msk}, FALLBACK_MASK
 
 
-@dataclass(frozen=True)
-class TileSpec:
-    """tiles: up to `count` tiles of `size` px cut at `scale` x native resolution."""
+def cut_tiles(image: Image.Image, raw_mask: np.ndarray, size: int, scale: float, count: int,
+              min_mask: float) -> tuple[dict[str, np.ndarray], str]:
+    """tiles: up to `count` tiles of `size` px cut at `scale` x native resolution.
 
-    size: int
-    scale: float
-    count: int
-    min_mask: float
-
-    @property
-    def key(self) -> str:
-        return f"tiles-{self.size}-s{self.scale:g}-k{self.count}-m{self.min_mask:g}"
-
-    def shapes(self, n: int) -> dict[str, tuple[tuple[int, ...], type]]:
-        t, k = self.size, self.count
-        return {
-            "images": ((n, k, t, t, 3), np.uint8),
-            "masks": ((n, k, t, t), np.uint8),
-            "counts": ((n,), np.int32),
-        }
-
-    def cut(self, image: Image.Image, raw_mask: np.ndarray) -> tuple[dict[str, np.ndarray], str]:
-        """-> ({"images": (K, T, T, 3), "masks": (K, T, T), "counts": ()}, fallback).
-
-        Tiles after `counts` are zeros. Never an empty bag: every image gives >= 1 tile.
-        """
-        rgb, mask = _scaled(image, raw_mask, self.scale)  # (H, W, 3) uint8, (H, W) bool
-        t, k = self.size, self.count
-        images = np.zeros((k, t, t, 3), np.uint8)
-        masks = np.zeros((k, t, t), np.uint8)
-        if rgb.shape[0] < t or rgb.shape[1] < t:
-            full = mask if mask.any() else np.ones_like(mask)
-            images[0], masks[0] = resize_pair(Image.fromarray(rgb), full, t, "pad")
-            return {"images": images, "masks": masks, "counts": np.int32(1)}, FALLBACK_SMALL
-        boxes, order, fallback = rank_tiles(rgb, mask, t, self.min_mask)
-        chosen = order[:k]
-        shown_mask = mask if mask.any() else np.ones_like(mask)  # empty mask: whole tile is "tumour"
-        for slot, i in enumerate(chosen):
-            y, x = boxes[i]
-            images[slot] = rgb[y : y + t, x : x + t]
-            masks[slot] = shown_mask[y : y + t, x : x + t]
-        return {"images": images, "masks": masks, "counts": np.int32(len(chosen))}, fallback
+    -> ({"images": (K, T, T, 3), "masks": (K, T, T), "counts": ()}, fallback). Tiles after
+    `counts` are zeros. Never an empty bag: every image gives >= 1 tile.
+    """
+    rgb, mask = _scaled(image, raw_mask, scale)  # (H, W, 3) uint8, (H, W) bool
+    t, k = size, count
+    images = np.zeros((k, t, t, 3), np.uint8)
+    masks = np.zeros((k, t, t), np.uint8)
+    if rgb.shape[0] < t or rgb.shape[1] < t:
+        full = mask if mask.any() else np.ones_like(mask)
+        images[0], masks[0] = resize_pair(Image.fromarray(rgb), full, t, "pad")
+        return {"images": images, "masks": masks, "counts": np.int32(1)}, FALLBACK_SMALL
+    boxes, order, fallback = rank_tiles(rgb, mask, t, min_mask)
+    chosen = order[:k]
+    shown_mask = mask if mask.any() else np.ones_like(mask)  # empty mask: whole tile is "tumour"
+    for slot, i in enumerate(chosen):
+        y, x = boxes[i]
+        images[slot] = rgb[y : y + t, x : x + t]
+        masks[slot] = shown_mask[y : y + t, x : x + t]
+    return {"images": images, "masks": masks, "counts": np.int32(len(chosen))}, fallback
 
 
 def _grown_bbox(mask: np.ndarray, margin: float) -> tuple[int, int, int, int]:

@@ -193,10 +193,10 @@ def prepare_data(root: Path, space_file: Path, *, progress: bool = True) -> None
 
 
 def _other_inputs(space) -> list:
-    """The mask_crop / tiles inputs the space can pick (whole pictures: _cache_targets)."""
+    """The inputs the space can pick (build_inputs drops those _cache_targets already names)."""
     from histosweep.search import space_input_targets
 
-    return [t for t in space_input_targets(space) or [] if not isinstance(t, tuple)]
+    return space_input_targets(space) or []
 
 
 def _cache_targets(space) -> tuple[list[int], list[str]]:

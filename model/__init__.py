@@ -9,7 +9,13 @@ from __future__ import annotations
 
 import importlib
 
-from histosweep.model._config import ConfigError, TrainConfig, field_names, field_types
+from histosweep.model._config import (
+    ConfigError,
+    TrainConfig,
+    field_defaults,
+    field_names,
+    field_types,
+)
 from histosweep.model._errors import ModelError
 from histosweep.model._metrics import macro_f1, macro_f1_from_confusion
 
@@ -34,7 +40,7 @@ _LAZY = {
     "DualBranchNet": "_net",
     "TileNet": "_tile_net",
     "predict_bag_probs": "_tile_predict",
-    "build_model": "_net",
+    "build_model": "_networks",
     "pick_device": "_predict",
     "predict_probs": "_predict",
     "Embedder": "_embed",
@@ -53,14 +59,15 @@ _LAZY = {
     "WeightsStatus": "_weights",
     "weights_status": "_weights",
     "EpochMetrics": "_trainer",
-    "FoldResult": "_trainer",
-    "train_fold": "_trainer",
+    "FoldResult": "_fold",
+    "train_fold": "_fold",
 }
 
 __all__ = [
     "ConfigError",
     "ModelError",
     "TrainConfig",
+    "field_defaults",
     "field_names",
     "field_types",
     "macro_f1",

@@ -14,7 +14,8 @@ import torch
 from histosweep import storage
 from histosweep.model._config import ConfigError, TrainConfig
 from histosweep.model._errors import ModelError
-from histosweep.model._net import DualBranchNet, build_model
+from histosweep.model._net import DualBranchNet
+from histosweep.model._networks import build_model
 
 FORMAT_VERSION = "1"
 _RESERVED_KEYS = ("histosweep_format", "train_config", "num_classes")

@@ -10,7 +10,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from histosweep.constants import INPUT_MODES, OPTIMIZERS, RESIZE_MODES, TILE_POOLS
+from histosweep.constants import OPTIMIZERS, RESIZE_MODES
 from histosweep.exceptions import HistosweepError
 
 KEEP_CHOICES = ("best", "last")
@@ -29,6 +29,7 @@ class TrainConfig:
     resize_mode: str = "stretch"  # stretch | pad (letterbox) | reflect (reflect-pad to square)
     # whole: the picture resized to `resolution`; mask_crop: the tumour mask's bounding box
     # (+ crop_margin) resized to `resolution`; tiles: native-resolution tiles (below) pooled per image.
+    # Any mode registered with data.register_input (data.InputSpec) is valid.
     input_mode: str = "whole"
     crop_margin: float = 0.1  # mask_crop: box grown by this fraction of its sides on each side
     # tiles: up to tiles_per_image tiles of tile_size px cut at tile_scale x native resolution,
@@ -131,23 +132,23 @@ class TrainConfig:
 
 
 def _input_checks(cfg: TrainConfig) -> list[tuple[bool, str]]:
-    return [
-        (cfg.input_mode in INPUT_MODES, f"input_mode must be one of {INPUT_MODES}"),
-        (0 <= cfg.crop_margin <= 1, "crop_margin must be in [0, 1] (a fraction of the box's sides)"),
-        (16 <= cfg.tile_size <= 2048, "tile_size must be in [16, 2048] px"),
-        (0 < cfg.tile_scale <= 1, "tile_scale must be in (0, 1] (1 = native resolution)"),
-        (1 <= cfg.tiles_per_image <= 256, "tiles_per_image must be in [1, 256]"),
-        (0 <= cfg.tile_min_mask <= 1, "tile_min_mask must be in [0, 1]"),
-        (0 <= cfg.tile_bag <= 256, "tile_bag must be in [0, 256] (0 = every cached tile)"),
-        (cfg.tile_pool in TILE_POOLS, f"tile_pool must be one of {TILE_POOLS}"),
-    ]
+    """input_mode is a registered mode; every mode checks its own fields (data.InputSpec.checks)."""
+    # NOTE: imported here, not at the top: `from histosweep.model import TrainConfig` stays
+    # free of PIL and the data package until a config is built.
+    from histosweep.data import input_checks
+
+    return input_checks(cfg)
 
 
 def field_names() -> list[str]:
     return [f.name for f in dataclasses.fields(TrainConfig)]
 
 
+def field_defaults() -> dict[str, Any]:
+    """Every field's default, read off the class: no TrainConfig is built (nothing validated)."""
+    return {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+
+
 def field_types() -> dict[str, type]:
     """Python type of every field (int, float, str, bool), for space-file validation."""
-    defaults = TrainConfig()
-    return {name: type(getattr(defaults, name)) for name in field_names()}
+    return {name: type(value) for name, value in field_defaults().items()}

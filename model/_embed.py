@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from histosweep.data import input_target, open_inputs
 from histosweep.model._backbones import create_backbone
 from histosweep.model._config import TrainConfig
 from histosweep.model._errors import ModelError
@@ -159,21 +160,17 @@ def _embed_batch(embedder: Embedder, views: np.ndarray) -> np.ndarray:
 
 
 def input_key_for(cfg: TrainConfig) -> str:
-    """The input part of the cache key: the pixel cache's own key (data.input_key), e.g.
+    """The input part of the cache key: the pixel cache's own key (data.InputSpec.key), e.g.
     "224-stretch", "crop-224-stretch-m0.1" or the tiling "tiles-256-s1.0-k16-m0.5"."""
-    from histosweep.data import input_key, input_target
-
-    return input_key(input_target(cfg))
+    return input_target(cfg).key
 
 
 def _input_arrays(ds, cfg: TrainConfig, *, cache_dir, progress: bool):
     """(images, masks, counts or None, sample_ids) the embedder reads for cfg's input mode:
-    (N, R, R, 3)/(N, R, R) for whole pictures and mask crops; a tiles cache gives
+    (N, R, R, 3)/(N, R, R) for pictures (counts None); a tiles cache gives
     (N, K, T, T, 3)/(N, K, T, T) and counts (N,), which embed_views takes as they are."""
-    from histosweep.data import open_inputs
-
     cache = open_inputs(ds, cfg, cache_dir=cache_dir, progress=progress)
-    return cache.images, cache.masks, getattr(cache, "counts", None), cache.sample_ids
+    return cache.images, cache.masks, cache.counts, cache.sample_ids
 
 
 def ensure_embeddings(ds, cfg: TrainConfig, *, cache_dir=None, device=None, batch_size: int = 64,

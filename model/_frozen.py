@@ -15,12 +15,13 @@ from torch import nn
 
 from histosweep.model._config import TrainConfig
 from histosweep.model._errors import ModelError
+from histosweep.model._fold import FoldResult
 from histosweep.model._loss import class_weights, soft_cross_entropy
 from histosweep.model._metrics import macro_f1
 from histosweep.model._mil import TilePool
 from histosweep.model._optim import build_optimizer, build_scheduler, step_scheduler
 from histosweep.model._predict import pick_device
-from histosweep.model._trainer import EpochMetrics, FoldResult
+from histosweep.model._trainer import EpochMetrics
 
 EVAL_BATCH = 1024  # heads are tiny: validation in few large batches
 

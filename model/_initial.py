@@ -18,7 +18,8 @@ from dataclasses import dataclass
 import torch
 
 from histosweep.model._config import TrainConfig
-from histosweep.model._net import DualBranchNet, build_model
+from histosweep.model._net import DualBranchNet
+from histosweep.model._networks import build_model
 
 
 @dataclass

@@ -32,7 +32,7 @@ def run_train_step(cfg: TrainConfig, device: torch.device) -> float:
     """One optimizer step at cfg's micro-batch and one no-grad forward at the evaluation batch,
     on random inputs, as the fold trainer runs them (bf16 autocast on CUDA, channels_last).
     Returns the step's loss (a stand-in: mean log-sum-exp of the logits)."""
-    from histosweep.model._net import build_model
+    from histosweep.model._networks import build_model
     from histosweep.model._optim import build_optimizer
     from histosweep.model._predict import autocast, channels_last
 

@@ -8,7 +8,6 @@ import torch
 from torch import nn
 
 from histosweep.model._backbones import create_backbone
-from histosweep.model._config import TrainConfig
 
 
 def _pooled_width(backbone: nn.Module) -> int:
@@ -72,34 +71,3 @@ class DualBranchNet(nn.Module):
     def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """image (B, 3, H, W), mask (B, 1, H, W) -> logits (B, num_classes)."""
         return self.head(self.forward_features(image, mask))
-
-
-def build_model(
-    cfg: TrainConfig, *, num_classes: int = 4, pretrained: bool | None = None
-) -> DualBranchNet:
-    """The trial's network. pretrained=None follows the config: a branch loads weights when
-    cfg.pretrained is set or its *_pretrained_path is given (the path wins over the hub).
-    pretrained=False loads nothing (checkpoint rebuilds); True forces timm's weights.
-    """
-    if pretrained is False:
-        image_path = mask_path = ""
-    else:
-        image_path, mask_path = cfg.image_pretrained_path, cfg.mask_pretrained_path
-    kind = DualBranchNet
-    extra = {}
-    if getattr(cfg, "input_mode", "whole") == "tiles":
-        from histosweep.model._tile_net import TileNet
-
-        kind, extra = TileNet, {"tile_pool": cfg.tile_pool}
-    return kind(
-        cfg.image_backbone,
-        cfg.mask_backbone,
-        num_classes=num_classes,
-        head_hidden=cfg.head_hidden,
-        dropout=cfg.dropout,
-        pretrained=bool(cfg.pretrained if pretrained is None else pretrained),
-        image_pretrained_path=image_path,
-        mask_pretrained_path=mask_path,
-        drop_path_rate=cfg.drop_path_rate,
-        **extra,
-    )

@@ -1,5 +1,6 @@
-"""The fold trainer: one cross-validation fold of the reference recipe (Lion, cosine restarts
-per iteration, weighted label-smoothed CE on CutMix targets), validated every epoch.
+"""The fold run of the reference recipe on pictures (Lion, cosine restarts per iteration,
+weighted label-smoothed CE on CutMix targets), validated every epoch; model._fold.train_fold
+drives it (the tile run, model._tile_trainer, subclasses it).
 
 Exercise: `pytest tests/model/test_trainer.py` or `python bench/train_step.py`.
 """
@@ -14,7 +15,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from histosweep.data import CLASSES
+from histosweep.data import input_target
 from histosweep.exceptions import one_line
 from histosweep.model._batches import (
     RowSource,
@@ -31,9 +32,9 @@ from histosweep.model._fold_state import FoldState, cpu_state_dict
 from histosweep.model._initial import initial_models
 from histosweep.model._loss import class_weights, soft_cross_entropy, target_weight_sum
 from histosweep.model._metrics import macro_f1
-from histosweep.model._net import DualBranchNet, build_model
+from histosweep.model._net import DualBranchNet
 from histosweep.model._optim import build_optimizer, build_scheduler, step_scheduler
-from histosweep.model._predict import autocast, channels_last, pick_device, probs_for_rows
+from histosweep.model._predict import autocast, channels_last, probs_for_rows
 
 MIN_MICRO_BATCH = 2  # BatchNorm1d in the head cannot train on one sample
 CPU_PREDICT_PIXELS = 96 * 64 * 64  # a CPU validation batch: 96 images at 64 px, 2 at 384 px
@@ -50,45 +51,15 @@ class EpochMetrics:
     images_per_s: float  # training images / training seconds (validation excluded)
 
 
-@dataclass
-class FoldResult:
-    state_dict: dict[str, torch.Tensor]  # CPU tensors of the chosen weights (cfg.keep)
-    val_probs: np.ndarray  # (n_val, C) softmax of the chosen weights
-    holdout_probs: np.ndarray  # (n_holdout, C) softmax of the chosen weights; (0, C) when stopped
-    epochs: list[EpochMetrics]
-    best_epoch: int  # the epoch whose weights were kept (0-based)
-    stopped: bool  # on_epoch asked to stop
-    oom_events: list[dict]
-    seconds: float
-    device: str
-    config: TrainConfig | None = None  # what trained it (for model())
-    num_classes: int = 4
-
-    @property
-    def best_val_f1(self) -> float:
-        return next((m.val_f1 for m in self.epochs if m.epoch == self.best_epoch), float("nan"))
-
-    def model(self) -> DualBranchNet:
-        """The network with the chosen weights, on the CPU, in eval mode."""
-        if self.config is None:
-            raise ModelError("FoldResult has no config; rebuild with model.build_model(cfg)")
-        net = build_model(self.config, num_classes=self.num_classes, pretrained=False)
-        net.load_state_dict(self.state_dict, strict=True)
-        return net.eval()
-
-
-def _check_inputs(cfg: TrainConfig, cache, labels: np.ndarray, splits: dict, num_classes: int):
+def check_inputs(cfg: TrainConfig, cache, labels: np.ndarray, splits: dict, num_classes: int):
     n = len(cache.images)
     if len(labels) != n or len(cache.masks) != n:
         raise ModelError(f"{len(labels)} labels, {len(cache.masks)} masks for {n} cached images")
-    _check_input_mode(cfg, cache)
-    resolution = getattr(cache, "resolution", cfg.resolution)
-    mode = getattr(cache, "mode", cfg.resize_mode)
-    if (resolution, mode) != (cfg.resolution, cfg.resize_mode):
+    want = input_target(cfg)
+    if cache.spec != want:
         raise ModelError(
-            f"cache is {resolution} px/{mode} but the config wants {cfg.resolution} px/"
-            f"{cfg.resize_mode}; open the cache with data.open_cache(ds, {cfg.resolution}, "
-            f"{cfg.resize_mode!r})"
+            f"cache holds {cache.spec.label} but the config wants {want.label}; open the cache "
+            f"with data.open_inputs(ds, cfg)"
         )
     for name, idx in splits.items():
         if idx.ndim != 1 or (idx.size and (idx.min() < 0 or idx.max() >= n)):
@@ -97,26 +68,6 @@ def _check_inputs(cfg: TrainConfig, cache, labels: np.ndarray, splits: dict, num
         raise ModelError("a fold needs >= 2 training rows and >= 1 validation row")
     if labels.min() < 0 or labels.max() >= num_classes:
         raise ModelError(f"labels must be class ids in [0, {num_classes})")
-
-
-def _check_input_mode(cfg: TrainConfig, cache) -> None:
-    from histosweep.data import input_target
-
-    mode = getattr(cache, "input_mode", "whole")
-    spec = getattr(cache, "spec", None)
-    if mode != cfg.input_mode or (spec is not None and spec != input_target(cfg)):
-        raise ModelError(
-            f"cache holds input_mode {mode!r}{f' ({spec.key})' if spec else ''} but the config "
-            f"wants {cfg.input_mode!r}; open the cache with data.open_inputs(ds, cfg)"
-        )
-
-
-def _run_class(cfg: TrainConfig) -> type:
-    if cfg.input_mode == "tiles":
-        from histosweep.model._tile_trainer import TileFoldRun
-
-        return TileFoldRun
-    return _FoldRun
 
 
 class _FoldRun:
@@ -348,71 +299,3 @@ def _fit(
             stopped = True
             break
     return history, chosen, stopped
-
-
-def train_fold(
-    cfg: TrainConfig,
-    cache,
-    labels: np.ndarray,
-    *,
-    train_idx: np.ndarray,
-    val_idx: np.ndarray,
-    holdout_idx: np.ndarray,
-    device: str | torch.device | None = None,
-    on_epoch: Callable[[EpochMetrics], bool] | None = None,
-    progress: bool = True,
-    desc: str = "",
-) -> FoldResult:
-    """Train one fold on rows of `cache` (a data.CachedArrays); indices are cache rows.
-
-    on_epoch(metrics) is called after every epoch's validation; returning True stops the fold
-    there (stopped=True). The caller's RNG state is left untouched; runs are seeded by cfg.seed.
-    """
-
-    num_classes = len(CLASSES)
-    labels = np.asarray(labels, dtype=np.int64)
-    splits = {
-        name: np.asarray(idx, dtype=np.int64).reshape(-1) if len(idx) else np.zeros(0, np.int64)
-        for name, idx in (
-            ("train_idx", train_idx),
-            ("val_idx", val_idx),
-            ("holdout_idx", holdout_idx),
-        )
-    }
-    _check_inputs(cfg, cache, labels, splits, num_classes)
-    device = pick_device(device)
-    started = time.perf_counter()
-    fork_devices = []
-    if device.type == "cuda":
-        fork_devices = [device.index if device.index is not None else torch.cuda.current_device()]
-    with torch.random.fork_rng(devices=fork_devices):
-        torch.manual_seed(cfg.seed)
-        run = _run_class(cfg)(
-            cfg,
-            cache,
-            labels,
-            splits,
-            device,
-            progress=progress,
-            desc=desc,
-            num_classes=num_classes,
-        )
-        history, chosen, stopped = _fit(run, on_epoch)
-        if stopped:  # pruned: the caller drops the fold, so no holdout pass
-            holdout_probs = np.zeros((0, num_classes), dtype=np.float32)
-        else:
-            run.eval_model.load_state_dict(chosen.state)
-            holdout_probs = run.holdout_probs()
-    return FoldResult(
-        state_dict=chosen.state,
-        val_probs=chosen.val_probs,
-        holdout_probs=holdout_probs,
-        epochs=history,
-        best_epoch=chosen.epoch,
-        stopped=stopped,
-        oom_events=run.oom_events,
-        seconds=time.perf_counter() - started,
-        device=str(device),
-        config=cfg,
-        num_classes=num_classes,
-    )

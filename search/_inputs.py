@@ -1,5 +1,6 @@
-"""The model inputs a search space can pick (every combination of the pixel-changing keys), so
-`prepare --space`, `check` and the demo can build or verify their caches before any worker runs.
+"""The model inputs a search space can pick (every combination of each input mode's pixel fields,
+data.InputSpec.fields), so `prepare --space`, `check` and the demo can build or verify their
+caches before any worker runs.
 
 Exercise: `histosweep prepare DATA --space space.toml`.
 """
@@ -9,24 +10,17 @@ from __future__ import annotations
 import itertools
 from types import SimpleNamespace
 
-# The TrainConfig fields that change the cached pixels, per input mode.
-PIXEL_FIELDS = {
-    "whole": ("resolution", "resize_mode"),
-    "mask_crop": ("resolution", "resize_mode", "crop_margin"),
-    "tiles": ("tile_size", "tile_scale", "tiles_per_image", "tile_min_mask"),
-}
-
 
 def space_input_targets(space) -> list | None:
     """Every data.input_target the space can pick; None when one of their keys is a range."""
-    from histosweep.data import input_target
+    from histosweep.data import input_spec_class, input_target
 
     modes = space.values("input_mode")
     if modes is None:
         return None
     targets = []
     for mode in modes:
-        names = PIXEL_FIELDS[str(mode)]
+        names = input_spec_class(str(mode)).fields
         choices = [space.values(name) for name in names]
         if any(c is None for c in choices):
             return None

@@ -129,12 +129,13 @@ def fold_note(study_id: int, trial, folds: dict[int, dict], value: float,
 
 def _unused_params(params: dict[str, Any]) -> list[str]:
     """The searched pixel keys of the other input modes (a tiles trial: resolution, resize_mode)."""
-    from histosweep.search._inputs import PIXEL_FIELDS
+    from histosweep.data import input_modes, input_spec_class
 
-    mine = PIXEL_FIELDS.get(str(params.get("input_mode")))
-    if mine is None:
+    mode = str(params.get("input_mode"))
+    if mode not in input_modes():
         return []
-    others = {k for fields in PIXEL_FIELDS.values() for k in fields} - set(mine)
+    others = {k for m in input_modes() for k in input_spec_class(m).fields}
+    others -= set(input_spec_class(mode).fields)
     return sorted(k for k in params if k in others)
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from histosweep.cli._common import device_arg, print_json
 from histosweep.constants import ENV_CACHE, INPUT_MODES, RESIZE_MODES
-from histosweep.model import TrainConfig
+from histosweep.model import TrainConfig, field_defaults
 
 OPTIONS = ("json",)  # the common options this command reads (cli._common)
 
@@ -31,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="cache side in px the images are resized to (default 224; the "
                              "study's resolution)")
     parser.add_argument("--mode", default="stretch", choices=RESIZE_MODES, help="resize mode")
-    defaults = TrainConfig()
+    defaults = field_defaults()  # NOTE: not TrainConfig(): validating it loads histosweep.data
     parser.add_argument("--input-mode", default="whole", choices=INPUT_MODES,
                         help="whole pictures, mask crops or native-resolution tiles (one "
                              "embedding per tile); the study's input_mode (default whole)")
@@ -41,8 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              ("tiles-per-image", int, "tiles: tiles per image"),
                              ("tile-min-mask", float, "tiles: least tumour share of a ranked tile")):
         field = flag.replace("-", "_")
-        parser.add_argument(f"--{flag}", type=kind, default=getattr(defaults, field),
-                            help=f"{what} (the study's {field}; default {getattr(defaults, field)})")
+        parser.add_argument(f"--{flag}", type=kind, default=defaults[field],
+                            help=f"{what} (the study's {field}; default {defaults[field]})")
     parser.add_argument("--batch-size", type=int, default=64, help="images per forward (default 64)")
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when present)")
     parser.add_argument("--cache", default=None,

@@ -15,12 +15,7 @@ FOLDERS = ("storage", "data", "model", "trial_files", "search", "fleet", "bundle
 # core: the import root's own modules everyone may use; cli: the commands, the demo, __main__
 ORDER = ("core", "storage", "data", "model", "trial_files", "search", "fleet", "bundle", "cli")
 CORE = {"histosweep", "histosweep.constants", "histosweep.exceptions"}
-# NOTE: known module cycles inside model/, removed by the inputspec branch (issue 23); allowed
-# here by name only until that lands, so no new cycle can join them.
-ALLOWED_MODULE_CYCLES = [
-    {"histosweep.model._net", "histosweep.model._tile_net"},
-    {"histosweep.model._trainer", "histosweep.model._tile_trainer"},
-]
+ALLOWED_MODULE_CYCLES: list[set[str]] = []  # none: model's two old cycles are gone (InputSpec)
 
 
 def _modules() -> dict[str, Path]:
