@@ -28,6 +28,9 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
                         help="stop the search after S seconds instead (equal wall time per pruner)")
     parser.add_argument("--pruner", default="percentile", help="the study's --pruner")
     parser.add_argument("--folds", type=int, default=3)
+    parser.add_argument("--holdout", type=float, default=0.2, help="the study's --holdout (0: no lockbox)")
+    parser.add_argument("--search-only", action="store_true",
+                        help="stop after the search (with --workdir: a later run reuses it)")
     parser.add_argument("--epochs", type=int, default=4, help="epochs per fold")
     parser.add_argument("--resolution", type=int, default=48)
     parser.add_argument("--n-train", type=int, default=240, help="synthetic training images")
@@ -62,7 +65,9 @@ def run_search(root: Path, data: Path, args) -> tuple[str, float]:
     space.write_text(small_space(resolution=args.resolution, epochs=args.epochs,
                                   extra="label_smoothing = { low = 0.0, high = 0.2 }\n"))
     create_study("selection", url, CreateOptions(data=data, space_file=space, folds=args.folds,
-                                                 seed=args.seed, pruner=args.pruner, force=True),
+                                                 holdout=args.holdout, seed=args.seed,
+                                                 pruner=args.pruner, force=True,
+                                                 enqueue_reference=True),
                  progress=False)
     started = time.monotonic()
     code = run_workers(WorkerOptions(
@@ -72,6 +77,11 @@ def run_search(root: Path, data: Path, args) -> tuple[str, float]:
     if code != 0:
         raise SystemExit(f"a worker exited {code}; see {root / 'logs'}")
     return url, time.monotonic() - started
+
+
+def _reuse(root: Path):
+    doc = json.loads((root / "search.json").read_text())
+    return Path(doc["data"]), doc["y_test"], doc["url"], doc["seconds"]
 
 
 def test_arrays(data: Path, resolution: int):
@@ -158,9 +168,18 @@ def main(argv: list[str] | None = None) -> dict:
 
     with tempfile.TemporaryDirectory(prefix="histosweep-bench-selection-") as tmp:
         root = Path(args.workdir).resolve() if args.workdir else Path(tmp)
+        root.mkdir(parents=True, exist_ok=True)
         os.environ.setdefault("HISTOSWEEP_CACHE", str(root / "cache"))
-        data, y_test = make_data(root, args)
-        url, seconds = run_search(root, data, args)
+        done = root / "search.json"  # a finished search in --workdir is reused
+        if done.is_file():
+            data, y_test, url, seconds = _reuse(root)
+        else:
+            data, y_test = make_data(root, args)
+            url, seconds = run_search(root, data, args)
+            done.write_text(json.dumps({"data": str(data), "y_test": y_test, "url": url,
+                                        "seconds": seconds}))
+        if args.search_only:
+            return {"search_seconds": seconds}
         arrays = test_arrays(data, args.resolution)
         rows = trial_rows(url, root, arrays, np.asarray(y_test))
         exported = export_rows(url, root, args, np.asarray(y_test), rows)

@@ -5,7 +5,14 @@ Exercise: `histosweep create S --data DATA && histosweep worker S --gpus cpu --n
 """
 
 from histosweep.search._check import Check, CheckOptions, PreflightError, preflight, run_checks
-from histosweep.search._enqueue import REFERENCE_PARAMS, check_params, reference_params
+from histosweep.search._enqueue import (
+    ESTIMATE_ATTR,
+    REFERENCE_PARAMS,
+    check_params,
+    gain_sentence,
+    is_reference,
+    reference_params,
+)
 from histosweep.search._errors import UserError, WorkerStopped
 from histosweep.search._listing import list_studies, list_trials
 from histosweep.search._settings import (
@@ -46,7 +53,10 @@ __all__ = [
     "check_params",
     "create_study",
     "default_space_path",
+    "ESTIMATE_ATTR",
     "format_status",
+    "gain_sentence",
+    "is_reference",
     "list_studies",
     "list_trials",
     "load_settings",

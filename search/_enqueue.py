@@ -44,6 +44,29 @@ REFERENCE_PARAMS: dict[str, Any] = {
 }
 
 
+REFERENCE_SOURCE = "reference recipe"  # user attr enqueued_from of the baseline trial
+
+
+def is_reference(trial) -> bool:
+    """The reference recipe's trial, enqueued by create: the baseline, never pruned."""
+    return trial.user_attrs.get("enqueued_from") == REFERENCE_SOURCE
+
+
+ESTIMATE_ATTR = "histosweep_estimate"  # study user attr: export-best's / estimate's BBC-CV figures
+
+
+def gain_sentence(gain: dict | None) -> str:
+    """One line on the search gain over the reference recipe (report, study note, status)."""
+    if gain is None:
+        return ("search gain over the reference: n/a (no complete reference-recipe trial; "
+                "create enqueues it unless --no-reference)")
+    low, high = gain["ci95"]
+    line = f"search gain over the reference: {gain['mean']:+.3f} [{low:+.3f}, {high:+.3f}]"
+    if high < 0:
+        line += "; the search has not beaten the recipe it started from"
+    return line
+
+
 def read_params_file(path: str | Path) -> dict[str, Any]:
     """{param: value} from a .toml or .json file (a TOML [params] table is accepted too)."""
     path = Path(path)
