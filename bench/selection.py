@@ -242,6 +242,8 @@ def main(argv: list[str] | None = None) -> dict:
     if not args.json:
         _print(result)
     print(json.dumps(result))
+    if args.workdir:  # bench/selection_seeds.py reads it back
+        (Path(args.workdir) / "result.json").write_text(json.dumps(result))
     return result
 
 

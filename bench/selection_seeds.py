@@ -40,6 +40,11 @@ def main(argv=None) -> dict:
     runs = {}
     for holdout in args.holdouts:
         for seed in args.seeds:
+            done = _workdir(root, holdout, seed) / "result.json"  # an earlier analysis
+            if done.is_file():
+                runs[(holdout, seed)] = json.loads(done.read_text())
+                selection._print(runs[(holdout, seed)])
+                continue
             runs[(holdout, seed)] = selection.main([
                 "--trials", str(args.trials), "--epochs", str(args.epochs), "--n-test",
                 str(args.n_test), "--seed", str(seed), "--holdout", str(holdout), "--bootstrap",
