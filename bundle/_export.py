@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from histosweep.bundle._bootstrap import BBC_RESAMPLES, LOCKBOX_VS_BBC
 from histosweep.bundle._ensemble import (
     SELECTION_ROUNDS,
     decide,
@@ -23,6 +24,7 @@ from histosweep.bundle._ensemble import (
     fit_checked_offsets,
     greedy_selection,
 )
+from histosweep.bundle._estimate import check_estimate_options, estimate_source, record_estimate
 from histosweep.bundle._out import check_out, out_lock
 from histosweep.bundle._predict import (
     BUNDLE_FORMAT,
@@ -47,6 +49,7 @@ from histosweep.bundle._report import (
     per_class_scores,
     render_report,
 )
+from histosweep.bundle._selection import BAGS, DEFAULT_METHOD, select_batch
 from histosweep.bundle._source import Candidate, Source, read_source
 from histosweep.constants import DEFAULT_CANDIDATES
 from histosweep.data import CLASSES, DataError, input_manifest, load_dataset
@@ -58,10 +61,25 @@ from histosweep.trial_files import (
     confusion_png,
     fetch_checkpoint,
     fetch_metrics,
+    gain_sentence,
     learning_curves_png,
     save_export_note,
 )
 
+LOCKBOX_KEYS = ("lockbox_f1", "lockbox_f1_ci95", "lockbox_f1_uncalibrated",
+                "lockbox_f1_uncalibrated_ci95", "bootstrap_resamples", "bootstrap_seed")
+METHOD_TEXT = {
+    "greedy": "greedy ensemble selection with replacement (Caruana et al. 2004) on out-of-fold "
+              "macro-F1, log loss as tie-break, best prefix kept; weights = picks / prefix length",
+    "bagged": f"bagged ensemble selection (Caruana et al. 2006): greedy with sorted "
+              f"initialisation on {BAGS} random halves of the candidates, weights averaged",
+    "cmaes": "CMA-ES over the candidates' weights on out-of-fold macro-F1, each point trimmed, "
+             "normalised and rounded to multiples of 1/25 (Purucker & Beel 2023)",
+}
+NO_LOCKBOX_NOTE = (
+    "No lockbox (create --holdout 0): every image trained in the folds; the honest number is "
+    "the BBC-CV estimate below, from the out-of-fold predictions the selection used."
+)
 REPORT = "report.html"
 SUBMISSION = "submission.csv"
 REPRODUCE_TOLERANCE = 1e-6  # |bundle lockbox F1 - stored-probabilities lockbox F1| on the CPU
@@ -90,6 +108,8 @@ class ExportOptions:
     overwrite: bool = False
     device: str | None = None
     progress: bool = True
+    ensemble: str = DEFAULT_METHOD  # greedy | bagged | cmaes (bundle._selection)
+    bootstrap: int = BBC_RESAMPLES  # BBC-CV resamples
 
 
 def export_best(opts: ExportOptions) -> dict[str, Any]:
@@ -108,16 +128,18 @@ def _export(opts: ExportOptions, out: Path, may_replace) -> dict[str, Any]:
     src = read_source(opts, store)
     _stage(opts, f"selecting the ensemble from {len(src.candidates)} trial(s) on out-of-fold data")
     offsets = _select(opts, src)
+    _stage(opts, f"BBC-CV: the selection re-run in {opts.bootstrap} bootstrap resamples")
+    bbc = estimate_source(src, store, opts)
     warnings: list[str] = []
     try:
         with atomic_dir(out, replace=may_replace, marker=True) as tmp:
             _stage(opts, "fetching fold checkpoints")
             members = _write_folds(tmp, store, src)
             _stage(opts, "scoring the lockbox (holdout), once")
-            metrics = _metrics(src, offsets)
+            metrics = _metrics(src, offsets, bbc)
             metrics["lockbox_f1_bundle"] = _recompute_lockbox(opts, src, tmp, members, offsets, warnings)
             metrics["lockbox_f1_reproduced"] = (
-                None if metrics["lockbox_f1_bundle"] is None
+                None if metrics["lockbox_f1_bundle"] is None or metrics["lockbox_f1"] is None
                 else abs(metrics["lockbox_f1_bundle"] - metrics["lockbox_f1"]) <= REPRODUCE_TOLERANCE
             )
             manifest = _manifest(src, members, offsets, metrics, opts.calibrate)
@@ -141,6 +163,7 @@ def _export(opts: ExportOptions, out: Path, may_replace) -> dict[str, Any]:
             "pass --out with a writable folder"
         ) from None
     summary = _summary(opts, src, manifest, submission, warnings)
+    record_estimate(src.study, bbc, by="export-best")  # status shows it
     save_export_note(src.study, summary)  # the dashboard's study page says what was exported
     return summary
 
@@ -157,6 +180,7 @@ def _predict_test(opts: ExportOptions, tmp: Path) -> dict[str, Any]:
 
 def _check_options(opts: ExportOptions) -> None:
     check_batch_size(opts.batch_size)
+    check_estimate_options(opts)
     if opts.candidates < 1:
         raise UserError(f"--candidates {opts.candidates}: must be >= 1")
     if opts.single and opts.trials:
@@ -191,16 +215,21 @@ def _select(opts: ExportOptions, src: Source) -> np.ndarray:
     oof = [c.oof for c in src.candidates]
     if opts.trials or len(oof) == 1:  # the user chose the members: equal weights, no selection
         weights, path, rounds = np.full(len(oof), 1 / len(oof)), list(range(len(oof))), len(oof)
-    else:
+    elif opts.ensemble == "greedy":
         sel = greedy_selection(oof, labels)
         weights, path, rounds = sel.weights, sel.path, SELECTION_ROUNDS
+    else:  # bagged or cmaes: the batched code BBC-CV runs, here on every OOF row once
+        weights = select_batch(opts.ensemble, np.stack(oof)[:, None], labels,
+                               np.ones((1, labels.size)),
+                               np.random.default_rng(src.settings.seed))[0]
+        path, rounds = [i for i in range(len(oof)) if weights[i] > 0], SELECTION_ROUNDS
     for c, w in zip(src.candidates, weights, strict=True):
         c.weight = float(w)
     src.selection = {
         "method": "single trial" if len(oof) == 1 else
         "the trials named by --trial, equal weights" if opts.trials else
-        "greedy ensemble selection with replacement (Caruana et al. 2004) on out-of-fold macro-F1, "
-        "log loss as tie-break, best prefix kept; weights = picks / prefix length",
+        METHOD_TEXT[opts.ensemble],
+        "ensemble": opts.ensemble,
         "candidates": [c.trial.number for c in src.candidates],
         "rounds": rounds,
         "path": [src.candidates[i].trial.number for i in path],
@@ -274,14 +303,26 @@ def lockbox_probs(src: Source) -> np.ndarray:
     return ensemble_probs([c.holdout for c in src.members], [c.weight for c in src.members])
 
 
-def _metrics(src: Source, offsets: np.ndarray) -> dict[str, Any]:
+def _metrics(src: Source, offsets: np.ndarray, bbc: dict[str, Any]) -> dict[str, Any]:
     y_oof, y_hold = src.labels(src.oof_rows), src.labels(src.holdout_rows)
     oof = ensemble_probs([c.oof for c in src.members], [c.weight for c in src.members])
-    hold = lockbox_probs(src)
     best = max(src.candidates, key=lambda c: (float(c.trial.value), -c.trial.number))
-    return {
+    out = {
         "oof_f1": macro_f1(y_oof, oof),
         "oof_f1_calibrated": macro_f1(y_oof, decide(oof, offsets)),
+        "bbc": bbc, "search_gain": bbc["search_gain"],
+        "search_gain_text": gain_sentence(bbc["search_gain"]),
+        "estimates_note": LOCKBOX_VS_BBC if y_hold.size else NO_LOCKBOX_NOTE,
+        "holdout_size": int(y_hold.size),
+        "oof_size": int(y_oof.size),
+    }
+    if not y_hold.size:  # create --holdout 0: BBC-CV is the estimate
+        return {**out, **dict.fromkeys(LOCKBOX_KEYS), "single_best": {
+            "trial": best.trial.number, "oof_f1": float(best.trial.value), "lockbox_f1": None,
+            "lockbox_f1_ci95": None}, "note": NO_LOCKBOX_NOTE}
+    hold = lockbox_probs(src)
+    return {
+        **out,
         "lockbox_f1": macro_f1(y_hold, decide(hold, offsets)),
         "lockbox_f1_ci95": list(bootstrap_ci(y_hold, decide(hold, offsets), len(CLASSES))),
         "lockbox_f1_uncalibrated": macro_f1(y_hold, hold),
@@ -291,8 +332,6 @@ def _metrics(src: Source, offsets: np.ndarray) -> dict[str, Any]:
             "lockbox_f1": macro_f1(y_hold, best.holdout),
             "lockbox_f1_ci95": list(bootstrap_ci(y_hold, best.holdout.argmax(1), len(CLASSES))),
         },
-        "holdout_size": int(y_hold.size),
-        "oof_size": int(y_oof.size),
         "bootstrap_resamples": BOOTSTRAP_RESAMPLES,
         "bootstrap_seed": BOOTSTRAP_SEED,
         "note": LOCKBOX_NOTE,
@@ -301,6 +340,8 @@ def _metrics(src: Source, offsets: np.ndarray) -> dict[str, Any]:
 
 def _recompute_lockbox(opts, src: Source, tmp: Path, members, offsets, warnings) -> float | None:
     """Lockbox macro-F1 of the bundle's own checkpoints on freshly decoded holdout images."""
+    if not src.holdout_rows.size:  # --holdout 0: no lockbox to recompute
+        return None
     samples = _holdout_samples(opts, src, warnings)
     if samples is None:
         return None
@@ -341,13 +382,18 @@ def _holdout_samples(opts, src: Source, warnings):
 
 # --- report -----------------------------------------------------------------------------------
 def _write_report(path: Path, store, src: Source, manifest, offsets) -> None:
-    labels = src.labels(src.holdout_rows)
-    preds = decide(lockbox_probs(src), offsets)
+    lockbox = bool(src.holdout_rows.size)  # else the pictures show the out-of-fold rows
+    rows = src.holdout_rows if lockbox else src.oof_rows
+    labels = src.labels(rows)
+    preds = decide(lockbox_probs(src) if lockbox else
+                   ensemble_probs([c.oof for c in src.members], [c.weight for c in src.members]),
+                   offsets)
     top = max(src.members, key=lambda c: (c.weight, -c.trial.number))
     n = top.trial.number
     with tempfile.TemporaryDirectory(prefix="histosweep-report-") as pictures:
         cm = confusion_png(Path(pictures) / "cm.png", labels, preds, CLASSES,
-                           title="final ensemble on the lockbox (holdout)").read_bytes()
+                           title="final ensemble on the lockbox (holdout)" if lockbox else
+                           "final ensemble, out-of-fold (selection data)").read_bytes()
         epochs = {k: fetch_metrics(store, r, what=f"trial {n} fold {k}")["epochs"]
                   for k, r in enumerate(top.records)}
         curves = learning_curves_png(Path(pictures) / "curves.png", epochs,
@@ -406,7 +452,9 @@ def _summary(opts, src: Source, manifest, submission, warnings) -> dict[str, Any
         "study": src.study.study_name, "out": str(out),
         "trial": max(members, key=lambda m: (m["weight"], -m["trial"]))["trial"],
         "members": [{"trial": m["trial"], "weight": m["weight"], "oof_f1": m["oof_f1"]} for m in members],
-        "value": manifest["metrics"]["lockbox_f1"], "metrics": manifest["metrics"],
+        "value": (manifest["metrics"]["lockbox_f1"] if manifest["metrics"]["lockbox_f1"] is not None
+                  else manifest["metrics"]["bbc"]["ensemble"]["mean"]),
+        "metrics": manifest["metrics"],
         "report": str(out / REPORT), "manifest": str(out / MANIFEST),
         "submission": str(out / SUBMISSION) if submission else None,
         "submission_rows": submission["rows"] if submission else None,

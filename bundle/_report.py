@@ -1,5 +1,5 @@
-"""The export bundle's report.html: the lockbox (holdout) macro-F1 with a
-seeded bootstrap interval, out-of-fold F1, params and learning curves, all in one file.
+"""The export bundle's report.html: the BBC-CV estimate and the lockbox (holdout) macro-F1, each
+with a seeded bootstrap interval, the search gain over the reference recipe, out-of-fold F1, params and learning curves, all in one file.
 
 Exercise: `histosweep export-best STUDY --out bundle` then open bundle/report.html.
 """
@@ -68,22 +68,12 @@ def render_report(r: ReportInputs) -> str:
     """One self-contained HTML page (pictures inlined as base64)."""
     m = r.metrics
     trials = ", ".join(str(x["trial"]) for x in r.members)
+    where = "lockbox" if m.get("lockbox_f1") is not None else "out-of-fold, selection data"
     parts = [
         _HEAD.format(title=_e(f"{r.study}: exported ensemble")),
         f"<h1>{_e(r.study)} &mdash; ensemble of trial(s) {_e(trials)}</h1>",
         f"<p><strong>{_e(m['note'])}</strong></p>",
-        "<h2>Honest estimate (lockbox = holdout, read once)</h2><table>",
-        "<tr><th></th><th>lockbox macro-F1</th><th>95% bootstrap interval</th></tr>",
-        _score_row("exported ensemble, with decision offsets" if r.decision.get("calibrated")
-                   else "exported ensemble", m["lockbox_f1"], m["lockbox_f1_ci95"]),
-        _score_row("exported ensemble, plain argmax", m["lockbox_f1_uncalibrated"],
-                   m["lockbox_f1_uncalibrated_ci95"]),
-        _score_row(f"single best trial ({m['single_best']['trial']}) alone",
-                   m["single_best"]["lockbox_f1"], m["single_best"]["lockbox_f1_ci95"]),
-        "</table>",
-        f"<p>{m['holdout_size']} lockbox samples; {m['bootstrap_resamples']} bootstrap resamples, "
-        f"seed {m['bootstrap_seed']}. Recomputed from this bundle's own checkpoints: "
-        f"{_fmt(m.get('lockbox_f1_bundle'))}.</p>",
+        *_estimate_parts(m, r.decision),
         "<h2>Selection data (out-of-fold, what the search and the ensemble selected on)</h2><table>",
         _row("ensemble out-of-fold macro-F1", _fmt(m["oof_f1"])),
         _row("with decision offsets (fitted on these same predictions)", _fmt(m["oof_f1_calibrated"])),
@@ -93,8 +83,8 @@ def render_report(r: ReportInputs) -> str:
         f"<p>{_e(r.selection.get('method', ''))}. Candidates: "
         f"{_e(', '.join(map(str, r.selection.get('candidates', []))))}.</p>",
         f"<p>Decision offsets per class: {_e(_offsets(r.decision))}{_e(_offsets_check(r.decision))}.</p>",
-        "<h2>Per class (lockbox, exported ensemble)</h2>", _class_table(r.per_class),
-        "<h2>Confusion matrix (lockbox)</h2>", _img(r.confusion_png, "confusion matrix"),
+        f"<h2>Per class ({where}, exported ensemble)</h2>", _class_table(r.per_class),
+        f"<h2>Confusion matrix ({where})</h2>", _img(r.confusion_png, "confusion matrix"),
     ]
     if r.curves_png is not None:
         parts += [f"<h2>Learning curves (trial {r.curves_trial})</h2>", _img(r.curves_png, "learning curves")]
@@ -103,6 +93,45 @@ def render_report(r: ReportInputs) -> str:
                   _kv_table(member["params"]), _kv_table(member["config"]), "</details>"]
     parts.append("</body></html>\n")
     return "\n".join(parts)
+
+
+def _estimate_parts(m: dict[str, Any], decision: dict[str, Any]) -> list[str]:
+    """The honest numbers: BBC-CV (always) and the lockbox (when there is one), side by side."""
+    parts = [f"<p>{_e(m['estimates_note'])}</p>"] if m.get("estimates_note") else []
+    bbc = m.get("bbc")
+    if bbc:
+        ref = bbc.get("reference_trial")
+        parts += [
+            f"<h2>BBC-CV estimate ({bbc['resamples']} bootstrap resamples of the out-of-fold "
+            "rows, selection re-run in bag, scored out of bag)</h2><table>",
+            "<tr><th></th><th>mean out-of-bag macro-F1</th><th>95% percentile interval</th></tr>",
+            _score_row(f"exported ensemble ({bbc['method']} selection"
+                       f"{', decision offsets' if bbc['calibrated'] else ''})",
+                       bbc["ensemble"]["mean"], bbc["ensemble"]["ci95"]),
+            _score_row("single best trial (ranked in bag)", bbc["single_best"]["mean"],
+                       bbc["single_best"]["ci95"]),
+        ]
+        if bbc.get("reference"):
+            parts.append(_score_row(f"reference recipe (trial {ref})", bbc["reference"]["mean"],
+                                    bbc["reference"]["ci95"]))
+        parts += ["</table>", f"<p><strong>{_e(m.get('search_gain_text', ''))}</strong> "
+                  f"{_e(bbc['note'])}</p>"]
+    if m.get("lockbox_f1") is None:
+        return parts
+    return parts + [
+        "<h2>Lockbox (holdout, read once)</h2><table>",
+        "<tr><th></th><th>lockbox macro-F1</th><th>95% bootstrap interval</th></tr>",
+        _score_row("exported ensemble, with decision offsets" if decision.get("calibrated")
+                   else "exported ensemble", m["lockbox_f1"], m["lockbox_f1_ci95"]),
+        _score_row("exported ensemble, plain argmax", m["lockbox_f1_uncalibrated"],
+                   m["lockbox_f1_uncalibrated_ci95"]),
+        _score_row(f"single best trial ({m['single_best']['trial']}) alone",
+                   m["single_best"]["lockbox_f1"], m["single_best"]["lockbox_f1_ci95"]),
+        "</table>",
+        f"<p>{m['holdout_size']} lockbox samples; {m['bootstrap_resamples']} bootstrap resamples, "
+        f"seed {m['bootstrap_seed']}. Recomputed from this bundle's own checkpoints: "
+        f"{_fmt(m.get('lockbox_f1_bundle'))}.</p>",
+    ]
 
 
 def _score_row(label: str, value: float, ci) -> str:

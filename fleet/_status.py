@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any, TextIO
 
 from histosweep.storage import heartbeat_ages, study_id, study_storage, trial_counts
+from histosweep.trial_files import ESTIMATE_ATTR, gain_sentence
 
 CLEAR_SCREEN = "\x1b[H\x1b[2J"  # cursor home + clear: a TTY redraw that long lines cannot skew
 
@@ -52,6 +53,7 @@ def study_status(study) -> dict[str, Any]:
             "saved_share": round(1 - run_finished / full, 4) if full else 0.0,
         },
         "running": running,
+        "estimate": study.user_attrs.get(ESTIMATE_ATTR),  # export-best's / estimate's BBC-CV
     }
 
 
@@ -143,11 +145,19 @@ def format_status(s: dict[str, Any]) -> str:
     else:
         lines.append("best: no complete trial yet")
     lines += _running_table(s["running"])
+    if s.get("estimate"):
+        lines += _estimate_lines(s["estimate"])
     if "artifact_bytes" in s:  # `histosweep status` adds it (the artifact store is a CLI option)
         from histosweep.fleet._gc import format_bytes
 
         lines.append(f"artifact store: {format_bytes(s['artifact_bytes'])} for this study")
     return "\n".join(lines)
+
+
+def _estimate_lines(est: dict[str, Any]) -> list[str]:
+    ens = est["ensemble"]
+    return [f"BBC-CV estimate ({est.get('by')}, {est.get('method')} ensemble): {ens['mean']:.4f} "
+            f"[{ens['ci95'][0]:.4f}, {ens['ci95'][1]:.4f}]", gain_sentence(est.get("search_gain"))]
 
 
 def _duration(seconds: float | None) -> str:

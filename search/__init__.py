@@ -34,6 +34,7 @@ from histosweep.search._samplers import (
 # name -> private module that defines it (imported on first use: numpy, the data package)
 _LAZY = {
     "REFERENCE_PARAMS": "_enqueue",
+    "is_reference": "_enqueue",
     "check_params": "_enqueue",
     "enqueue": "_enqueue",
     "read_params_file": "_enqueue",

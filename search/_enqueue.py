@@ -44,6 +44,14 @@ REFERENCE_PARAMS: dict[str, Any] = {
 }
 
 
+REFERENCE_SOURCE = "reference recipe"  # user attr enqueued_from of the baseline trial
+
+
+def is_reference(trial) -> bool:
+    """The reference recipe's trial, enqueued by create: the baseline, never pruned."""
+    return trial.user_attrs.get("enqueued_from") == REFERENCE_SOURCE
+
+
 def read_params_file(path: str | Path) -> dict[str, Any]:
     """{param: value} from a .toml or .json file (a TOML [params] table is accepted too)."""
     path = Path(path)

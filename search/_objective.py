@@ -25,6 +25,7 @@ from histosweep.data import (
     open_inputs,
 )
 from histosweep.model import macro_f1
+from histosweep.search._enqueue import is_reference
 from histosweep.search._errors import UserError, WorkerStopped  # noqa: F401 - re-exported
 from histosweep.search._frozen import fold_trainer, frozen_cache_for
 from histosweep.search._settings import StudySettings
@@ -169,7 +170,7 @@ class Objective:
             curve.append(float(m.val_f1))
             trial.report(float(m.val_f1), step)
             self._epoch_line(trial, f, cfg, m)
-            return trial.should_prune()
+            return not is_reference(trial) and trial.should_prune()  # the baseline runs whole
 
         result = train_fold(
             cfg, cache, self._label_rows(cache, rows),
@@ -232,7 +233,8 @@ class Objective:
 
     def _fold_rule(self, trial, folds: dict[int, dict], epochs_run: int, planned: int) -> None:
         """Stop a trial whose finished folds are all clearly below the best trial's."""
-        if self.settings.pruner == "none" or len(folds) < 2 or len(folds) == self.settings.folds:
+        if (self.settings.pruner == "none" or len(folds) < 2 or len(folds) == self.settings.folds
+                or is_reference(trial)):
             return
         best = _best_fold_f1(self.rt.study)
         if not best:

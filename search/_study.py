@@ -1,7 +1,7 @@
 """Create and open histosweep studies: direction maximize, stored space/data/split/sampler.
 
 Exercise: `histosweep create STUDY --data DATA [--space FILE] [--folds 5] [--pruner percentile]
-[--sampler tpe] [--enqueue-reference]`.
+[--sampler tpe] [--holdout 0] [--no-reference]`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from histosweep.data import CLASSES, audit_dataset, dataset_fingerprint, load_dataset, make_split
-from histosweep.search._enqueue import enqueue, reference_params
+from histosweep.search._enqueue import REFERENCE_SOURCE, enqueue, reference_params
 from histosweep.search._errors import UserError
 from histosweep.search._pruner import SNAPSHOT_MAX_AGE_S, SnapshotPruner
 from histosweep.search._pruners import pruner_kind
@@ -87,7 +87,7 @@ def create_study(name: str, storage_url: str | None, opts: CreateOptions, *, pro
 def _enqueue_reference(study, space: Space) -> dict:
     """Queue the reference recipe's point of the space (once: a re-create does not repeat it)."""
     params, skipped = reference_params(space)
-    queued = bool(params) and enqueue(study, params, source="reference recipe")
+    queued = bool(params) and enqueue(study, params, source=REFERENCE_SOURCE)
     return {"params": params, "enqueued": queued, "skipped": skipped}
 
 
@@ -114,8 +114,8 @@ def _check_options(opts: CreateOptions) -> None:
     if opts.folds < 2:
         raise UserError(f"--folds {opts.folds}: need at least 2 folds")
     # NOTE: the holdout is one of round(1/holdout) stratified group splits: at most half
-    if not 0 < opts.holdout <= 0.5:
-        raise UserError(f"--holdout {opts.holdout}: use a fraction in (0, 0.5], e.g. 0.2")
+    if not 0 <= opts.holdout <= 0.5:  # 0: no lockbox; export-best's BBC-CV is the estimate
+        raise UserError(f"--holdout {opts.holdout}: use 0 (no lockbox) or a fraction in (0, 0.5], e.g. 0.2")
     pruner_kind(opts.pruner, flag="--pruner")
     if opts.keep_top < 0:
         raise UserError(f"--keep-top {opts.keep_top}: use 0 (keep every checkpoint) or N >= 1, at "
@@ -290,7 +290,7 @@ def _save_note(study, settings: StudySettings) -> None:
 
 **Data**: `{settings.data_root}` (fingerprint `{settings.fingerprint[:16]}`), {len(settings.sample_ids)} samples kept, {len(settings.excluded)} excluded by the audit.
 
-**Split**: stratified holdout of {len(split["holdout"])} samples, {settings.folds} stratified group folds, seed {settings.seed}. Duplicate groups stay on one side.
+**Split**: {f'stratified holdout of {len(split["holdout"])} samples' if split["holdout"] else 'no holdout (every sample in the folds; export-best estimates by BBC-CV)'}, {settings.folds} stratified group folds, seed {settings.seed}. Duplicate groups stay on one side.
 
 **Objective** `{OBJECTIVE_NAME}`: out-of-fold macro-F1 (every non-holdout sample predicted by the fold model that did not train on it). The holdout is a lockbox: no trial is scored on it; export-best reads it once for the final estimate. Intermediate values are per-epoch validation F1 at step fold × (most epochs in the space) + epoch; pruner `{settings.pruner}`.
 

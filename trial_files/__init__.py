@@ -3,6 +3,7 @@ the artifact store, their figures, and the trial's and export's dashboard pages.
 writes them, the bundle reads them. Exercise: `histosweep worker STUDY` then `export-best`.
 """
 
+from histosweep.trial_files._estimate import ESTIMATE_ATTR, gain_sentence
 from histosweep.trial_files._fold import (
     fetch_checkpoint,
     fetch_metrics,
@@ -15,6 +16,8 @@ from histosweep.trial_files._plots import confusion_png, learning_curves_png
 from histosweep.trial_files._trial_page import publish_trial, save_export_note
 
 __all__ = [
+    "ESTIMATE_ATTR",
+    "gain_sentence",
     "confusion_png",
     "fetch_checkpoint",
     "fetch_metrics",

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from histosweep.storage import study_id, trial_id
+from histosweep.trial_files._estimate import gain_sentence
 
 log = logging.getLogger("histosweep")
 
@@ -153,13 +154,19 @@ def save_export_note(study, summary: dict[str, Any]) -> None:
 
 def export_note(summary: dict[str, Any]) -> str:
     m = summary["metrics"]
-    low, high = m["lockbox_f1_ci95"]
     lines = [EXPORT_HEADING, "", f"Bundle: `{summary['out']}`", "",
              "| trial | weight | out-of-fold macro-F1 |", "|---:|---:|---:|"]
     lines += [f"| {x['trial']} | {x['weight']:.3f} | {x['oof_f1']:.4f} |" for x in summary["members"]]
-    lines += ["", f"- ensemble out-of-fold macro-F1 (selection data): **{m['oof_f1']:.4f}**",
-              f"- lockbox macro-F1 (holdout, read once): **{m['lockbox_f1']:.4f}** "
-              f"(95% bootstrap CI {low:.4f}-{high:.4f})"]
+    lines += ["", f"- ensemble out-of-fold macro-F1 (selection data): **{m['oof_f1']:.4f}**"]
+    if m.get("bbc"):  # BBC-CV and the search gain over the reference recipe (bundle._bootstrap)
+        e = m["bbc"]["ensemble"]
+        lines += [f"- BBC-CV estimate (selection re-run in bootstrap resamples, scored out of bag): "
+                  f"**{e['mean']:.4f}** (95% interval {e['ci95'][0]:.4f}-{e['ci95'][1]:.4f})",
+                  f"- {gain_sentence(m['bbc'].get('search_gain'))}"]
+    if m.get("lockbox_f1") is not None:
+        low, high = m["lockbox_f1_ci95"]
+        lines.append(f"- lockbox macro-F1 (holdout, read once): **{m['lockbox_f1']:.4f}** "
+                     f"(95% bootstrap CI {low:.4f}-{high:.4f})")
     if summary.get("submission"):
         lines.append(f"- submission: `{summary['submission']}` ({summary['submission_rows']} rows)")
     return "\n".join(lines) + "\n"

@@ -36,6 +36,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "gc": ("_gc", "delete fold checkpoints of pruned, failed and out-of-top-N trials"),
     "dashboard": ("_dashboard", "serve optuna-dashboard on the study storage and artifacts"),
     "export-best": ("_export", "select an ensemble across the top trials and bundle it: checkpoints, manifest, report, CSV"),
+    "estimate": ("_estimate", "BBC-CV estimate and search gain of a study, without a bundle"),
     "predict": ("_predict", "predict a test folder with an exported bundle"),
     "demo": ("_demo", "the whole path on the CPU with SQLite and synthetic data"),
     "storage-proxy": ("_storage_proxy", "optional Optuna gRPC storage proxy for very many workers"),

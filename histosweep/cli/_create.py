@@ -16,12 +16,19 @@ def add_arguments(parser) -> None:
     parser.add_argument("--data", required=True, help="dataset folder (train_labels.csv + train_data/)")
     parser.add_argument("--space", default=None, help="search space TOML (default: the reference recipe's space)")
     parser.add_argument("--folds", type=int, default=5, help="cross-validation folds (default 5)")
-    parser.add_argument("--holdout", type=float, default=0.2, help="stratified holdout fraction (default 0.2)")
+    parser.add_argument("--holdout", type=float, default=0.2,
+                        help="stratified holdout (lockbox) fraction (default 0.2); 0: every image in "
+                             "the folds, export-best's BBC-CV estimate is the honest number")
     parser.add_argument("--seed", type=int, default=0, help="split and sampler seed (default 0)")
     parser.add_argument("--pruner", default="percentile", help=pruner_help())
     parser.add_argument("--sampler", default="tpe", help=sampler_help())
-    parser.add_argument("--enqueue-reference", action="store_true",
-                        help="queue the reference recipe's point of the space as a trial")
+    reference = parser.add_mutually_exclusive_group()
+    reference.add_argument("--no-reference", action="store_true",
+                           help="do not queue the reference recipe's point of the space as a trial "
+                                "(by default it is queued, never pruned, and export-best's search "
+                                "gain is measured against it)")
+    reference.add_argument("--enqueue-reference", action="store_true",
+                           help="the default; kept so that old scripts work")
     parser.add_argument("--keep-top", type=int, default=0, metavar="N",
                         help="workers delete fold checkpoints outside the top N trials after each "
                              "trial (histosweep gc); N >= the export-best --candidates; 0 keeps all (default)")
@@ -40,7 +47,7 @@ def run(args) -> int:
         data=Path(args.data), space_file=Path(args.space) if args.space else None,
         folds=args.folds, holdout=args.holdout, seed=args.seed, pruner=args.pruner,
         keep_flagged=args.keep_flagged, skip_if_exists=args.skip_if_exists, force=args.force,
-        sampler=args.sampler, enqueue_reference=args.enqueue_reference, keep_top=args.keep_top,
+        sampler=args.sampler, enqueue_reference=not args.no_reference, keep_top=args.keep_top,
     )
     url = storage_arg(args)
     summary = create_study(args.study, url, opts, progress=not args.json)
@@ -53,7 +60,7 @@ def run(args) -> int:
     else:
         print(f"study {summary['study']!r} {summary['action']} in {summary['storage']}: "
               f"{summary['samples']} samples ({summary['excluded']} excluded), "
-              f"{summary['folds']} folds + holdout of {summary['holdout']}, pruner {summary['pruner']}, "
+              f"{summary['folds']} folds + holdout of {summary['holdout'] or 'none (--holdout 0)'}, pruner {summary['pruner']}, "
               f"sampler {summary['sampler']}")
         print(f"searching: {', '.join(summary['searched'])}")
         if reference:

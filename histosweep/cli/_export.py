@@ -10,6 +10,12 @@ from pathlib import Path
 from histosweep.cli._common import artifacts_arg, device_arg, print_json, storage_arg
 from histosweep.constants import DEFAULT_CANDIDATES
 
+# bundle._selection.METHODS / DEFAULT_METHOD and bundle._bootstrap.BBC_RESAMPLES, spelled here so
+# that `--help` does not import numpy
+METHODS = ("greedy", "bagged", "cmaes")
+DEFAULT_METHOD = "greedy"
+BBC_RESAMPLES = 1000
+
 OPTIONS = ("storage", "artifacts", "json")  # the common options this command reads (cli._common)
 
 
@@ -33,6 +39,32 @@ def add_arguments(parser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace an existing bundle in --out")
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when present)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars or stage lines")
+    add_estimate_arguments(parser)
+
+
+def add_estimate_arguments(parser) -> None:
+    """--ensemble and --bootstrap: export-best and estimate read them alike."""
+    parser.add_argument("--ensemble", choices=METHODS, default=DEFAULT_METHOD,
+                        help=f"ensemble selection on out-of-fold data: greedy (Caruana 2004), bagged "
+                             f"(Caruana 2006: sorted init, random halves), cmaes (CMA-ES weights, "
+                             f"Purucker & Beel 2023) (default {DEFAULT_METHOD})")
+    parser.add_argument("--bootstrap", type=int, default=BBC_RESAMPLES, metavar="N",
+                        help=f"BBC-CV resamples: the selection re-run on in-bag out-of-fold rows, "
+                             f"scored out of bag (default {BBC_RESAMPLES}, seeded)")
+
+
+def print_estimate(bbc: dict) -> None:
+    """The BBC-CV lines export-best and estimate print."""
+    from histosweep.trial_files import gain_sentence
+
+    def ci(x: dict) -> str:
+        return f"{x['mean']:.4f} [{x['ci95'][0]:.4f}, {x['ci95'][1]:.4f}]"
+
+    ref = f"; reference recipe (trial {bbc['reference_trial']}) {ci(bbc['reference'])}" if bbc["reference"] else ""
+    print(f"BBC-CV estimate ({bbc['resamples']} resamples, {bbc['method']} selection re-run in bag, "
+          f"scored out of bag): ensemble {ci(bbc['ensemble'])}; single best trial "
+          f"{ci(bbc['single_best'])}{ref}")
+    print(gain_sentence(bbc["search_gain"]))
 
 
 def run(args) -> int:
@@ -43,19 +75,24 @@ def run(args) -> int:
         trials=tuple(args.trial), single=args.single, candidates=args.candidates,
         calibrate=not args.no_calibrate, test=Path(args.test) if args.test else None, data=args.data,
         batch_size=args.batch_size, tta=args.tta, overwrite=args.overwrite, device=device_arg(args),
-        progress=not (args.no_progress or args.json),
+        progress=not (args.no_progress or args.json), ensemble=args.ensemble,
+        bootstrap=args.bootstrap,
     )
     summary = export_best(opts)
     if args.json:
         print_json(summary)
         return 0
     m = summary["metrics"]
-    low, high = m["lockbox_f1_ci95"]
     members = ", ".join(f"trial {x['trial']} x{x['weight']:.2f}" for x in summary["members"])
     print(f"exported {members} of {summary['study']!r} to {summary['out']}")
-    print(f"out-of-fold macro-F1 (selection data): {m['oof_f1']:.4f}; lockbox macro-F1 "
-          f"(holdout, read once): {m['lockbox_f1']:.4f} (95% CI {low:.4f}-{high:.4f}); single best "
-          f"trial {m['single_best']['trial']} on the lockbox: {m['single_best']['lockbox_f1']:.4f}")
+    if m["lockbox_f1"] is not None:
+        low, high = m["lockbox_f1_ci95"]
+        print(f"out-of-fold macro-F1 (selection data): {m['oof_f1']:.4f}; lockbox macro-F1 "
+              f"(holdout, read once): {m['lockbox_f1']:.4f} (95% CI {low:.4f}-{high:.4f}); single best "
+              f"trial {m['single_best']['trial']} on the lockbox: {m['single_best']['lockbox_f1']:.4f}")
+    else:
+        print(f"out-of-fold macro-F1 (selection data): {m['oof_f1']:.4f}; no lockbox (--holdout 0)")
+    print_estimate(m["bbc"])
     print(f"report: {summary['report']}")
     if summary["submission"]:
         print(f"submission: {summary['submission']} ({summary['submission_rows']} rows)")

@@ -28,6 +28,7 @@ EXPECTED = {
     "delete-study": {"--storage", "--json"},
     "dashboard": {"--storage", "--artifacts"},
     "export-best": {"--storage", "--artifacts", "--json"},
+    "estimate": {"--storage", "--artifacts", "--json"},
     "predict": {"--json"},
     "demo": {"--json"},
     "storage-proxy": {"--storage"},

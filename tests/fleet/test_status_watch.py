@@ -23,7 +23,7 @@ FOLDS = 3
 def study_with_running(synth_root, tmp_path, sqlite_url) -> str:
     """A complete trial (3 folds of 1000 s), a running trial at fold 2 epoch 3, one not started."""
     cli("create", "w", "--data", str(synth_root), "--space", str(tiny_space(tmp_path, epochs=EPOCHS)),
-        "--folds", str(FOLDS), "--storage", sqlite_url)
+        "--folds", str(FOLDS), "--storage", sqlite_url, "--no-reference")
     study = load("w", sqlite_url)
     study.add_trial(optuna.trial.create_trial(
         value=0.5, user_attrs={"config": {"epochs": EPOCHS}, "fold_seconds": [1000.0] * FOLDS},

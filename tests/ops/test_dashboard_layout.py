@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from histosweep.search._study import _space_text
-from histosweep.search._trial_page import confusion_figure, fold_note
+from histosweep.trial_files._trial_page import confusion_figure, fold_note
 from tests.ops._helpers import require_tool
 from tests.ops.test_dashboard import _chromium, _chromium_run, _Dashboard, _trained_detail
 from tests.ops.test_dashboard import trained as trained  # noqa: F401 - the fixture, shared

@@ -73,7 +73,7 @@ def test_unknown_backbone_in_space(synth_root, tmp_path, sqlite_url):
 
 def test_status_of_unknown_study_lists_known(synth_root, tmp_path, sqlite_url):
     cli("create", "known", "--data", str(synth_root), "--space", str(tiny_space(tmp_path)), "--folds", "2",
-        "--storage", sqlite_url)
+        "--storage", sqlite_url, "--no-reference")
     proc = cli("status", "nope", "--storage", sqlite_url, check=False)
     assert proc.returncode == 1 and "known" in proc.stderr and "histosweep create nope" in proc.stderr
     status = json.loads(cli("status", "known", "--storage", sqlite_url, "--json").stdout)

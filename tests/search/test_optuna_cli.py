@@ -37,8 +37,10 @@ def head_hidden_space(tmp_path, *, epochs: int = 2):
 
 
 def _create(name, url, data, space, *extra):
+    # create queues the reference recipe by default; these tests count the trials they add
+    reference = () if "--enqueue-reference" in extra else ("--no-reference",)
     return cli("create", name, "--data", str(data), "--space", str(space), "--folds", "2",
-               "--storage", url, *extra)
+               "--storage", url, *reference, *extra)
 
 
 @pytest.fixture(scope="module")
