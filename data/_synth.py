@@ -66,8 +66,10 @@ def _check_args(n_train: int, n_test: int, short_side: int) -> None:
         raise DataError(
             f"--n-train {n_train} is too small; use at least 24 (contaminants + 4 classes)"
         )
-    if n_test < 0 or short_side < 32:
-        raise DataError("--n-test must be >= 0 and --short-side >= 32")
+    if n_test < 0:
+        raise DataError(f"--n-test {n_test}: use 0 or more unlabelled test samples")
+    if short_side < 32:
+        raise DataError(f"--short-side {short_side}: use at least 32 (pixels)")
 
 
 def _already_there(out: Path, params: dict) -> bool:

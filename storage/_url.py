@@ -22,7 +22,8 @@ _PASSWORD_RE = re.compile(
     r"@(?=(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.\-]+)(?::\d*)?(?:[/?'\"\s,;)]|$))"
 )
 # libpq takes the password as a query parameter too: ?password=... or &sslpassword=...
-_QUERY_PASSWORD_RE = re.compile(r"(?i)(?P<key>[?&](?:ssl)?password=)(?P<pw>[^&#\s'\"]*)")
+# (a ':' followed by a space ends it: the URL is quoted in "cannot open storage URL: why")
+_QUERY_PASSWORD_RE = re.compile(r"(?i)(?P<key>[?&](?:ssl)?password=)(?P<pw>(?:[^&#\s'\":]|:(?!\s|$))*)")
 # One whole URL (not prose): the password runs to the last `@`, whatever it holds.
 _WHOLE_URL_PASSWORD_RE = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.\-]*:/*[^:/@\s]*:(?P<pw>.*)@[^@]*$")
 _KNOWN_SECRETS: set[str] = set()

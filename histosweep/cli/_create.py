@@ -40,7 +40,11 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    import optuna
+
     from histosweep.search import CreateOptions, create_study
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # our summary line says it, once
     from histosweep.storage import redact, resolve_storage_url
 
     opts = CreateOptions(

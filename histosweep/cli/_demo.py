@@ -25,7 +25,11 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    import optuna
+
     from histosweep._demo import DemoOptions, format_summary, run_demo
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the demo's own lines say what happens
 
     opts = DemoOptions(workdir=Path(args.workdir), trials=args.trials, workers=args.workers,
                        folds=args.folds, progress=not args.no_progress)

@@ -43,6 +43,6 @@ def run(args) -> int:
           f"and {sum(1 for k in summary['kept'] if not k['reason'].startswith('top'))} running, "
           "waiting or resumable trial(s)")
     if args.keep_top < DEFAULT_CANDIDATES:
-        print(f"note: export-best selects from --candidates {DEFAULT_CANDIDATES} by default; "
-              f"pass --candidates {args.keep_top} or less to export from what gc kept")
+        print(f"note: export-best ranks --candidates {DEFAULT_CANDIDATES} by default and stops if "
+              f"it selects a trial gc cleaned; --candidates {args.keep_top} or less never does")
     return 0

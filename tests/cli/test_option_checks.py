@@ -179,3 +179,16 @@ def test_create_refuses_a_study_name_no_log_file_can_carry(tmp_path, name, fault
     proc = histosweep("create", name, "--data", str(tmp_path), "--storage", f"sqlite:///{db}")
     assert fault in one_error_line(proc)
     assert not db.exists()
+
+
+def test_synth_names_the_one_wrong_flag(tmp_path):
+    assert one_error_line(histosweep("synth", str(tmp_path / "d"), "--short-side", "5")) == (
+        "error: --short-side 5: use at least 32 (pixels)")
+    assert not (tmp_path / "d").exists()
+
+
+def test_create_prints_no_optuna_log_line(tmp_path, synth_root):
+    proc = histosweep("create", "quiet", "--data", str(synth_root), "--folds", "2",
+                      "--storage", f"sqlite:///{tmp_path / 's.db'}")
+    assert proc.returncode == 0, proc.stderr
+    assert "A new study created" not in proc.stderr + proc.stdout

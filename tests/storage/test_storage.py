@@ -297,3 +297,11 @@ def test_bad_or_unreachable_proxy_is_one_line(url, expect, tmp_path):
     assert proc.returncode == 1, proc.stderr
     assert proc.stderr.strip().splitlines() == [proc.stderr.strip()] and expect in proc.stderr
     assert "Gr9cPw" not in proc.stderr and "Warning" not in proc.stderr
+
+
+def test_a_query_password_is_hidden_and_the_text_after_it_kept():
+    from histosweep.storage import redact
+
+    text = "cannot open storage postgresql://u@h/db?password=pw9x: connection refused"
+    assert redact(text) == "cannot open storage postgresql://u@h/db?password=***: connection refused"
+    assert redact("h/db?password=a:b&sslmode=require") == "h/db?password=***&sslmode=require"
