@@ -28,3 +28,13 @@ def space_input_targets(space) -> list | None:
             values = dict(zip(names, combo, strict=True))
             targets.append(input_target(SimpleNamespace(input_mode=mode, **values)))
     return list(dict.fromkeys(targets))
+
+
+def ranged_pixel_keys(space) -> list[str]:
+    """The keys that change cached pixels (each input mode's InputSpec.fields) given as ranges:
+    every trial would draw another value and build another cache."""
+    from histosweep.data import input_spec_class
+
+    modes = space.values("input_mode") or []
+    names = dict.fromkeys(n for mode in modes for n in input_spec_class(str(mode)).fields)
+    return [n for n in names if n in space.params and space.values(n) is None]

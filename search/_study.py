@@ -55,6 +55,7 @@ def create_study(name: str, storage_url: str | None, opts: CreateOptions, *, pro
     _check_options(opts)
     space = load_space(opts.space_file)
     check_backbones(space)
+    _check_pixel_keys(space, opts.space_file)
     settings = build_settings(space, opts, progress=progress)
     storage = open_storage(storage_url)
     existing = _find(storage, name)
@@ -108,6 +109,19 @@ def _check_name(name: str) -> None:
         shown = name if len(name) <= 40 else name[:40] + "..."
         raise UserError(f"study name {shown!r}: it names worker log files (STUDY-HOST-PID-SLOT.log), "
                         f"so use at most {MAX_STUDY_NAME_BYTES} bytes and no control characters")
+
+
+def _check_pixel_keys(space, space_file) -> None:
+    """A range on a key that changes the cached pixels builds a new cache for every trial."""
+    from histosweep.search._inputs import ranged_pixel_keys
+
+    ranged = ranged_pixel_keys(space)
+    if ranged:
+        raise UserError(
+            f"space {space_file or 'default'}: {', '.join(ranged)} change(s) the cached pixels, so "
+            "each value is a cache of its own; give a list of values (e.g. crop_margin = [0.0, "
+            "0.1, 0.2]), not a range"
+        )
 
 
 def _check_options(opts: CreateOptions) -> None:

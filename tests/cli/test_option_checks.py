@@ -192,3 +192,15 @@ def test_create_prints_no_optuna_log_line(tmp_path, synth_root):
                       "--storage", f"sqlite:///{tmp_path / 's.db'}")
     assert proc.returncode == 0, proc.stderr
     assert "A new study created" not in proc.stderr + proc.stdout
+
+
+def test_create_refuses_a_range_on_a_key_that_changes_cached_pixels(tmp_path, synth_root):
+    space = tmp_path / "space.toml"
+    space.write_text('[params]\ninput_mode = ["whole", "mask_crop"]\nresolution = 32\n'
+                     'crop_margin = { low = 0.0, high = 0.3 }\npretrained = false\n')
+    db = tmp_path / "s.db"
+    proc = histosweep("create", "px", "--data", str(synth_root), "--space", str(space),
+                      "--storage", f"sqlite:///{db}")
+    line = one_error_line(proc)
+    assert "crop_margin change(s) the cached pixels" in line and "not a range" in line
+    assert not db.exists()
