@@ -1,4 +1,4 @@
-"""Worker log lines: `[slot pid] LEVEL msg` text, or JSON lines for log shippers (--log-format json).
+"""Worker log lines: `[slot] LEVEL msg` text, or JSON lines for log shippers (--log-format json).
 
 Exercise: `histosweep worker STUDY --gpus cpu --trials-per-gpu 2 --log-format json`.
 """
@@ -36,8 +36,8 @@ class JsonLineFormatter(logging.Formatter):
 def make_formatter(log_format: str, slot: str) -> logging.Formatter:
     if log_format == "json":
         return JsonLineFormatter(slot)
-    # NOTE: the pid in the tag: two workers on one host may run the same slot label
-    return logging.Formatter(f"%(asctime)s [{slot} %(process)d] %(levelname)s %(message)s")
+    # NOTE: no pid in the tag: each worker process writes its own file (STUDY-HOST-PID-SLOT.log)
+    return logging.Formatter(f"%(asctime)s [{slot}] %(levelname)s %(message)s")
 
 
 def without_epoch_lines(record: logging.LogRecord) -> bool:
