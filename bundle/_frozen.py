@@ -67,3 +67,18 @@ def _check_weights(member, embedder) -> None:
             f"{embedder.weights_sha256[:16]}…, the bundle's heads were trained on {expected[:16]}…; "
             "stage the same weights (hub cache or image_pretrained_path) the study used"
         )
+
+
+def check_frozen_weights(members) -> None:
+    """Every frozen member's backbone weights at hand (model.weights_status, as `check` and the
+    workers ask), before predict decodes a single image."""
+    from histosweep.model import weights_status
+
+    for member in members:
+        cfg = member.config
+        if cfg.train_mode != "frozen" or not cfg.pretrained:
+            continue
+        paths = [cfg.image_pretrained_path] if cfg.image_pretrained_path else ()
+        status = weights_status(cfg.image_backbone, paths=paths)
+        if not status.ok:
+            raise UserError(f"trial {member.trial} of the bundle: {status.detail}")

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from histosweep.bundle._ensemble import decide, ensemble_probs
+from histosweep.bundle._frozen import check_frozen_weights
 from histosweep.data import (
     CLASSES,
     DataError,
@@ -338,6 +339,7 @@ def predict_folder(bundle_dir, images_dir, out_csv, *, tta: bool = False, batch_
     check_batch_size(batch_size)
     out_csv = check_out_file(out_csv)
     bundle = load_bundle(bundle_dir)
+    check_frozen_weights(bundle.members)
     ids, arrays = load_test_folder(images_dir, bundle.targets(), workers=workers, progress=progress)
     probs = ensemble_predict(bundle, arrays, batch_size=batch_size, tta=tta, device=device,
                              progress=progress)

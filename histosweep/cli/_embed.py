@@ -72,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
     from histosweep.model import check_backbone
 
     check_backbone(cfg.image_backbone, field="--backbone")
+    _check_weights(args)
     ds = data.load_dataset(Path(args.data).expanduser(), labeled=True)
     embedder = build_embedder(cfg, device=device_arg(args))
     if not (args.pretrained or args.weights):
@@ -118,3 +119,17 @@ def _document(emb, reused: bool, seconds: float, device: str) -> dict:
         "seconds": round(seconds, 3),
         "images_per_s": None if reused else round(n / max(seconds, 1e-9), 2),
     }
+
+
+def _check_weights(args) -> None:
+    """Pretrained weights not at hand (offline, not cached): one line before any decoding, the
+    same answer `histosweep check` and the workers get (model.weights_status)."""
+    if not (args.pretrained or args.weights):
+        return
+    from histosweep.exceptions import UserError
+    from histosweep.model import weights_status
+
+    status = weights_status(args.backbone, field="--backbone",
+                            paths=[args.weights] if args.weights else ())
+    if not status.ok:
+        raise UserError(status.detail)
