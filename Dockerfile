@@ -32,6 +32,8 @@ COPY model ./model
 COPY search ./search
 COPY bundle ./bundle
 COPY storage ./storage
+COPY fleet ./fleet
+COPY trial_files ./trial_files
 # The package itself: its dependency ranges live in pyproject.toml.
 # hadolint ignore=DL3013
 RUN pip install ".[s3]" \

@@ -327,7 +327,7 @@ def check_out_place(out, *, bundle_dir, images_dir, overwrite: bool) -> None:
         if where.is_relative_to(Path(folder).resolve()):
             raise UserError(f"--out {out} is inside {flag} folder {folder}; write the CSV "
                             "elsewhere, e.g. --out submission.csv")
-    if out.exists() and not overwrite:
+    if out.is_file() and not overwrite:  # a folder: check_out_file's own line
         raise UserError(f"--out {out} exists; pass --overwrite to replace it, or another --out")
 
 

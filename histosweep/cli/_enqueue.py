@@ -19,10 +19,9 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from histosweep.search import check_params, enqueue, load_settings, open_study, read_params_file
 
-    wanted = read_params_file(args.params)  # a broken file is one line, even without a study
     study = open_study(args.study, storage_arg(args))
     space = load_settings(study).space_obj()
-    params = check_params(space, wanted, source=f"params file {args.params}")
+    params = check_params(space, read_params_file(args.params), source=f"params file {args.params}")
     queued = enqueue(study, params, source=str(args.params))
     if args.json:
         print_json({"study": args.study, "params": params, "enqueued": queued})

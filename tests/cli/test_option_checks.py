@@ -165,11 +165,13 @@ def test_check_artifacts_leaves_no_empty_folder_at_any_depth(tmp_path):
     assert not (tmp_path / "a").exists() and not (tmp_path / "x.db").exists()
 
 
-def test_a_params_file_that_is_not_utf8_is_one_line(tmp_path):
+def test_a_params_file_that_is_not_utf8_is_one_line(tmp_path, synth_root):
+    storage = f"sqlite:///{tmp_path / 'x.db'}"
+    assert histosweep("create", "s", "--data", str(synth_root), "--folds", "2", "--no-reference",
+                      "--storage", storage).returncode == 0
     params = tmp_path / "p.toml"
     params.write_bytes(b"lr = 0.001 # caf\xe9\n")
-    proc = histosweep("enqueue", "s", "--params", str(params), "--storage",
-                      f"sqlite:///{tmp_path / 'x.db'}")
+    proc = histosweep("enqueue", "s", "--params", str(params), "--storage", storage)
     assert "is not UTF-8 text" in one_error_line(proc)
 
 
