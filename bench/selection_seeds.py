@@ -3,7 +3,7 @@ lockbox, each with a separate labelled test set nothing selects on; every ensemb
 exported from ONE search per seed and holdout.
 
 Run: `python bench/selection_seeds.py --workroot /tmp/bbc-bench [--seeds 0 1 2]
-[--holdouts 0.2 0] [--trials 10 --epochs 3 --n-test 1500]`; a workdir that holds a finished
+[--holdouts 0.2 0] [--trials 10 --epochs 3 --n-test 1500 --signal 0.25 --pruner percentile]`; a workdir that holds a finished
 search (`search.json`) is reused, so the searches can run first (`bench/selection.py
 --search-only --workdir ...`). Prints every figure, misses included. Last line: JSON.
 """
@@ -27,6 +27,8 @@ def _args(argv):
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--n-test", type=int, default=1500)
     parser.add_argument("--bootstrap", type=int, default=1000)
+    parser.add_argument("--signal", type=float, default=0.25, help="class signal strength in [0, 1]")
+    parser.add_argument("--pruner", default="percentile", help="the study's --pruner")
     return parser.parse_args(argv)
 
 
@@ -48,7 +50,8 @@ def main(argv=None) -> dict:
             runs[(holdout, seed)] = selection.main([
                 "--trials", str(args.trials), "--epochs", str(args.epochs), "--n-test",
                 str(args.n_test), "--seed", str(seed), "--holdout", str(holdout), "--bootstrap",
-                str(args.bootstrap), "--workdir", str(_workdir(root, holdout, seed))])
+                str(args.bootstrap), "--signal", str(args.signal), "--pruner", args.pruner,
+                "--workdir", str(_workdir(root, holdout, seed))])
     summary = summarise(runs, args)
     _print(summary)
     print(json.dumps(summary))

@@ -13,11 +13,15 @@ Exercise: `histosweep estimate STUDY [--json]`; `histosweep export-best STUDY --
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 
 from histosweep.bundle._selection import (
+    BAGS,
     DEFAULT_METHOD,
     batch_f1,
     checked_offsets_batch,
@@ -29,6 +33,8 @@ BBC_RESAMPLES = 1000
 BBC_SEED = 0  # NOTE: fixed, so that export-best and estimate give the same figures and bytes
 BBC_LEVEL = 0.95
 CHUNK = 50  # resamples selected at once (memory: K x CHUNK x N x C float64)
+PARALLEL_WORK = 5_000_000  # resamples x rows x candidates above which chunks go to processes
+MAX_WORKERS = 8
 BBC_NOTE = (
     "BBC-CV (bootstrap bias-corrected cross-validation): the out-of-fold rows resampled with "
     "replacement; in each resample the whole selection (ranking, ensemble, decision offsets) "
@@ -103,27 +109,26 @@ def bbc_cv(probs: np.ndarray, labels: np.ndarray, opts: BBCOptions, *,
     value, the tie-break in bag); labels (N,); reference: pool index of the reference trial.
 
     Returns {"ensemble", "single_best", "reference", "search_gain"} each {"mean", "ci95"}
-    (None where there is no reference), and the settings."""
+    (None where there is no reference), and the settings. Chunks of resamples run in worker
+    processes when the work is large (each chunk has its own seed: the same figures either way)."""
     probs = np.asarray(probs, np.float64)
     labels = np.asarray(labels, np.int64)
-    m_all, _, num_classes = probs.shape
     rng = np.random.default_rng(opts.seed)
     counts = stratified_counts(labels, opts.resamples, rng)
-    chunk_seeds = rng.integers(0, 2**63 - 1, size=(opts.resamples + CHUNK - 1) // CHUNK)
-    argmax = probs.argmax(-1)  # (M, N)
-    ens, single, ref = (np.empty(opts.resamples) for _ in range(3))
-    for i, start in enumerate(range(0, opts.resamples, CHUNK)):
-        w = counts[start:start + CHUNK]
-        crng = np.random.default_rng(int(chunk_seeds[i]))
-        oob = (w == 0).astype(np.float64)
-        b = w.shape[0]
-        top, best, weights, offsets = select_in_bag(probs, labels, w, opts, crng, argmax=argmax)
-        single[start:start + b] = batch_f1(argmax[best], labels, oob, num_classes)
-        if reference is not None:
-            ref[start:start + b] = batch_f1(np.broadcast_to(argmax[reference], w.shape), labels,
-                                            oob, num_classes)
-        chosen = np.einsum("bk,kbnc->bnc", weights, probs[top.T])
-        ens[start:start + b] = batch_f1(decide_batch(chosen, offsets), labels, oob, num_classes)
+    starts = range(0, opts.resamples, CHUNK)
+    chunk_seeds = [int(s) for s in rng.integers(0, 2**63 - 1, size=len(starts))]
+    jobs = [(counts[start:start + CHUNK], seed) for start, seed in zip(starts, chunk_seeds, strict=True)]
+    shared = (probs, labels, opts, reference)
+    workers = _workers(probs, opts, len(jobs))
+    if workers == 1:
+        _init_shared(*shared)
+        parts = [_score_chunk(job) for job in jobs]
+    else:
+        ctx = multiprocessing.get_context("spawn")  # NOTE: no fork: the caller may hold threads
+        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_shared,
+                                 initargs=shared) as pool:
+            parts = list(pool.map(_score_chunk, jobs))
+    ens, single, ref = (np.concatenate(x) for x in zip(*parts, strict=True))
     has_ref = reference is not None
     return {
         "ensemble": interval(ens), "single_best": interval(single),
@@ -131,5 +136,40 @@ def bbc_cv(probs: np.ndarray, labels: np.ndarray, opts: BBCOptions, *,
         "search_gain": interval(ens - ref) if has_ref else None,
         "resamples": opts.resamples, "seed": opts.seed, "method": opts.method,
         "candidates": opts.candidates, "calibrated": opts.calibrate, "rows": int(labels.size),
-        "pool": int(m_all), "note": BBC_NOTE,
+        "pool": int(probs.shape[0]), "note": BBC_NOTE,
     }
+
+
+def _workers(probs: np.ndarray, opts: BBCOptions, chunks: int) -> int:
+    """Processes for the chunks: one where the work is small (starting one costs ~1 s)."""
+    work = opts.resamples * probs.shape[1] * min(opts.candidates, probs.shape[0])
+    work *= BAGS // 2 if opts.method == "bagged" else 1
+    if work < PARALLEL_WORK:
+        return 1
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(chunks, cpus, MAX_WORKERS))
+
+
+_SHARED: dict = {}
+
+
+def _init_shared(probs, labels, opts, reference) -> None:
+    _SHARED.update(probs=probs, labels=labels, opts=opts, reference=reference,
+                   argmax=probs.argmax(-1))
+
+
+def _score_chunk(job) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One chunk of resamples: select in bag, score out of bag -> (ensemble, single, reference)."""
+    w, seed = job
+    probs, labels, opts = _SHARED["probs"], _SHARED["labels"], _SHARED["opts"]
+    reference, argmax = _SHARED["reference"], _SHARED["argmax"]
+    num_classes = probs.shape[-1]
+    oob = (w == 0).astype(np.float64)
+    top, best, weights, offsets = select_in_bag(probs, labels, w, opts, np.random.default_rng(seed),
+                                                argmax=argmax)
+    single = batch_f1(argmax[best], labels, oob, num_classes)
+    ref = (batch_f1(np.broadcast_to(argmax[reference], w.shape), labels, oob, num_classes)
+           if reference is not None else np.full(w.shape[0], np.nan))
+    chosen = np.einsum("bk,kbnc->bnc", weights, probs[top.T])
+    ens = batch_f1(decide_batch(chosen, offsets), labels, oob, num_classes)
+    return ens, single, ref

@@ -17,7 +17,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from histosweep.constants import DEMO_WORKDIR
+from histosweep.constants import DEFAULT_HOLDOUT, DEMO_WORKDIR
 from histosweep.exceptions import UserError
 
 STUDY = "demo"
@@ -213,11 +213,11 @@ def _cache_targets(space) -> tuple[list[int], list[str]]:
 
 
 def create_demo_study(paths: DemoPaths, space_file: Path, *, folds: int, pruner: str,
-                      progress: bool = True) -> dict[str, Any]:
+                      holdout: float = DEFAULT_HOLDOUT, progress: bool = True) -> dict[str, Any]:
     from histosweep.search import CreateOptions, create_study
 
     opts = CreateOptions(data=paths.data, space_file=Path(space_file), folds=folds, pruner=pruner,
-                         force=True)
+                         holdout=holdout, force=True)
     return create_study(STUDY, paths.storage, opts, progress=progress)
 
 
@@ -251,6 +251,8 @@ def _summary(paths: DemoPaths, export: dict[str, Any], seconds: float) -> dict[s
         "members": export["members"], "oof_f1": export["metrics"]["oof_f1"],
         "lockbox_f1": export["metrics"]["lockbox_f1"],
         "lockbox_f1_ci95": export["metrics"]["lockbox_f1_ci95"],
+        "bbc": export["metrics"]["bbc"]["ensemble"],
+        "search_gain_text": export["metrics"]["search_gain_text"],
         "bundle": export["out"], "report": export["report"], "submission": export["submission"],
         "dashboard": dashboard_command(paths), "seconds": round(seconds, 1),
     }
@@ -258,7 +260,7 @@ def _summary(paths: DemoPaths, export: dict[str, Any], seconds: float) -> dict[s
 
 def format_summary(s: dict[str, Any]) -> str:
     params = ", ".join(f"{k}={_short(v)}" for k, v in sorted(s["best_params"].items()))
-    low, high = s["lockbox_f1_ci95"]
+    low, high = s["bbc"]["ci95"]
     trials = ", ".join(f"{n} {state.lower()}" for state, n in sorted((s["trials"] or {}).items()) if n)
     members = ", ".join(f"trial {m['trial']} x{m['weight']:.2f}" for m in s["members"])
     return "\n".join([
@@ -266,7 +268,11 @@ def format_summary(s: dict[str, Any]) -> str:
         f"best trial {s['best_trial']}: out-of-fold macro-F1 {s['best_value']:.4f}",
         f"  params: {params}",
         f"exported ensemble: {members}; out-of-fold macro-F1 {s['oof_f1']:.4f}",
-        f"lockbox (holdout, read once) macro-F1 {s['lockbox_f1']:.4f} (95% CI {low:.4f}-{high:.4f})",
+        f"honest estimate (BBC-CV) macro-F1 {s['bbc']['mean']:.4f} (95% CI {low:.4f}-{high:.4f})",
+        *([f"lockbox (holdout, read once) macro-F1 {s['lockbox_f1']:.4f} (95% CI "
+           f"{s['lockbox_f1_ci95'][0]:.4f}-{s['lockbox_f1_ci95'][1]:.4f})"]
+          if s["lockbox_f1"] is not None else []),
+        s["search_gain_text"],
         f"bundle:     {s['bundle']}",
         f"report:     {s['report']}",
         f"submission: {s['submission']}",

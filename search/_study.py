@@ -12,6 +12,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from histosweep.constants import DEFAULT_HOLDOUT
 from histosweep.data import CLASSES, audit_dataset, dataset_fingerprint, load_dataset, make_split
 from histosweep.search._enqueue import REFERENCE_SOURCE, enqueue, reference_params
 from histosweep.search._errors import UserError
@@ -35,7 +36,7 @@ class CreateOptions:
     data: Path
     space_file: Path | None = None
     folds: int = 5
-    holdout: float = 0.2
+    holdout: float = DEFAULT_HOLDOUT
     seed: int = 0
     pruner: str = "percentile"
     keep_flagged: bool = False

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from histosweep.cli._common import print_json, storage_arg
+from histosweep.constants import DEFAULT_HOLDOUT
 from histosweep.search import pruner_help, sampler_help
 
 OPTIONS = ("storage", "json")  # the common options this command reads (cli._common)
@@ -16,9 +17,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--data", required=True, help="dataset folder (train_labels.csv + train_data/)")
     parser.add_argument("--space", default=None, help="search space TOML (default: the reference recipe's space)")
     parser.add_argument("--folds", type=int, default=5, help="cross-validation folds (default 5)")
-    parser.add_argument("--holdout", type=float, default=0.2,
-                        help="stratified holdout (lockbox) fraction (default 0.2); 0: every image in "
-                             "the folds, export-best's BBC-CV estimate is the honest number")
+    parser.add_argument("--holdout", type=float, default=DEFAULT_HOLDOUT,
+                        help=f"stratified holdout (lockbox) fraction, e.g. 0.2 (default {DEFAULT_HOLDOUT:g}: "
+                             "every image in the folds, export-best's BBC-CV estimate is the honest "
+                             "number)")
     parser.add_argument("--seed", type=int, default=0, help="split and sampler seed (default 0)")
     parser.add_argument("--pruner", default="percentile", help=pruner_help())
     parser.add_argument("--sampler", default="tpe", help=sampler_help())

@@ -122,3 +122,19 @@ def test_bbc_is_seeded():
     a = bbc_cv(probs, labels, BBCOptions(resamples=100))
     assert a == bbc_cv(probs, labels, BBCOptions(resamples=100))
     assert a != bbc_cv(probs, labels, BBCOptions(resamples=100, seed=1))
+
+
+def test_chunks_in_worker_processes_give_the_same_figures(monkeypatch):
+    """Large work goes to spawned processes, chunk by chunk, each chunk with its own seed: the
+    figures are the serial run's, to the last digit."""
+    import histosweep.bundle._bootstrap as bootstrap
+
+    probs, labels = planted([0.6, 0.55, 0.5, 0.45], 120, seed=3)
+    opts = BBCOptions(resamples=120, method="bagged", candidates=4)
+    monkeypatch.setattr(bootstrap, "PARALLEL_WORK", 10**12)
+    assert bootstrap._workers(probs, opts, 3) == 1
+    serial = bbc_cv(probs, labels, opts, reference=0)
+    monkeypatch.setattr(bootstrap, "PARALLEL_WORK", 1)
+    if bootstrap._workers(probs, opts, 3) < 2:
+        pytest.fail("this test needs at least 2 CPUs to run chunks in processes")
+    assert bbc_cv(probs, labels, opts, reference=0) == serial

@@ -41,7 +41,7 @@ def build_tiny_study(root: Path):
     synthesize(paths.data, n_train=40, n_test=8, seed=0, short_side=96)
     space = root / "space.toml"
     space.write_text(SPACE_64)
-    create_demo_study(paths, space, folds=2, pruner="none", progress=False)
+    create_demo_study(paths, space, folds=2, pruner="none", holdout=0.2, progress=False)  # a lockbox
     s = load("demo", paths.storage)
     for resolution, lr in ((32, 1e-3), (32, 2e-3), (64, 1e-3)):
         s.enqueue_trial({"resolution": resolution, "lr": lr, "cutmix_prob": 0.0})
@@ -92,10 +92,10 @@ def test_bundle_contents(study, bundle):
     members = manifest["members"]
     assert sum(m["weight"] for m in members) == pytest.approx(1.0)
     assert all(m["weight"] > 0 for m in members)
-    # weights are picks / rounds of the kept prefix of the selection path
-    path = manifest["selection"]["path"]
+    # the default is bagged selection (the bench's pick): its path lists the members it kept
+    assert manifest["selection"]["ensemble"] == "bagged"
+    assert sorted(manifest["selection"]["path"]) == sorted(m["trial"] for m in members)
     for m in members:
-        assert m["weight"] == pytest.approx(path.count(m["trial"]) / len(path))
         assert m["config"] == trials[m["trial"]].user_attrs["config"]
         assert m["oof_f1"] == trials[m["trial"]].value
     shipped = sorted(p.name for p in (bundle / "folds").iterdir())
@@ -122,9 +122,16 @@ def test_bundle_contents(study, bundle):
     assert (bundle / "submission.csv").is_file()
 
 
-def test_the_ensemble_is_at_least_as_good_as_the_best_trial_on_oof(study, bundle):
-    """Greedy selection starts from the best trial and keeps the best prefix: never worse on OOF."""
-    manifest = json.loads((bundle / "manifest.json").read_text())
+def test_greedy_weights_are_picks_and_never_worse_than_the_best_trial_on_oof(study, tmp_path):
+    """Greedy selection starts from the best trial and keeps the best prefix: never worse on OOF;
+    weights are picks / rounds of the kept prefix of the selection path."""
+    out = tmp_path / "greedy"
+    assert main(export_args(study, out, "--ensemble", "greedy", "--bootstrap", "100")) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    path = manifest["selection"]["path"]
+    assert manifest["selection"]["ensemble"] == "greedy" and path
+    for m in manifest["members"]:
+        assert m["weight"] == pytest.approx(path.count(m["trial"]) / len(path))
     best = load("demo", study.storage).best_trial
     assert manifest["metrics"]["oof_f1"] >= best.value - 1e-12
 

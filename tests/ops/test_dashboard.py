@@ -233,7 +233,8 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("trained")
     paths = DemoPaths(root)
     synthesize(paths.data, n_train=32, n_test=4, seed=0, short_side=48)
-    create_demo_study(paths, tiny_space(root, epochs=1), folds=2, pruner="none", progress=False)
+    create_demo_study(paths, tiny_space(root, epochs=1), folds=2, pruner="none", holdout=0.2,
+                      progress=False)
     assert run_demo_workers(paths, trials=2, workers=1, progress=False) == 0
     out = root / "bundle"
     code = main(["export-best", DEMO, "--out", str(out), "--storage", paths.storage, "--artifacts",

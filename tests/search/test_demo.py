@@ -10,7 +10,7 @@ import time
 import pytest
 from optuna.trial import TrialState
 
-from histosweep._demo import MARKER, DemoPaths, claim_workdir
+from histosweep._demo import MARKER, DemoPaths, claim_workdir, format_summary
 from histosweep.search import UserError
 from tests.search._helpers import cli, load
 
@@ -40,6 +40,13 @@ def test_demo_end_to_end(tmp_path):
     assert states.count(TrialState.COMPLETE) + states.count(TrialState.PRUNED) == 10  # --trials default
     assert summary["best_trial"] == study.best_trial.number
     assert summary["best_value"] == study.best_value and summary["best_params"] == study.best_params
+    # no lockbox by default: the honest number is BBC-CV's, and the text summary says so
+    assert summary["lockbox_f1"] is None and study.user_attrs["histosweep"]["split"]["holdout"] == []
+    low, high = summary["bbc"]["ci95"]
+    assert 0.0 <= low <= summary["bbc"]["mean"] <= high <= 1.0
+    text = format_summary(summary)
+    assert f"honest estimate (BBC-CV) macro-F1 {summary['bbc']['mean']:.4f}" in text
+    assert "lockbox" not in text and "search gain over the reference" in text
 
 
 def test_claim_refuses_a_foreign_folder(tmp_path):

@@ -57,7 +57,7 @@ def frozen_study(tmp_path_factory):
     weights = write_vit_weights(root / "vit.safetensors", seed=1)
     space = root / "space.toml"
     space.write_text(SPACE_FROZEN.format(weights=weights))
-    create_demo_study(paths, space, folds=2, pruner="none", progress=False)
+    create_demo_study(paths, space, folds=2, pruner="none", holdout=0.2, progress=False)
     assert run_demo_workers(paths, trials=3, workers=1, progress=False) == 0
     return paths, weights
 
@@ -227,7 +227,7 @@ def test_frozen_tiles_embed_each_tile_and_predict_the_same_csv(tmp_path, capsys)
         'tile_pool = "attention"',
         'input_mode = "tiles"\ntile_size = 32\ntile_scale = 1.0\ntiles_per_image = 4\n'
         'tile_min_mask = 0.3\ntile_pool = ["mean", "attention"]'))
-    create_demo_study(paths, space, folds=2, pruner="none", progress=False)
+    create_demo_study(paths, space, folds=2, pruner="none", holdout=0.2, progress=False)
     assert run_demo_workers(paths, trials=2, workers=1, progress=False) == 0
     trials = load("demo", paths.storage).get_trials()
     assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 2
