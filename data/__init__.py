@@ -16,6 +16,7 @@ from histosweep.data._decode import RESIZE_MODES, decode_and_resize, resize_pair
 from histosweep.data._embed_cache import (
     EmbeddingArrays,
     EmbeddingCache,
+    embedding_build_lock,
     embedding_dir,
     embeddings_present,
     open_embeddings,
@@ -98,6 +99,7 @@ __all__ = [
     "dataset_fingerprint",
     "decode_all",
     "decode_and_resize",
+    "embedding_build_lock",
     "embedding_dir",
     "embeddings_present",
     "default_cache_dir",

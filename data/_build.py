@@ -10,12 +10,16 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import logging
+import time
 from pathlib import Path
 
 import numpy as np
 
 from histosweep.data._cache import (
     CACHE_VERSION,
+    FEATURES_FILE,
+    cache_lock,
     dataset_cache_dir,
     note_empty_masks,
     open_npy,
@@ -31,6 +35,7 @@ from histosweep.data._spec import InputSpec
 from histosweep.data._tiles import FALLBACK_MASK
 from histosweep.storage import atomic_dir
 
+log = logging.getLogger("histosweep")
 _TRIES = 3
 
 
@@ -61,12 +66,43 @@ def spec_present(base: Path, spec: InputSpec) -> bool:
 
 def _build(ds: Dataset, specs, cache_dir, workers, progress, want_features: bool) -> None:
     base = dataset_cache_dir(ds, cache_dir)
-    missing = [s for s in specs if not spec_present(base, s)]
-    features = read_features(base)
-    need_features = want_features and any(s.sample_index not in features for s in ds.samples)
+    missing, need_features = _todo(ds, base, specs, want_features)
     if not missing and not need_features:
         return
     sweep_stale_temps(base)
+    entries = [base / s.key for s in missing] + ([base / FEATURES_FILE] if need_features else [])
+    what = f"image cache ({', '.join(s.key for s in missing) or 'audit features'})"
+    # NOTE: one build per machine: the other slots and workers wait here, then find it built
+    with _locked(base, entries, what):
+        missing, need_features = _todo(ds, base, missing, need_features)
+        if missing or need_features:
+            _write(ds, base, missing, need_features, workers, progress)
+
+
+@contextlib.contextmanager
+def _locked(base: Path, entries: list[Path], what: str):
+    """cache_lock, where a lock file that cannot be made is the cache folder's problem."""
+    stack = contextlib.ExitStack()
+    try:
+        stack.enter_context(cache_lock(entries, what=what))
+    except OSError as exc:
+        raise unwritable_error(base, exc) from exc
+    with stack:
+        yield
+
+
+def _todo(ds: Dataset, base: Path, specs, want_features: bool) -> tuple[list, bool]:
+    """(specs not built yet, whether audit features are missing)."""
+    missing = [s for s in specs if not spec_present(base, s)]
+    features = read_features(base) if want_features else {}
+    need_features = want_features and any(s.sample_index not in features for s in ds.samples)
+    return missing, need_features
+
+
+def _write(ds: Dataset, base: Path, missing, need_features: bool, workers, progress) -> None:
+    """Decode every image once into the missing specs (and features); rename them into place."""
+    started = time.perf_counter()
+    features = read_features(base)
     try:
         with contextlib.ExitStack() as stack:  # every temp folder renamed at once, or none
             writers = {s: _Writer(stack, base, len(ds.samples), s) for s in missing}
@@ -83,6 +119,8 @@ def _build(ds: Dataset, specs, cache_dir, workers, progress, want_features: bool
             raise _LostRace from exc
         raise unwritable_error(base, exc) from exc
     note_empty_masks(ds, empty)
+    log.info("built cache %s of %d images in %.1f s", ",".join(s.key for s in missing) or
+             "audit features", len(ds.samples), time.perf_counter() - started)
 
 
 def _consume(ds: Dataset, results, writers: dict, features: dict) -> list[str]:
@@ -106,7 +144,8 @@ class _Writer:
         self.spec = spec
         # NOTE: replace=True: two builders racing both finish; the last rename wins, readers of the
         # first keep their (unlinked) memory maps intact.
-        self.tmp = stack.enter_context(atomic_dir(base / spec.key, replace=True))
+        # marker: names this process, so a sweep keeps the folder while it runs
+        self.tmp = stack.enter_context(atomic_dir(base / spec.key, replace=True, marker=True))
         self.arrays = {name: open_npy(self.tmp / f"{name}.npy", shape, dtype)
                        for name, (shape, dtype) in spec.shapes(n).items()}
         self.fallbacks: dict[int, str] = {}

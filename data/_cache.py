@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
-import shutil
-import time
 from pathlib import Path
 
 import numpy as np
@@ -19,11 +18,12 @@ from histosweep.constants import ENV_CACHE
 from histosweep.data._dataset import DataError, Dataset
 from histosweep.data._features import FEATURES_VERSION
 from histosweep.data._fingerprint import dataset_fingerprint
-from histosweep.storage import atomic_write_text
+from histosweep.storage import atomic_write_text, build_lock, sweep_dead_build_temps
+
+log = logging.getLogger("histosweep")
 
 CACHE_VERSION = 1
 FEATURES_FILE = "features.json"
-_STALE_TEMP_S = 12 * 3600  # a temp folder this old belongs to a build that was killed
 
 
 def default_cache_dir() -> Path:
@@ -39,13 +39,28 @@ def dataset_cache_dir(ds: Dataset, cache_dir=None) -> Path:
 
 
 def sweep_stale_temps(base: Path) -> None:
-    """Remove temp folders a killed build left (SIGKILL skips cleanup); live builds are younger."""
-    if not base.is_dir():
-        return
-    for tmp in base.glob(".*.tmp"):
-        with contextlib.suppress(OSError):
-            if time.time() - tmp.stat().st_mtime > _STALE_TEMP_S:
-                shutil.rmtree(tmp, ignore_errors=True)
+    """Remove temp folders of builds that are gone (SIGKILL skips cleanup): judged by their
+    entry's build lock and their builder's pid, never by age (storage.dead_build_temps)."""
+    for tmp in sweep_dead_build_temps(base):
+        log.info("removed %s, left by a build that was stopped", tmp)
+
+
+@contextlib.contextmanager
+def cache_lock(targets, *, what: str):
+    """Hold the build lock of every entry in `targets` (sorted, so two builders never wait for
+    each other): one build per machine. Waiting for another process says so in one line."""
+    with contextlib.ExitStack() as stack:
+        waited = []
+
+        def on_wait(holder) -> None:
+            if not waited:  # one line per build, however many of its entries are locked
+                by = holder.describe() if holder else "another process"
+                log.warning("waiting for the %s build by %s", what, by)
+                waited.append(holder)
+
+        for target in sorted(set(map(Path, targets))):
+            stack.enter_context(build_lock(target, on_wait=on_wait))
+        yield bool(waited)
 
 
 def unwritable_error(base: Path, exc: OSError) -> DataError:

@@ -7,6 +7,7 @@ written in a temp folder and renamed. Exercise: `histosweep embed DATA --backbon
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from histosweep.data._cache import dataset_cache_dir
+from histosweep.data._cache import cache_lock, dataset_cache_dir, sweep_stale_temps
 from histosweep.data._dataset import DataError, Dataset
 from histosweep.storage import atomic_dir
 
@@ -56,13 +57,23 @@ def write_embeddings(target: Path, arrays: EmbeddingArrays, *, sample_ids: list[
     if arrays.counts.shape != (n,) or arrays.coverage.shape != (n, k) or len(sample_ids) != n:
         raise DataError(f"{target}: embeddings {arrays.features.shape}, counts "
                         f"{arrays.counts.shape}, coverage {arrays.coverage.shape} disagree")
-    with atomic_dir(target, replace=True) as tmp:
+    with atomic_dir(target, replace=True, marker=True) as tmp:  # marker: a sweep spares it
         np.save(tmp / "features.npy", arrays.features.astype(np.float16, copy=False))
         np.save(tmp / "counts.npy", arrays.counts.astype(np.int32, copy=False))
         np.save(tmp / "coverage.npy", arrays.coverage.astype(np.float16, copy=False))
         index = {"version": EMBED_CACHE_VERSION, "sample_ids": list(sample_ids),
                  "shape": [n, k, d], **identity}
         (tmp / "index.json").write_text(json.dumps(index))
+
+
+@contextlib.contextmanager
+def embedding_build_lock(target: Path):
+    """Hold the build lock of the entry `target` (one build per machine; another process's
+    build is waited for, with one line); temp folders of killed builds are swept first.
+    Yields whether it waited. Check embeddings_present again inside: the wait may have built it."""
+    sweep_stale_temps(target.parent)
+    with cache_lock([target], what=f"embedding cache ({target.parent.name}/{target.name})") as waited:
+        yield waited
 
 
 def embeddings_present(target: Path) -> bool:

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
+from histosweep.search import budget_line, budget_report
 from histosweep.storage import heartbeat_ages, study_id, study_storage, trial_counts
 from histosweep.trial_files import ESTIMATE_ATTR, gain_sentence
 
@@ -53,6 +54,7 @@ def study_status(study) -> dict[str, Any]:
             "saved_share": round(1 - run_finished / full, 4) if full else 0.0,
         },
         "running": running,
+        "budget": budget_report(study, trials=trials),  # GPU-hours: budget, used, left, trials left
         "estimate": study.user_attrs.get(ESTIMATE_ATTR),  # export-best's / estimate's BBC-CV
     }
 
@@ -145,6 +147,9 @@ def format_status(s: dict[str, Any]) -> str:
     else:
         lines.append("best: no complete trial yet")
     lines += _running_table(s["running"])
+    budget = s.get("budget")
+    if budget and (budget["gpu_hours"] is not None or budget["used"] > 0):
+        lines.append(budget_line(budget))
     if s.get("estimate"):
         lines += _estimate_lines(s["estimate"])
     if "artifact_bytes" in s:  # `histosweep status` adds it (the artifact store is a CLI option)

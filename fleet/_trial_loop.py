@@ -19,7 +19,14 @@ from histosweep.exceptions import one_line
 from histosweep.fleet._db import fail_stale, gated_ask, heartbeat, is_db_outage, retry_db
 from histosweep.fleet._gc import retention_pass
 from histosweep.fleet._options import WorkerOptions
-from histosweep.search import Runtime, UserError, WorkerStopped
+from histosweep.search import (
+    Runtime,
+    UserError,
+    WorkerStopped,
+    budget_report,
+    read_budget,
+    spent_line,
+)
 from histosweep.storage import (
     StoreError,
     frozen_trial,
@@ -138,9 +145,19 @@ class TrialLoop:
         """A new trial, None when the study is full of running trials, False when done."""
 
         fail_stale(self.study)
-        if self.stop.is_set():
+        if self.stop.is_set() or retry_db(self._budget_spent):
             return False
         return gated_ask(self.study, self.opts.n_trials)
+
+    def _budget_spent(self) -> bool:
+        """create --budget-gpu-hours / `histosweep budget --set`, read before every trial (it may
+        change while workers run): spent -> one line, and no new trial is taken."""
+        if read_budget(self.study) is None:  # one query: no trial is read without a budget
+            return False
+        report = budget_report(self.study)
+        if report["spent"]:
+            log.info(spent_line(report))
+        return report["spent"]
 
     def _run_trial(self, trial) -> None:
         import optuna

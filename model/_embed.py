@@ -176,19 +176,36 @@ def _input_arrays(ds, cfg: TrainConfig, *, cache_dir, progress: bool):
 def ensure_embeddings(ds, cfg: TrainConfig, *, cache_dir=None, device=None, batch_size: int = 64,
                       progress: bool = True, embedder: Embedder | None = None):
     """The embedding cache of `ds` for cfg's backbone and input; computed once when missing."""
-    from histosweep.data import embedding_dir, embeddings_present, open_embeddings, write_embeddings
+    from histosweep.data import (
+        embedding_build_lock,
+        embedding_dir,
+        embeddings_present,
+        open_embeddings,
+    )
 
     embedder = embedder or build_embedder(cfg, device=device)
     key = input_key_for(cfg)
     target = embedding_dir(ds, backbone=embedder.name, weights_sha256=embedder.weights_sha256,
                            input_key=key, cache_dir=cache_dir)
     if not embeddings_present(target):
-        images, masks, counts, sample_ids = _input_arrays(ds, cfg, cache_dir=cache_dir,
-                                                          progress=progress)
-        started = time.perf_counter()
-        arrays = embed_views(embedder, images, masks, counts, batch_size=batch_size,
-                             progress=progress, desc=f"embed {embedder.name} {key}")
-        log.info("embedded %d images with %s in %.1f s", len(sample_ids), embedder.name,
-                 time.perf_counter() - started)
-        write_embeddings(target, arrays, sample_ids=sample_ids, identity=embedder.identity(key))
+        # NOTE: one build per machine: other slots wait here, then open what this one wrote
+        with embedding_build_lock(target):
+            if not embeddings_present(target):
+                _compute(ds, cfg, embedder, target, cache_dir=cache_dir, batch_size=batch_size,
+                         progress=progress)
     return open_embeddings(target, sample_ids=ds.sample_ids())
+
+
+def _compute(ds, cfg: TrainConfig, embedder: Embedder, target, *, cache_dir, batch_size: int,
+             progress: bool) -> None:
+    """Embed every image (or tile) of cfg's input and write the entry at `target`."""
+    from histosweep.data import write_embeddings
+
+    key = input_key_for(cfg)
+    images, masks, counts, sample_ids = _input_arrays(ds, cfg, cache_dir=cache_dir, progress=progress)
+    started = time.perf_counter()
+    arrays = embed_views(embedder, images, masks, counts, batch_size=batch_size,
+                         progress=progress, desc=f"embed {embedder.name} {key}")
+    log.info("embedded %d images with %s in %.1f s", len(sample_ids), embedder.name,
+             time.perf_counter() - started)
+    write_embeddings(target, arrays, sample_ids=sample_ids, identity=embedder.identity(key))

@@ -33,6 +33,14 @@ from histosweep.search._samplers import (
 
 # name -> private module that defines it (imported on first use: numpy, the data package)
 _LAZY = {
+    "BUDGET_ATTR": "_budget",
+    "budget_line": "_budget",
+    "budget_report": "_budget",
+    "check_budget_hours": "_budget",
+    "hours_text": "_budget",
+    "read_budget": "_budget",
+    "set_budget": "_budget",
+    "spent_line": "_budget",
     "REFERENCE_PARAMS": "_enqueue",
     "is_reference": "_enqueue",
     "check_params": "_enqueue",

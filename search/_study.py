@@ -1,7 +1,7 @@
 """Create and open histosweep studies: direction maximize, stored space/data/split/sampler.
 
 Exercise: `histosweep create STUDY --data DATA [--space FILE] [--folds 5] [--pruner percentile]
-[--sampler tpe] [--holdout 0] [--no-reference]`.
+[--sampler tpe] [--holdout 0] [--no-reference] [--budget-gpu-hours H]`.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from pathlib import Path
 
 from histosweep.constants import DEFAULT_HOLDOUT
 from histosweep.data import CLASSES, audit_dataset, dataset_fingerprint, load_dataset, make_split
+from histosweep.search._budget import check_budget_hours, read_budget, set_budget
 from histosweep.search._enqueue import REFERENCE_SOURCE, enqueue, reference_params
 from histosweep.search._errors import UserError
 from histosweep.search._pruner import SNAPSHOT_MAX_AGE_S, SnapshotPruner
@@ -45,6 +46,9 @@ class CreateOptions:
     sampler: str = "tpe"
     enqueue_reference: bool = False
     keep_top: int = 0  # workers gc checkpoints outside the top N after each trial; 0 keeps all
+    # workers take no new trial once the study's trials used this many GPU-hours; None: no budget.
+    # Not part of the study's identity: `histosweep budget` changes it.
+    budget_gpu_hours: float | None = None
 
 
 def create_study(name: str, storage_url: str | None, opts: CreateOptions, *, progress=True) -> dict:
@@ -73,12 +77,15 @@ def create_study(name: str, storage_url: str | None, opts: CreateOptions, *, pro
             study.set_metric_names([OBJECTIVE_NAME])
         save_settings(study, settings)
         _save_note(study, settings)
+    if opts.budget_gpu_hours is not None:  # also for an existing study: it is not its identity
+        set_budget(optuna.load_study(study_name=name, storage=storage), opts.budget_gpu_hours)
     summary = {
         "study": name, "action": action, "samples": len(settings.sample_ids),
         "excluded": len(settings.excluded), "folds": settings.folds,
         "holdout": len(settings.split["holdout"]), "fingerprint": settings.fingerprint,
         "pruner": settings.pruner, "sampler": settings.sampler, "searched": space.searched(),
         "keep_top": settings.keep_top,
+        "budget_gpu_hours": read_budget(optuna.load_study(study_name=name, storage=storage)),
     }
     if opts.enqueue_reference:
         study = optuna.load_study(study_name=name, storage=storage)
@@ -132,6 +139,8 @@ def _check_options(opts: CreateOptions) -> None:
     if not 0 <= opts.holdout <= 0.5:  # 0: no lockbox; export-best's BBC-CV is the estimate
         raise UserError(f"--holdout {opts.holdout}: use 0 (no lockbox) or a fraction in (0, 0.5], e.g. 0.2")
     pruner_kind(opts.pruner, flag="--pruner")
+    if opts.budget_gpu_hours is not None:
+        check_budget_hours(opts.budget_gpu_hours)
     if opts.keep_top < 0:
         raise UserError(f"--keep-top {opts.keep_top}: use 0 (keep every checkpoint) or N >= 1, at "
                         "least the --candidates export-best will select from")

@@ -27,6 +27,16 @@ from histosweep.storage._atomic import (
     stale_temp_dirs,
 )
 from histosweep.storage._errors import StorageError, StoreError
+from histosweep.storage._locks import (
+    LockHolder,
+    build_lock,
+    dead_build_temps,
+    is_locked,
+    lock_path,
+    pid_alive,
+    read_holder,
+    sweep_dead_build_temps,
+)
 from histosweep.storage._optuna import (
     count_trials_by_state,
     folder_store_path,
@@ -64,6 +74,14 @@ from histosweep.storage._url import (
 )
 
 __all__ = [
+    "LockHolder",
+    "build_lock",
+    "dead_build_temps",
+    "is_locked",
+    "lock_path",
+    "pid_alive",
+    "read_holder",
+    "sweep_dead_build_temps",
     "STORE_KINDS",
     "StoreKind",
     "store_folder",

@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "create": ("_create", "create (or check) a study: space, data fingerprint, split"),
     "worker": ("_worker", "run trials of a study on the CPU or on GPUs"),
     "status": ("_status", "trials by state, best trial, pruning savings"),
+    "budget": ("_budget", "a study's GPU-hour budget: show it, --set H or --clear"),
     "check": ("_check", "preflight: storage, artifact store, data, caches, weights, GPUs"),
     "enqueue": ("_enqueue", "queue a trial with given params (TOML or JSON file)"),
     "studies": ("_studies", "every study in the storage: trials by state, best value"),

@@ -34,6 +34,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--keep-top", type=int, default=0, metavar="N",
                         help="workers delete fold checkpoints outside the top N trials after each "
                              "trial (histosweep gc); N >= the export-best --candidates; 0 keeps all (default)")
+    parser.add_argument("--budget-gpu-hours", type=float, default=None, metavar="H",
+                        help="workers take no new trial once the study's trials used H GPU-hours "
+                             "(time x devices; a CPU slot counts as one); they finish the ones "
+                             "they hold. Change it with `histosweep budget` (default: no budget)")
     parser.add_argument("--keep-flagged", action="store_true", help="keep samples the audit flags")
     existing = parser.add_mutually_exclusive_group()  # accept it, or replace it: not both
     existing.add_argument("--skip-if-exists", action="store_true", help="accept an identical existing study")
@@ -54,6 +58,7 @@ def run(args) -> int:
         folds=args.folds, holdout=args.holdout, seed=args.seed, pruner=args.pruner,
         keep_flagged=args.keep_flagged, skip_if_exists=args.skip_if_exists, force=args.force,
         sampler=args.sampler, enqueue_reference=not args.no_reference, keep_top=args.keep_top,
+        budget_gpu_hours=args.budget_gpu_hours,
     )
     url = storage_arg(args)
     summary = create_study(args.study, url, opts, progress=not args.json)
@@ -69,6 +74,9 @@ def run(args) -> int:
               f"{summary['folds']} folds + holdout of {summary['holdout'] or 'none (--holdout 0)'}, pruner {summary['pruner']}, "
               f"sampler {summary['sampler']}")
         print(f"searching: {', '.join(summary['searched'])}")
+        if summary["budget_gpu_hours"] is not None:
+            print(f"budget: {summary['budget_gpu_hours']:g} GPU-hours (histosweep budget "
+                  f"{summary['study']} shows what is used)")
         if reference:
             print(_reference_line(reference))
     return 0

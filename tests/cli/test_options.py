@@ -20,6 +20,7 @@ EXPECTED = {
     "create": {"--storage", "--json"},
     "worker": {"--storage", "--artifacts"},
     "status": {"--storage", "--artifacts", "--json"},  # --artifacts: the study's bytes in the store
+    "budget": {"--storage", "--json"},
     "check": {"--storage", "--artifacts", "--json"},
     "gc": {"--storage", "--artifacts", "--json"},
     "enqueue": {"--storage", "--json"},
