@@ -28,7 +28,9 @@ from histosweep.storage._atomic import (
 )
 from histosweep.storage._errors import StorageError, StoreError
 from histosweep.storage._optuna import (
+    Liveness,
     count_trials_by_state,
+    delete_study_system_attr,
     folder_store_path,
     frozen_trial,
     grace_period_s,
@@ -36,6 +38,7 @@ from histosweep.storage._optuna import (
     heartbeat_enabled,
     link_artifact,
     linked_artifact_ids,
+    running_liveness,
     set_finished_user_attr,
     sql_engine,
     start_ages,
@@ -46,6 +49,7 @@ from histosweep.storage._optuna import (
     trial_id,
     trial_number_qmc_sampler,
     trials_with_user_attr,
+    user_attr_values,
 )
 from histosweep.storage._rdb import (
     DEFAULT_HEARTBEAT_S,
@@ -83,6 +87,10 @@ __all__ = [
     "atomic_write_text",
     "current_umask",
     "count_trials_by_state",
+    "delete_study_system_attr",
+    "Liveness",
+    "running_liveness",
+    "user_attr_values",
     "folder_store_path",
     "frozen_trial",
     "grace_period_s",
