@@ -23,7 +23,7 @@ from histosweep.storage import heartbeat_ages, retry_callback, study_id, study_s
 from tests.ops._helpers import free_port
 from tests.search._helpers import cli, kill, load, tiny_space, wait_for
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")]
 B_GRACE_S = 4  # worker B's --heartbeat 2, twice
 
 
@@ -115,6 +115,20 @@ def test_short_heartbeat_worker_reaps_neither_a_long_heartbeat_nor_a_proxy_trial
         for name in ("a", "p"):
             out = (tmp_path / f"{name}.out").read_text()
             assert "UpdateFinishedTrialError" not in out and "failed" not in out, out
+
+        # A failure through the proxy arrives as an exception without a message (Optuna's client
+        # raises the bare type); the worker's fail reason takes the server's details instead.
+        from optuna.storages import GrpcStorageProxy
+
+        from histosweep.fleet._trial_loop import _reason
+
+        client = GrpcStorageProxy(host="127.0.0.1", port=port)
+        with pytest.raises(Exception) as caught:
+            client.set_trial_state_values(trial_id(held["proxy"]), state=TrialState.COMPLETE, values=[1.0])
+        client.close()
+        assert str(caught.value) == ""
+        reason = _reason(caught.value)
+        assert reason.startswith(f"{type(caught.value).__name__}: ") and len(reason) > 30, reason
     finally:
         for proc in reversed(procs):  # B first: it would take up the trials the others leave
             kill(proc, signal.SIGTERM)
