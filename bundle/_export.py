@@ -7,6 +7,7 @@ Exercise: `histosweep export-best STUDY --out bundle --test TEST [--candidates N
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import tempfile
@@ -54,9 +55,9 @@ from histosweep.bundle._source import Candidate, Source, read_source
 from histosweep.constants import DEFAULT_CANDIDATES
 from histosweep.data import CLASSES, DataError, input_manifest, load_dataset
 from histosweep.exceptions import UserError
-from histosweep.fleet import DELETED_ATTR
+from histosweep.fleet import DELETED_ATTR, export_lease, gc_removed_at, gc_removed_message
 from histosweep.model import TrainConfig, macro_f1
-from histosweep.storage import atomic_dir, current_umask, open_artifact_store
+from histosweep.storage import StorageError, atomic_dir, current_umask, open_artifact_store
 from histosweep.trial_files import (
     confusion_png,
     fetch_checkpoint,
@@ -119,13 +120,17 @@ def export_best(opts: ExportOptions) -> dict[str, Any]:
     check_out(out, opts.overwrite)  # out_lock checks again under the lock
     if opts.test is not None:  # the check predict_folder makes at the end, before any selection
         check_test_folder(opts.test)
-    with out_lock(out, opts.overwrite) as may_replace:
-        return _export(opts, out, may_replace)
+    with out_lock(out, opts.overwrite) as may_replace, contextlib.ExitStack() as lease:
+        return _export(opts, out, may_replace, lease)
 
 
-def _export(opts: ExportOptions, out: Path, may_replace) -> dict[str, Any]:
+def _export(opts: ExportOptions, out: Path, may_replace, lease: contextlib.ExitStack) -> dict[str, Any]:
     store = open_artifact_store(opts.artifacts, create=False)  # export only reads the store
-    src = read_source(opts, store)
+
+    def take_lease(study, trials) -> None:  # gc spares the candidates until the export ends
+        lease.enter_context(export_lease(study, [t.number for t in trials]))
+
+    src = read_source(opts, store, on_candidates=take_lease)
     _stage(opts, f"selecting the ensemble from {len(src.candidates)} trial(s) on out-of-fold data")
     offsets = _select(opts, src)
     _stage(opts, f"BBC-CV: the selection re-run in {opts.bootstrap} bootstrap resamples")
@@ -251,16 +256,12 @@ def _write_folds(tmp: Path, store, src: Source) -> list[dict[str, Any]]:
     for c in src.members:
         n = c.trial.number
         if c.trial.user_attrs.get(DELETED_ATTR):
-            raise UserError(
-                f"trial {n}'s fold checkpoints were removed by `histosweep gc` (it was outside "
-                "the --keep-top kept then); export with --candidates at most that N, or name kept "
-                "trials with --trial"
-            )
+            raise UserError(gc_removed_message(n, gc_removed_at(src.study, c.trial)))
         folds = []
         for k, record in enumerate(c.records):
             rel = f"{FOLDS_DIR}/trial{n}_fold{k}.safetensors"
             what = f"trial {n} fold {k}"
-            fetch_checkpoint(store, record, tmp / rel, what=what)
+            _fetch_checkpoint(store, src.study, c.trial, record, tmp / rel, what=what)
             _verify_checkpoint(tmp / rel, c.config, what=f"{what} checkpoint {record['checkpoint']}")
             folds.append({"fold": k, "file": rel, "val_f1": float(record["val_f1"]),
                           "sha256": file_sha256(tmp / rel)})
@@ -272,6 +273,21 @@ def _write_folds(tmp: Path, store, src: Source) -> list[dict[str, Any]]:
             **_embedding_entry(c),
         })
     return members
+
+
+def _fetch_checkpoint(store, study, trial, record, dest: Path, *, what: str) -> None:
+    """The checkpoint into dest; a missing one that gc removed (before this export's lease, or
+    while the candidates were chosen) is named as such, not blamed on --artifacts."""
+    try:
+        fetch_checkpoint(store, record, dest, what=what)
+    except UserError:
+        try:
+            when = gc_removed_at(study, trial)
+        except StorageError:  # through the gRPC proxy gc's marks cannot be read
+            when = None
+        if when is None:
+            raise
+        raise UserError(gc_removed_message(trial.number, when)) from None
 
 
 def _embedding_entry(c: Candidate) -> dict[str, Any]:

@@ -47,9 +47,12 @@ class Source:
         return self.settings.label_array()[rows]
 
 
-def read_source(opts, store) -> Source:
+def read_source(opts, store, *, on_candidates=None) -> Source:
     """The study, its settings and split, and the candidate trials with their stored probabilities
-    (opts: ExportOptions; its study, storage, trials, single and candidates are read)."""
+    (opts: ExportOptions; its study, storage, trials, single and candidates are read).
+
+    on_candidates(study, trials): called once the candidates are chosen, before anything of theirs
+    is read (export-best takes its lease there, so that gc spares them)."""
     study = open_study(opts.study, opts.storage)
     settings = load_settings(study)
     check_current(study, settings)
@@ -57,6 +60,8 @@ def read_source(opts, store) -> Source:
     oof_rows = np.concatenate([np.asarray(split.folds[k][1], np.int64) for k in range(settings.folds)])
     holdout_rows = np.asarray(split.holdout, dtype=np.int64)
     trials = _candidate_trials(study, opts)
+    if on_candidates is not None:
+        on_candidates(study, trials)
     candidates = [_candidate(store, t, settings.folds, oof_rows.size) for t in trials]
     return Source(study, settings, candidates, oof_rows, holdout_rows)
 

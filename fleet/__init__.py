@@ -7,13 +7,18 @@ pruners, objective) is histosweep.search. Exercise: `histosweep worker STUDY --g
 
 from histosweep.fleet._check import Check, CheckOptions, PreflightError, preflight, run_checks
 from histosweep.fleet._dashboard import dashboard_url, make_dashboard_server, serve_until_stopped
+from histosweep.fleet._db import HEARTBEAT_ATTR, PROXY_ATTR
 from histosweep.fleet._gc import (
+    DELETED_AT_ATTR,
     DELETED_ATTR,
     check_keep_top,
     collect_garbage,
     format_bytes,
+    gc_removed_at,
+    gc_removed_message,
     study_artifact_bytes,
 )
+from histosweep.fleet._lease import LEASE_PREFIX, export_lease, leased_trials, live_leases
 from histosweep.fleet._listing import (
     format_studies,
     format_trials_table,
@@ -31,12 +36,21 @@ __all__ = [
     "Check",
     "CheckOptions",
     "DELETED_ATTR",
+    "DELETED_AT_ATTR",
+    "HEARTBEAT_ATTR",
+    "LEASE_PREFIX",
+    "PROXY_ATTR",
     "PreflightError",
     "TrialLoop",
     "WorkerOptions",
     "check_keep_top",
     "collect_garbage",
     "dashboard_url",
+    "export_lease",
+    "gc_removed_at",
+    "gc_removed_message",
+    "leased_trials",
+    "live_leases",
     "format_bytes",
     "format_status",
     "format_studies",

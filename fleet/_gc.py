@@ -3,15 +3,18 @@ measure what a study keeps in a folder store. Probabilities, metrics and picture
 export-best reads every candidate's probabilities).
 
 Exercise: `histosweep gc STUDY --keep-top 20 [--dry-run]`; `create --keep-top N` makes workers
-run it after each finished trial.
+run it after each finished trial. The candidates of a running export-best (its lease) are spared;
+each trial gc cleans records when (user attr checkpoints_deleted_at), so export can say so.
 """
 
 from __future__ import annotations
 
+import datetime
 import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from histosweep.fleet._lease import drop_expired_leases, format_time, leased_trials
 from histosweep.search import UserError
 from histosweep.storage import (
     DEFAULT_MAX_RETRY,
@@ -22,10 +25,12 @@ from histosweep.storage import (
     study_storage,
     trial_id,
     trials_with_user_attr,
+    user_attr_values,
 )
 
 log = logging.getLogger("histosweep")
 DELETED_ATTR = "checkpoints_deleted"  # user attr of a trial whose checkpoints gc removed
+DELETED_AT_ATTR = "checkpoints_deleted_at"  # ... and when (ISO time, UTC), set before removing
 REQUEUED_MARK = "re-queued to resume"  # the worker's fail_reason of a trial it re-queues
 
 
@@ -53,11 +58,12 @@ def rank_complete(trials) -> list:
 
 
 def plan_gc(trials, keep_top: int, *, done: set[int] = frozenset(),
-            max_retry: int | None = DEFAULT_MAX_RETRY) -> GcPlan:
-    """Decide per trial; `done`: trial ids gc already handled (skipped).
+            leased: dict[int, str] | None = None, max_retry: int | None = DEFAULT_MAX_RETRY) -> GcPlan:
+    """Decide per trial; `done`: trial ids gc already handled (skipped); `leased`: trial number
+    -> reason, the candidates of running exports (leased_trials).
 
-    Kept: RUNNING and WAITING trials, the top `keep_top` COMPLETE trials by value, and FAIL
-    trials that can still be resumed (a WAITING/RUNNING retry names them in failed_trial or
+    Kept: RUNNING and WAITING trials, the top `keep_top` COMPLETE trials by value, leased
+    trials, and FAIL trials that can still be resumed (a WAITING/RUNNING retry names them in failed_trial or
     retry_history, or the worker's re-queue is still to come). A checkpoint id any kept trial
     also holds (a retry copies its failed trial's fold records) is never deleted.
     """
@@ -72,7 +78,8 @@ def plan_gc(trials, keep_top: int, *, done: set[int] = frozenset(),
     plan = GcPlan(states={t.number: t.state.name for t in trials})
     candidates = []
     for t in trials:
-        reason = _keep_reason(t, top, retries.get(t.number, []), keep_top, max_retry)
+        reason = _keep_reason(t, top, retries.get(t.number, []), keep_top, max_retry) or \
+            (leased or {}).get(t.number)
         if reason:
             plan.kept[t.number] = reason
         elif trial_id(t) not in done and checkpoint_ids(t):
@@ -120,21 +127,30 @@ def check_keep_top(keep_top: int) -> None:
 
 def collect_garbage(study, store, spec: str | None, *, keep_top: int, dry_run: bool = False) -> dict[str, Any]:
     """Delete (or with dry_run list) the checkpoints plan_gc picks; mark each trial handled with
-    user attr checkpoints_deleted = true. Returns a summary with the bytes freed."""
+    user attrs checkpoints_deleted_at (first) and checkpoints_deleted = true. Returns a summary
+    with the bytes freed."""
     check_keep_top(keep_top)
     storage = study_storage(study)
     trials = study.get_trials(deepcopy=False)
     # NOTE: from the database, not the trials: a process caches finished trials without it
     done = trials_with_user_attr(storage, study_id(study), DELETED_ATTR)
-    plan = plan_gc(trials, keep_top, done=done)
+    if not dry_run:
+        drop_expired_leases(study)
+    plan = plan_gc(trials, keep_top, done=done, leased=leased_trials(study))
     by_number = {t.number: t for t in trials}
     sizes = artifact_sizes(spec, sorted({a for ids in plan.delete.values() for a in ids}))
     deleted, total = [], 0
     for number, ids in sorted(plan.delete.items()):
-        size = sum(sizes[a] for a in ids)
         if not dry_run:
+            # NOTE: asked again per trial: an export may have leased it since the plan
+            if lease := leased_trials(study).get(number):
+                plan.kept[number] = lease
+                continue
+            tid = trial_id(by_number[number])
+            set_finished_user_attr(storage, tid, DELETED_AT_ATTR, _utc_now())
             _remove(store, spec, number, ids)
-            set_finished_user_attr(storage, trial_id(by_number[number]), DELETED_ATTR, True)
+            set_finished_user_attr(storage, tid, DELETED_ATTR, True)
+        size = sum(sizes[a] for a in ids)
         deleted.append({"trial": number, "state": plan.states[number], "checkpoints": ids, "bytes": size})
         total += size
     return {
@@ -142,6 +158,29 @@ def collect_garbage(study, store, spec: str | None, *, keep_top: int, dry_run: b
         "kept": [{"trial": n, "reason": r} for n, r in sorted(plan.kept.items())],
         "bytes_freed": total,
     }
+
+
+def _utc_now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def gc_removed_at(study, trial) -> str | None:
+    """When gc removed the trial's checkpoints ('2026-12-07 00:56:46 UTC'; 'at an unrecorded
+    time' by a gc older than the time mark), read from the database; None when it did not."""
+    storage, sid = study_storage(study), study_id(study)
+    when = user_attr_values(storage, sid, DELETED_AT_ATTR).get(trial_id(trial))
+    if when:
+        return format_time(str(when))
+    deleted = trial.user_attrs.get(DELETED_ATTR) or trial_id(trial) in trials_with_user_attr(
+        storage, sid, DELETED_ATTR)
+    return "an unrecorded time" if deleted else None
+
+
+def gc_removed_message(number: int, when: str) -> str:
+    """The one line export-best says for a member whose checkpoints gc removed."""
+    return (f"trial {number}'s checkpoints were removed by gc at {when}; it was outside the "
+            "--keep-top kept then: export with --candidates at most that N, or name kept trials "
+            "with --trial")
 
 
 def _remove(store, spec, number: int, ids: list[str]) -> None:

@@ -11,11 +11,13 @@ import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
+from histosweep.fleet._db import HEARTBEAT_ATTR, PROXY_ATTR
 from histosweep.search import budget_line, budget_report
 from histosweep.storage import heartbeat_ages, study_id, study_storage, trial_counts
 from histosweep.trial_files import ESTIMATE_ATTR, gain_sentence
 
 CLEAR_SCREEN = "\x1b[H\x1b[2J"  # cursor home + clear: a TTY redraw that long lines cannot skew
+VIA_PROXY = "via proxy, no heartbeat"  # the heartbeat cell of a trial run through the gRPC proxy
 
 
 def study_status(study) -> dict[str, Any]:
@@ -37,7 +39,7 @@ def study_status(study) -> dict[str, Any]:
         {
             "number": t.number, "host": t.user_attrs.get("host"), "slot": t.user_attrs.get("slot"),
             "pid": t.user_attrs.get("pid"), "device": t.user_attrs.get("device"),
-            "heartbeat_age_s": round(ages[t.number], 1) if t.number in ages else None,
+            **_heartbeat(t, ages),
             "last_step": t.last_step,
             **_progress(t, layout, epoch_s),
         }
@@ -57,6 +59,15 @@ def study_status(study) -> dict[str, Any]:
         "budget": budget_report(study, trials=trials),  # GPU-hours: budget, used, left, trials left
         "estimate": study.user_attrs.get(ESTIMATE_ATTR),  # export-best's / estimate's BBC-CV
     }
+
+
+def _heartbeat(trial, ages: dict[int, float]) -> dict[str, Any]:
+    """Seconds since the trial's last heartbeat, its owner's interval, and whether it runs
+    through the gRPC proxy (no heartbeat there: never reaped, so no age to judge)."""
+    via_proxy = bool(trial.system_attrs.get(PROXY_ATTR))
+    age = None if via_proxy or trial.number not in ages else round(ages[trial.number], 1)
+    return {"heartbeat_age_s": age, "heartbeat_every_s": trial.system_attrs.get(HEARTBEAT_ATTR),
+            "via_proxy": via_proxy}
 
 
 def _layout(study) -> tuple[int, int] | None:
@@ -194,7 +205,7 @@ def _running_table(running: list[dict[str, Any]]) -> list[str]:
             _of(r.get("fold"), r.get("folds")), _of(r.get("epoch"), r.get("epochs")),
             _duration(r.get("elapsed_s")),
             _duration(r.get("eta_s")) + (" ~" if r.get("eta_from") == "finished" else ""),
-            _duration(r["heartbeat_age_s"]),
+            VIA_PROXY if r.get("via_proxy") else _duration(r["heartbeat_age_s"]),
         )
         for r in running
     ]

@@ -1,6 +1,7 @@
 """The trial loop of one worker process: ask (gated so that --n-trials is exact over all
 workers), run the objective under a heartbeat, tell; stop signals end the running trial, which
-is re-queued; database and artifact-store outages are ridden out.
+is re-queued; database and artifact-store outages are ridden out; a trial another worker took
+over (its heartbeat looked stale) is left to it with one line.
 
 Exercise: `histosweep worker STUDY --gpus cpu --n-trials 4` (fleet._supervisor starts it).
 """
@@ -16,7 +17,15 @@ import threading
 import time
 
 from histosweep.exceptions import one_line
-from histosweep.fleet._db import fail_stale, gated_ask, heartbeat, is_db_outage, retry_db
+from histosweep.fleet._db import (
+    fail_stale,
+    finished_elsewhere,
+    gated_ask,
+    heartbeat,
+    is_db_outage,
+    mark_owner,
+    retry_db,
+)
 from histosweep.fleet._gc import retention_pass
 from histosweep.fleet._options import WorkerOptions
 from histosweep.search import (
@@ -47,6 +56,10 @@ STORE_RETRY_S = 300.0  # how long an artifact store may keep failing before the 
 STORE_BACKOFF_MAX_S = 30.0
 
 
+class TrialTakenOver(Exception):
+    """The running trial was failed and re-queued by another worker (raised at an epoch's end)."""
+
+
 def _quiet_stop_hook(default):
     """sys.unraisablehook that turns a stop signal landing in a finaliser into one debug line
     (the trial stops at its next epoch instead); anything else goes to the previous hook."""
@@ -75,6 +88,7 @@ class TrialLoop:
         self.store_failing_since: float | None = None
         self.store_failures = 0
         self.stop = threading.Event()
+        self.taken_over = threading.Event()  # set by the heartbeat thread (fleet._db.heartbeat)
         self.pid = os.getpid()
         self.in_trial = False
         self.finished_here = 0
@@ -90,6 +104,8 @@ class TrialLoop:
         the handler raised inside a finaliser (a weakref callback), where Python swallows it."""
         if self.stop.is_set():
             raise WorkerStopped(_signal_name(self.stopped_by))
+        if self.taken_over.is_set():
+            raise TrialTakenOver("another worker took the trial over")
 
     def run(self) -> int:
         old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
@@ -147,7 +163,10 @@ class TrialLoop:
         fail_stale(self.study)
         if self.stop.is_set() or retry_db(self._budget_spent):
             return False
-        return gated_ask(self.study, self.opts.n_trials)
+        trial = gated_ask(self.study, self.opts.n_trials)
+        if trial is not None and trial is not False:  # a new trial: say how it is kept alive
+            retry_db(lambda: mark_owner(self.study, trial))
+        return trial
 
     def _budget_spent(self) -> bool:
         """create --budget-gpu-hours / `histosweep budget --set`, read before every trial (it may
@@ -163,10 +182,11 @@ class TrialLoop:
         import optuna
         from optuna.trial import TrialState
 
-        state, value, reason = TrialState.FAIL, None, None
+        state, value, reason, error = TrialState.FAIL, None, None, None
         self.in_trial = True
+        self.taken_over.clear()
         try:
-            with heartbeat(trial_id(trial), study_storage(self.study)):
+            with heartbeat(trial_id(trial), study_storage(self.study), taken_over=self.taken_over):
                 try:
                     if self.stop.is_set():  # signalled during the ask (in_trial was False then)
                         raise WorkerStopped(f"{_signal_name(self.stopped_by)} before the trial started")
@@ -178,16 +198,17 @@ class TrialLoop:
                 except WorkerStopped as exc:
                     reason = f"worker stopped by {exc}; re-queued to resume"
                 except Exception as exc:  # noqa: BLE001 - a bad trial must not kill the worker
-                    reason = _reason(exc)
-                    if is_db_outage(exc):
-                        reason = f"database unavailable during the trial ({reason}); re-queued to resume"
-                    elif isinstance(exc, StoreError):
-                        reason = (f"artifact store unavailable during the trial ({reason}); "
-                                  "re-queued to resume")
-                    log.error("trial %d failed: %s", trial.number, reason)
+                    error = exc
         finally:
             self.in_trial = False
-        retry_db(lambda: self._tell(trial, state, value, reason))
+        if retry_db(lambda: finished_elsewhere(self.study, trial)):
+            self._taken_over(trial)
+            return
+        if error is not None:
+            reason = self._failure_reason(trial, error)
+        if not retry_db(lambda: self._tell(trial, state, value, reason)):
+            self._taken_over(trial)  # failed by another worker between the check and the tell
+            return
         if reason and reason.startswith(REQUEUED):
             retry_db(lambda: self._requeue(trial))
         self._log_result(trial, state, value, reason)
@@ -195,7 +216,25 @@ class TrialLoop:
         if keep_top:  # create --keep-top N: the same gc as `histosweep gc`, newly out-of-top only
             retention_pass(self.study, self.objective.rt.store, self.opts.artifacts, keep_top)
 
-    def _tell(self, trial, state, value, reason) -> None:
+    @staticmethod
+    def _failure_reason(trial, exc: Exception) -> str:
+        reason = _reason(exc)
+        if is_db_outage(exc):
+            reason = f"database unavailable during the trial ({reason}); re-queued to resume"
+        elif isinstance(exc, StoreError):
+            reason = f"artifact store unavailable during the trial ({reason}); re-queued to resume"
+        log.error("trial %d failed: %s", trial.number, reason)
+        return reason
+
+    @staticmethod
+    def _taken_over(trial) -> None:
+        """Another worker failed and re-queued this trial: not a failure of the space, and the
+        retry (resumed from the finished folds) is that worker's; nothing to tell."""
+        log.info("trial %d was taken over by another worker (its heartbeat looked stale); "
+                 "moving on", trial.number)
+
+    def _tell(self, trial, state, value, reason) -> bool:
+        """Finish the trial as `state`; False when another worker had already failed it."""
         import optuna
         from optuna.trial import TrialState
 
@@ -204,8 +243,10 @@ class TrialLoop:
         if reason:
             with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
                 trial.set_user_attr("fail_reason" if state == TrialState.FAIL else "pruned_reason", reason)
-        self.study.tell(trial, value if state == TrialState.COMPLETE else None, state=state,
-                        skip_if_finished=True)
+        told = self.study.tell(trial, value if state == TrialState.COMPLETE else None, state=state,
+                               skip_if_finished=True)
+        # the stored state: ours, or another worker's FAIL (skip_if_finished kept it)
+        return told.state == state
 
     def _wait_for_store(self) -> None:
         """Back off after a trial failed on the artifact store, as for a database outage: wait
@@ -257,4 +298,11 @@ def _signal_name(signum: int | None) -> str:
 
 
 def _reason(exc: BaseException) -> str:
-    return redact_text(one_line(exc, limit=500))
+    """The exception's one line; an empty one through the gRPC proxy (Optuna's client raises a
+    bare UpdateFinishedTrialError or KeyError) gets the server's details from its cause."""
+    text = one_line(exc, limit=500)
+    if not str(exc).strip():
+        details = getattr(exc.__cause__, "details", None)
+        detail = details() if callable(details) else None
+        text = f"{text}: {detail}" if detail else f"{text} (no message)"
+    return redact_text(text)

@@ -38,7 +38,9 @@ from histosweep.storage._locks import (
     sweep_dead_build_temps,
 )
 from histosweep.storage._optuna import (
+    Liveness,
     count_trials_by_state,
+    delete_study_system_attr,
     folder_store_path,
     frozen_trial,
     grace_period_s,
@@ -46,6 +48,7 @@ from histosweep.storage._optuna import (
     heartbeat_enabled,
     link_artifact,
     linked_artifact_ids,
+    running_liveness,
     set_finished_user_attr,
     sql_engine,
     start_ages,
@@ -56,6 +59,7 @@ from histosweep.storage._optuna import (
     trial_id,
     trial_number_qmc_sampler,
     trials_with_user_attr,
+    user_attr_values,
 )
 from histosweep.storage._rdb import (
     DEFAULT_HEARTBEAT_S,
@@ -101,6 +105,10 @@ __all__ = [
     "atomic_write_text",
     "current_umask",
     "count_trials_by_state",
+    "delete_study_system_attr",
+    "Liveness",
+    "running_liveness",
+    "user_attr_values",
     "folder_store_path",
     "frozen_trial",
     "grace_period_s",

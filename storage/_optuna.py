@@ -15,6 +15,7 @@ import datetime
 import fcntl
 import hashlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from histosweep.storage._errors import StorageError
@@ -148,27 +149,46 @@ def count_trials_by_state(storage, study_id: int) -> dict[str, int]:
     return counts
 
 
+@dataclass(frozen=True)
+class Liveness:
+    """How long a RUNNING trial has been silent: seconds since its last heartbeat row (the
+    database's clock), or, with no row yet, since its datetime_start (see start_ages)."""
+
+    trial_id: int
+    number: int
+    age_s: float
+    beaten: bool  # it has a heartbeat row
+
+
+def running_liveness(storage, study_id: int) -> list[Liveness]:
+    """The Liveness of every RUNNING trial of the study (empty for the gRPC proxy: no SQL)."""
+    import sqlalchemy as sa
+
+    if not _has_engine(storage):
+        return []
+    # raw SQL: Optuna has no public read of heartbeat times (only fail_stale_trials uses them,
+    # with one grace period for all trials; workers judge each trial by its owner's interval)
+    query = sa.text(
+        "SELECT t.trial_id, t.number, MAX(h.heartbeat) FROM trials t JOIN trial_heartbeats h "
+        "ON h.trial_id = t.trial_id WHERE t.study_id = :sid AND t.state = 'RUNNING' "
+        "GROUP BY t.trial_id, t.number"
+    )
+    now_query = sa.text("SELECT CURRENT_TIMESTAMP")
+    with _rdb(storage).engine.connect() as conn:
+        now = _naive(conn.execute(now_query).scalar())
+        rows = conn.execute(query, {"sid": study_id}).all()
+    beaten = [Liveness(int(tid), int(n), max(0.0, (now - _naive(ts)).total_seconds()), True)
+              for tid, n, ts in rows]
+    silent = [Liveness(tid, n, age, False)
+              for tid, (n, age) in start_ages(storage, study_id).items()]
+    return sorted(beaten + silent, key=lambda live: live.number)
+
+
 def heartbeat_ages(storage, study_id: int) -> dict[int, float]:
     """Seconds since the last heartbeat of each RUNNING trial, by trial number; a trial with no
     heartbeat row yet (its worker died between the ask and the first beat) counts from its
     datetime_start (see start_ages)."""
-    import sqlalchemy as sa
-
-    if not _has_engine(storage):
-        return {}
-    engine = _rdb(storage).engine
-    # raw SQL: Optuna has no public read of heartbeat times (only fail_stale_trials uses them)
-    query = sa.text(
-        "SELECT t.number, MAX(h.heartbeat) FROM trials t JOIN trial_heartbeats h "
-        "ON h.trial_id = t.trial_id WHERE t.study_id = :sid AND t.state = 'RUNNING' "
-        "GROUP BY t.number"
-    )
-    now_query = sa.text("SELECT CURRENT_TIMESTAMP")
-    with engine.connect() as conn:
-        now = _naive(conn.execute(now_query).scalar())
-        rows = conn.execute(query, {"sid": study_id}).all()
-    ages = {int(n): max(0.0, (now - _naive(ts)).total_seconds()) for n, ts in rows}
-    return {**{n: age for _, (n, age) in start_ages(storage, study_id).items()}, **ages}
+    return {live.number: live.age_s for live in running_liveness(storage, study_id)}
 
 
 def start_ages(storage, study_id: int) -> dict[int, tuple[int, float]]:
@@ -223,6 +243,13 @@ def set_finished_user_attr(storage, trial_id: int, key: str, value) -> None:
 
 def trials_with_user_attr(storage, study_id: int, key: str) -> set[int]:
     """trial_ids of the study's trials that hold user attr `key`, read from the database."""
+    return set(user_attr_values(storage, study_id, key))
+
+
+def user_attr_values(storage, study_id: int, key: str) -> dict[int, object]:
+    """trial_id -> value of user attr `key` of the study's trials, read from the database."""
+    import json
+
     import sqlalchemy as sa
 
     if not _has_engine(storage):
@@ -230,11 +257,26 @@ def trials_with_user_attr(storage, study_id: int, key: str) -> set[int]:
                            "pass --storage with the database URL")
     # raw SQL: cached storages keep stale copies of finished trials; this reads the database
     query = sa.text(
-        "SELECT a.trial_id FROM trial_user_attributes a JOIN trials t ON t.trial_id = a.trial_id "
-        "WHERE t.study_id = :sid AND a.key = :key"
+        "SELECT a.trial_id, a.value_json FROM trial_user_attributes a "
+        "JOIN trials t ON t.trial_id = a.trial_id WHERE t.study_id = :sid AND a.key = :key"
     )
     with _rdb(storage).engine.connect() as conn:
-        return {int(r[0]) for r in conn.execute(query, {"sid": study_id, "key": key})}
+        return {int(tid): json.loads(value)
+                for tid, value in conn.execute(query, {"sid": study_id, "key": key})}
+
+
+def delete_study_system_attr(storage, study_id: int, key: str) -> None:
+    """Remove a study system attr (export-best's lease when the export ends); through the gRPC
+    proxy, where there is no SQL, it is set to None instead (readers take None as absent)."""
+    import sqlalchemy as sa
+
+    if not _has_engine(storage):
+        storage.set_study_system_attr(study_id, key, None)
+        return
+    # raw SQL: Optuna can set a study system attr but has no call that removes one
+    query = sa.text("DELETE FROM study_system_attributes WHERE study_id = :sid AND key = :key")
+    with _rdb(storage).engine.begin() as conn:
+        conn.execute(query, {"sid": study_id, "key": key})
 
 
 def _naive(value) -> datetime.datetime:

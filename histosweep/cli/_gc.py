@@ -41,7 +41,7 @@ def run(args) -> int:
     print(f"{verb} the checkpoints of {len(summary['deleted'])} trial(s) of {args.study!r}, "
           f"{'would free' if args.dry_run else 'freed'} {freed}; kept the top {args.keep_top} "
           f"and {sum(1 for k in summary['kept'] if not k['reason'].startswith('top'))} running, "
-          "waiting or resumable trial(s)")
+          "waiting, resumable or export-leased trial(s)")
     if args.keep_top < DEFAULT_CANDIDATES:
         print(f"note: export-best ranks --candidates {DEFAULT_CANDIDATES} by default and stops if "
               f"it selects a trial gc cleaned; --candidates {args.keep_top} or less never does")

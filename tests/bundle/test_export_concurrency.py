@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -132,3 +133,38 @@ def test_sigkilled_exports_temp_folder_is_removed_by_the_next(study, tmp_path, c
     assert (lookalike / "keep.txt").read_text() == "someone's" and (other / TMP_MARKER).is_file()
     _whole(out)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["b", lookalike.name, other.name])
+
+
+def test_export_lease_keeps_gc_off_its_candidates_until_it_ends(study, tmp_path, capsys):
+    """A running export-best holds a lease on its candidates (a study system attr): gc plans to
+    keep them while the export runs, and plans to delete them once it has ended and let go."""
+    from histosweep.fleet import LEASE_PREFIX, live_leases
+    from tests.search._helpers import load
+
+    def gc_plan() -> dict:
+        assert main(["gc", "demo", "--keep-top", "1", "--dry-run", "--json", "--storage",
+                     study.storage, "--artifacts", str(study.artifacts)]) == 0
+        return json.loads(capsys.readouterr().out)
+
+    numbers = sorted(t.number for t in load("demo", study.storage).get_trials())
+    out = tmp_path / "b"
+    proc = _start_export(study, out)
+    try:
+        _paused_in_its_temp_folder(proc, out)  # past the choice of candidates, before the end
+        leases = list(live_leases(load("demo", study.storage)).values())
+        plan = gc_plan()
+        proc.send_signal(signal.SIGCONT)
+        _, err = proc.communicate(timeout=300)
+    finally:
+        proc.send_signal(signal.SIGCONT)
+        kill(proc)
+    assert proc.returncode == 0, err
+    assert len(leases) == 1 and leases[0]["trials"] == numbers  # every candidate
+    assert leases[0]["by"] == f"export-best on {socket.gethostname()} pid {proc.pid}"
+    kept = {k["trial"]: k["reason"] for k in plan["kept"]}
+    assert plan["deleted"] == [] and len(kept) == len(numbers)
+    assert sum(reason.startswith("export lease: export-best on ") for reason in kept.values()) == 2
+    after = load("demo", study.storage)
+    assert not [k for k in after._storage.get_study_system_attrs(after._study_id)
+                if k.startswith(LEASE_PREFIX)]
+    assert len(gc_plan()["deleted"]) == 2  # the lease is gone: gc would clean them now

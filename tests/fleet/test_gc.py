@@ -5,8 +5,10 @@ store size, and workers running the same gc after each trial."""
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
+import re
 import uuid
 from pathlib import Path
 
@@ -173,8 +175,72 @@ def test_export_after_gc_and_status_size(study, tmp_path, capsys):
     capsys.readouterr()
     assert main(export_args(study, tmp_path / "c", "--trial", str(third.number))) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and f"trial {third.number}'s fold checkpoints were removed by `histosweep gc`" in err[0]
+    assert len(err) == 1 and re.search(rf"trial {third.number}'s checkpoints were removed by gc at "
+                                       r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC; ", err[0]), err
     assert not (tmp_path / "c").exists()
+    when = load("demo", study.storage).trials[third.number].user_attrs["checkpoints_deleted_at"]
+    assert when[:10] in err[0]  # the time gc recorded before it removed them
+
+
+def test_export_names_gc_and_its_time_when_a_checkpoint_went_after_the_choice(study, tmp_path, capsys):
+    """A gc that removed a member's checkpoints but had not marked the trial done yet (killed in
+    between, or racing the export): gc records the time first, so export-best names gc and that
+    time in one line instead of blaming --artifacts; its lease is gone afterwards."""
+    from histosweep.fleet import LEASE_PREFIX
+    from histosweep.fleet._gc import rank_complete
+    from histosweep.storage import set_finished_user_attr, study_storage, trial_id
+
+    s = load("demo", study.storage)
+    best = rank_complete(s.get_trials())[0]
+    set_finished_user_attr(study_storage(s), trial_id(best), "checkpoints_deleted_at",
+                           "2026-01-02T03:04:05+00:00")
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    ckpts = [best.user_attrs[f"fold_{k}"]["checkpoint"] for k in (0, 1)]
+    for a in ckpts:
+        (study.artifacts / a).rename(moved / a)
+    try:
+        code = main(export_args(study, tmp_path / "b", "--trial", str(best.number)))
+        err = capsys.readouterr().err.strip().splitlines()
+    finally:
+        for a in ckpts:
+            (moved / a).rename(study.artifacts / a)
+    assert code == 1 and len(err) == 1, err
+    assert err[0].startswith(f"error: trial {best.number}'s checkpoints were removed by gc at "
+                             "2026-01-02 03:04:05 UTC; ")
+    assert "--artifacts" not in err[0]
+    attrs = load("demo", study.storage)._storage.get_study_system_attrs(s._study_id)
+    assert not [k for k in attrs if k.startswith(LEASE_PREFIX)]  # removed on the error too
+
+
+def test_gc_spares_the_candidates_of_a_live_export_lease(url, tmp_path, capsys):
+    """Trials an export-best holds a lease on are kept while it is live; an expired lease (an
+    export killed outright) spares nothing and gc drops it; once the export ends gc removes them,
+    recording when."""
+    from histosweep.fleet import LEASE_PREFIX, export_lease
+    from histosweep.storage import open_storage
+
+    store = tmp_path / "artifacts"
+    store.mkdir()
+    s = optuna.create_study(study_name="syn", storage=open_storage(url), direction="maximize")
+    c = [add(s, store, TrialState.COMPLETE, value=v) for v in (0.9, 0.8, 0.7)]
+
+    def leases() -> set[str]:
+        return {k for k in s._storage.get_study_system_attrs(s._study_id) if k.startswith(LEASE_PREFIX)}
+
+    with export_lease(s, [c[0], c[1]]) as live, export_lease(s, [c[2]], ttl_s=-1):
+        code, summary, _ = gc(capsys, url, store, "--keep-top", "1", "--json")
+        assert leases() == {live}  # the expired one was dropped
+    assert code == 0 and [d["trial"] for d in summary["deleted"]] == [c[2]]
+    kept = {k["trial"]: k["reason"] for k in summary["kept"]}
+    assert kept[c[0]] == "top 1" and kept[c[1]].startswith("export lease: export-best on ")
+    assert leases() == set()  # the export ended: its lease is gone
+
+    code, summary, _ = gc(capsys, url, store, "--keep-top", "1", "--json")
+    assert code == 0 and [d["trial"] for d in summary["deleted"]] == [c[1]]
+    when = load("syn", url).trials[c[1]].user_attrs["checkpoints_deleted_at"]
+    age = datetime.datetime.now(datetime.timezone.utc) - datetime.datetime.fromisoformat(when)
+    assert datetime.timedelta(0) <= age < datetime.timedelta(minutes=5)
 
 
 def test_workers_gc_after_each_trial_with_create_keep_top(study, tmp_path):

@@ -123,14 +123,25 @@ def test_raw_sql_tables_and_columns(study):
     study._storage.record_heartbeat(trial._trial_id)
     engine = storage.sql_engine(study._storage)
     columns = {name: {c["name"] for c in sa.inspect(engine).get_columns(name)}
-               for name in ("trials", "trial_heartbeats", "trial_user_attributes")}
+               for name in ("trials", "trial_heartbeats", "trial_user_attributes",
+                            "study_system_attributes")}
     assert {"trial_id", "number", "study_id", "state", "datetime_start"} <= columns["trials"]
     assert {"trial_id", "heartbeat"} <= columns["trial_heartbeats"]
     assert {"trial_id", "key", "value_json"} <= columns["trial_user_attributes"]
+    assert {"study_id", "key", "value_json"} <= columns["study_system_attributes"]
     assert storage.trial_counts(study)["RUNNING"] == 1
     assert trial.number in storage.heartbeat_ages(study._storage, study._study_id)
+    silent = study.ask()  # no heartbeat row: aged from its start
+    lives = storage.running_liveness(study._storage, study._study_id)
+    assert [(live.trial_id, live.number, live.beaten) for live in lives] == [
+        (trial._trial_id, trial.number, True), (silent._trial_id, silent.number, False)]
+    assert all(0 <= live.age_s < 60 for live in lives)
     study.tell(trial, 0.5)
     storage.set_finished_user_attr(study._storage, trial._trial_id, "k", [1])
     assert storage.trials_with_user_attr(study._storage, study._study_id, "k") == {trial._trial_id}
+    assert storage.user_attr_values(study._storage, study._study_id, "k") == {trial._trial_id: [1]}
+    study._storage.set_study_system_attr(study._study_id, "lease", {"trials": [0]})
+    storage.delete_study_system_attr(study._storage, study._study_id, "lease")
+    assert "lease" not in study._storage.get_study_system_attrs(study._study_id)
     with storage.study_gate(study._storage, "door"):
         assert storage.trial_counts(study)["COMPLETE"] == 1
