@@ -12,7 +12,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from histosweep.search import UserError
+from histosweep.search import UserError, is_imported
 from histosweep.storage import (
     DEFAULT_MAX_RETRY,
     artifact_sizes,
@@ -45,10 +45,11 @@ def checkpoint_ids(trial) -> list[str]:
 
 
 def rank_complete(trials) -> list:
-    """COMPLETE trials best first, ties by number: export-best's candidate order."""
+    """COMPLETE trials run here best first, ties by number: export-best's candidate order
+    (imported trials are another study's: no checkpoints here, never a candidate)."""
     from optuna.trial import TrialState
 
-    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    complete = [t for t in trials if t.state == TrialState.COMPLETE and not is_imported(t)]
     return sorted(complete, key=lambda t: (-float(t.value), t.number))
 
 

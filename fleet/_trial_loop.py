@@ -19,7 +19,7 @@ from histosweep.exceptions import one_line
 from histosweep.fleet._db import fail_stale, gated_ask, heartbeat, is_db_outage, retry_db
 from histosweep.fleet._gc import retention_pass
 from histosweep.fleet._options import WorkerOptions
-from histosweep.search import Runtime, UserError, WorkerStopped
+from histosweep.search import Runtime, UserError, WorkerStopped, imported_finished
 from histosweep.storage import (
     StoreError,
     frozen_trial,
@@ -75,6 +75,8 @@ class TrialLoop:
         self.last_failure = ""
         self.last_store_failure = ""
         self.stopped_by: int | None = None  # the first stop signal received
+        # NOTE: read once: trials are imported only when the study is created
+        self.imported = retry_db(lambda: imported_finished(study)) if opts.n_trials else 0
         if isinstance(getattr(objective, "rt", None), Runtime):
             objective.rt.check_stop = self.raise_if_stopped  # checked at every epoch's end
 
@@ -140,7 +142,7 @@ class TrialLoop:
         fail_stale(self.study)
         if self.stop.is_set():
             return False
-        return gated_ask(self.study, self.opts.n_trials)
+        return gated_ask(self.study, self.opts.n_trials, imported=self.imported)
 
     def _run_trial(self, trial) -> None:
         import optuna

@@ -1,7 +1,7 @@
 """Create and open histosweep studies: direction maximize, stored space/data/split/sampler.
 
 Exercise: `histosweep create STUDY --data DATA [--space FILE] [--folds 5] [--pruner percentile]
-[--sampler tpe] [--holdout 0] [--no-reference]`.
+[--sampler tpe] [--holdout 0] [--no-reference] [--like OLD] [--warm-start OLD ..]`.
 """
 
 from __future__ import annotations
@@ -13,6 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from histosweep.data import CLASSES, audit_dataset, dataset_fingerprint, load_dataset, make_split
+from histosweep.search._campaign import (
+    IMPORTS_KEY,
+    add_imports,
+    like_settings,
+    load_source,
+    plan_imports,
+    split_key,
+)
 from histosweep.search._enqueue import REFERENCE_SOURCE, enqueue, reference_params
 from histosweep.search._errors import UserError
 from histosweep.search._pruner import SNAPSHOT_MAX_AGE_S, SnapshotPruner
@@ -32,7 +40,7 @@ log = logging.getLogger("histosweep")
 
 @dataclass(frozen=True)
 class CreateOptions:
-    data: Path
+    data: Path | None = None  # None only with like: OLD's data
     space_file: Path | None = None
     folds: int = 5
     holdout: float = 0.2
@@ -44,6 +52,8 @@ class CreateOptions:
     sampler: str = "tpe"
     enqueue_reference: bool = False
     keep_top: int = 0  # workers gc checkpoints outside the top N after each trial; 0 keeps all
+    like: str | None = None  # copy this study's data, fingerprint, split, folds and seed
+    warm_start: tuple[str, ...] = ()  # import these studies' finished trials (same split only)
 
 
 def create_study(name: str, storage_url: str | None, opts: CreateOptions, *, progress=True) -> dict:
@@ -56,8 +66,9 @@ def create_study(name: str, storage_url: str | None, opts: CreateOptions, *, pro
     space = load_space(opts.space_file)
     check_backbones(space)
     _check_pixel_keys(space, opts.space_file)
-    settings = build_settings(space, opts, progress=progress)
     storage = open_storage(storage_url)
+    settings = _settings(name, storage, space, opts, progress=progress)
+    imports = plan_imports(storage, name, settings, opts.warm_start) if opts.warm_start else None
     existing = _find(storage, name)
     action = "created"
     if existing is not None:
@@ -65,7 +76,7 @@ def create_study(name: str, storage_url: str | None, opts: CreateOptions, *, pro
     if action in ("created", "replaced"):
         study = optuna.create_study(
             study_name=name, storage=storage, direction="maximize",
-            sampler=make_sampler(opts.sampler, seed=opts.seed),
+            sampler=make_sampler(opts.sampler, seed=settings.seed),
         )
         with warnings.catch_warnings():  # experimental since 3.2, stable in use
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -77,12 +88,28 @@ def create_study(name: str, storage_url: str | None, opts: CreateOptions, *, pro
         "excluded": len(settings.excluded), "folds": settings.folds,
         "holdout": len(settings.split["holdout"]), "fingerprint": settings.fingerprint,
         "pruner": settings.pruner, "sampler": settings.sampler, "searched": space.searched(),
-        "keep_top": settings.keep_top,
+        "keep_top": settings.keep_top, "like": opts.like, "split": split_key(settings),
     }
-    if opts.enqueue_reference:
-        study = optuna.load_study(study_name=name, storage=storage)
+    study = optuna.load_study(study_name=name, storage=storage)
+    if opts.enqueue_reference:  # NOTE: before the imports: enqueue skips params already run
         summary["reference"] = _enqueue_reference(study, space)
+    if imports is not None:  # an existing study keeps what it imported when it was created
+        summary["imported"] = (add_imports(study, imports) if action in ("created", "replaced")
+                               else study.user_attrs.get(IMPORTS_KEY))
     return summary
+
+
+def _settings(name: str, storage, space: Space, opts: CreateOptions, *, progress) -> StudySettings:
+    """From the data (--data), or OLD's data and split with this space (--like OLD)."""
+    if opts.like is None:
+        if opts.data is None:
+            raise UserError(f"create {name}: pass --data DATA (the training data), or --like OLD "
+                            "to use an existing study's data and split")
+        return build_settings(space, opts, progress=progress)
+    if opts.like == name:
+        raise UserError(f"--like {name}: that is the study being created; name an existing study")
+    _, old = load_source(storage, opts.like, "--like")
+    return like_settings(opts.like, old, space, opts)
 
 
 def _enqueue_reference(study, space: Space) -> dict:
