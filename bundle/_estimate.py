@@ -2,10 +2,12 @@
 export-best writes into the manifest, and what `histosweep estimate` prints without a bundle.
 
 The pool is every COMPLETE trial with stored fold predictions, ranked as export-best ranks
-them (trial value, then number); the reference recipe's trial is found by its enqueued_from
-attr. The result is also kept in the study (user attr ESTIMATE_ATTR) for `status`.
+them (trial value, then study, then number), across the studies named (one data and split);
+imported trials are not in it. The reference recipe's trial is found by its enqueued_from
+attr, the first study's where several have one. The result is also kept in the study (user
+attr ESTIMATE_ATTR) for `status`, for one study only (a pool's figure is not any one study's).
 
-Exercise: `histosweep estimate STUDY [--ensemble bagged] [--bootstrap 1000] [--json]`.
+Exercise: `histosweep estimate STUDY [STUDY2 ..] [--ensemble bagged] [--bootstrap 1000] [--json]`.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import numpy as np
 
 from histosweep.bundle._bootstrap import BBC_RESAMPLES, BBCOptions, bbc_cv
 from histosweep.bundle._selection import DEFAULT_METHOD, METHODS
-from histosweep.bundle._source import Source, _candidate
+from histosweep.bundle._source import Source, _candidate, rank_pool
 from histosweep.constants import DEFAULT_CANDIDATES
 from histosweep.exceptions import UserError
 from histosweep.search import is_reference
@@ -35,6 +37,7 @@ class EstimateOptions:
     calibrate: bool = True
     ensemble: str = DEFAULT_METHOD
     bootstrap: int = BBC_RESAMPLES
+    more_studies: tuple[str, ...] = ()  # pooled with study (same data and split)
 
 
 def check_estimate_options(opts) -> None:
@@ -56,41 +59,46 @@ def estimate(opts: EstimateOptions) -> dict[str, Any]:
     store = open_artifact_store(opts.artifacts)
     src = read_source(opts, store)
     result = estimate_source(src, store, opts)
-    record_estimate(src.study, result, by="estimate")
-    return {"study": src.study.study_name, **result}
+    if not src.pooled:
+        record_estimate(src.study, result, by="estimate")
+    return {"study": src.study.study_name, "studies": src.names, **result}
 
 
 def estimate_source(src: Source, store, opts) -> dict[str, Any]:
     """BBC-CV of the selection opts asks for (opts: ExportOptions or EstimateOptions)."""
     pool = _pool(src, store)
-    numbers = [c.trial.number for c in pool]
-    refs = [i for i, c in enumerate(pool) if is_reference(c.trial)]
-    fixed = tuple(numbers.index(n) for n in opts.trials) if opts.trials else ()
+    keys = [(c.study, c.trial.number) for c in pool]
+    refs = _references(src, pool)
+    fixed = tuple(keys.index((src.names[0], n)) for n in opts.trials) if opts.trials else ()
     bbc = bbc_cv(
         np.stack([c.oof for c in pool]), src.labels(src.oof_rows),
         BBCOptions(resamples=opts.bootstrap, method=opts.ensemble, candidates=opts.candidates,
                    calibrate=opts.calibrate, fixed=fixed, single=opts.single and not opts.trials),
         reference=refs[0] if refs else None,
     )
-    bbc["reference_trial"] = numbers[refs[0]] if refs else None
+    bbc["reference_trial"] = keys[refs[0]][1] if refs else None
+    bbc["reference_study"] = keys[refs[0]][0] if refs else None
     bbc["seed"] = int(bbc["seed"])
     return bbc
 
 
+def _references(src: Source, pool: list) -> list[int]:
+    """Pool indices of reference-recipe trials, the first study's first (the search gain's
+    baseline in a pool of studies is the first study's reference, else the next one's)."""
+    refs = [i for i, c in enumerate(pool) if is_reference(c.trial)]
+    return sorted(refs, key=lambda i: src.names.index(pool[i].study))
+
+
 def _pool(src: Source, store) -> list:
     """Every COMPLETE trial's OOF probabilities, best first (the candidates are its head)."""
-    from optuna.trial import TrialState
-
-    have = {c.trial.number: c for c in src.candidates}
-    complete = [t for t in src.study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
-    ranked = sorted(complete, key=lambda t: (-float(t.value), t.number))
+    have = {(c.study, c.trial.number): c for c in src.candidates}
     pool = []
-    for t in ranked:
-        if t.number in have:
-            pool.append(have[t.number])
+    for name, t in rank_pool(src.studies or [src.study]):
+        if (name, t.number) in have:
+            pool.append(have[(name, t.number)])
             continue
         try:
-            pool.append(_candidate(store, t, src.settings.folds, src.oof_rows.size))
+            pool.append(_candidate(store, t, src.settings.folds, src.oof_rows.size, study=name))
         except UserError:  # a trial without all its stored predictions cannot be re-selected
             continue
     return pool

@@ -2,7 +2,10 @@
 manifest, fold safetensors, report.html and optionally submission.csv — written in a temp
 folder and renamed at the end. The holdout (lockbox) is read here, once, to score the bundle.
 
-Exercise: `histosweep export-best STUDY --out bundle --test TEST [--candidates N | --single | --trial N]`.
+Several studies on one data and split pool their candidates (`export-best S1 S2 ..`); each
+member names its study and trial.
+
+Exercise: `histosweep export-best STUDY [STUDY2 ..] --out bundle --test TEST [--candidates N | --single | --trial N]`.
 """
 
 from __future__ import annotations
@@ -111,6 +114,7 @@ class ExportOptions:
     progress: bool = True
     ensemble: str = DEFAULT_METHOD  # greedy | bagged | cmaes (bundle._selection)
     bootstrap: int = BBC_RESAMPLES  # BBC-CV resamples
+    more_studies: tuple[str, ...] = ()  # pooled with study: same data fingerprint and split
 
 
 def export_best(opts: ExportOptions) -> dict[str, Any]:
@@ -168,8 +172,10 @@ def _export(opts: ExportOptions, out: Path, may_replace, lease: contextlib.ExitS
             "pass --out with a writable folder"
         ) from None
     summary = _summary(opts, src, manifest, submission, warnings)
-    record_estimate(src.study, bbc, by="export-best")  # status shows it
-    save_export_note(src.study, summary)  # the dashboard's study page says what was exported
+    if not src.pooled:  # NOTE: a pool's estimate is not any one study's; status shows its own
+        record_estimate(src.study, bbc, by="export-best")  # status shows it
+    for study in src.studies:  # the dashboard's study page says what was exported
+        save_export_note(study, summary)
     return summary
 
 
@@ -235,9 +241,9 @@ def _select(opts: ExportOptions, src: Source) -> np.ndarray:
         "the trials named by --trial, equal weights" if opts.trials else
         METHOD_TEXT[opts.ensemble],
         "ensemble": opts.ensemble,
-        "candidates": [c.trial.number for c in src.candidates],
+        "candidates": [src.label(c) for c in src.candidates],
         "rounds": rounds,
-        "path": [src.candidates[i].trial.number for i in path],
+        "path": [src.label(src.candidates[i]) for i in path],
     }
     ensemble = ensemble_probs(oof, weights)
     if not opts.calibrate:
@@ -248,6 +254,11 @@ def _select(opts: ExportOptions, src: Source) -> np.ndarray:
     return checked.offsets
 
 
+def _tie(src: Source, c) -> tuple[int, int]:
+    """max() tie-break: the lower trial number, then the study named first."""
+    return -c.trial.number, -src.names.index(c.study)
+
+
 # --- fold files ----------------------------------------------------------------------------
 def _write_folds(tmp: Path, store, src: Source) -> list[dict[str, Any]]:
     """Fetch and verify every member's folds into tmp/folds; the manifest's member entries."""
@@ -255,18 +266,22 @@ def _write_folds(tmp: Path, store, src: Source) -> list[dict[str, Any]]:
     members = []
     for c in src.members:
         n = c.trial.number
+        name = f"study {c.study!r} trial {n}" if src.pooled else f"trial {n}"
         if c.trial.user_attrs.get(DELETED_ATTR):
-            raise UserError(gc_removed_message(n, gc_removed_at(src.study, c.trial)))
+            raise UserError(gc_removed_message(name, gc_removed_at(_study_of(src, c), c.trial)))
         folds = []
+        # NOTE: trial numbers repeat across studies: a pool's file names start with the study
+        prefix = f"{c.study}-" if src.pooled else ""
         for k, record in enumerate(c.records):
-            rel = f"{FOLDS_DIR}/trial{n}_fold{k}.safetensors"
-            what = f"trial {n} fold {k}"
-            _fetch_checkpoint(store, src.study, c.trial, record, tmp / rel, what=what)
+            rel = f"{FOLDS_DIR}/{prefix}trial{n}_fold{k}.safetensors"
+            what = f"{name} fold {k}"
+            _fetch_checkpoint(store, _study_of(src, c), c.trial, record, tmp / rel, what=what,
+                              name=name)
             _verify_checkpoint(tmp / rel, c.config, what=f"{what} checkpoint {record['checkpoint']}")
             folds.append({"fold": k, "file": rel, "val_f1": float(record["val_f1"]),
                           "sha256": file_sha256(tmp / rel)})
         members.append({
-            "trial": n, "weight": c.weight, "oof_f1": float(c.trial.value),
+            "study": c.study, "trial": n, "weight": c.weight, "oof_f1": float(c.trial.value),
             "config": c.config.to_dict(), "params": dict(c.trial.params), "folds": folds,
             "input": {**input_manifest(c.config),
                       "fallbacks": dict(c.trial.user_attrs.get("input", {}).get("fallbacks", {}))},
@@ -275,7 +290,12 @@ def _write_folds(tmp: Path, store, src: Source) -> list[dict[str, Any]]:
     return members
 
 
-def _fetch_checkpoint(store, study, trial, record, dest: Path, *, what: str) -> None:
+def _study_of(src: Source, c):
+    """The study object that ran candidate c (a pooled export reads several)."""
+    return next((s for s in src.studies if s.study_name == c.study), src.study)
+
+
+def _fetch_checkpoint(store, study, trial, record, dest: Path, *, what: str, name: str) -> None:
     """The checkpoint into dest; a missing one that gc removed (before this export's lease, or
     while the candidates were chosen) is named as such, not blamed on --artifacts."""
     try:
@@ -287,7 +307,7 @@ def _fetch_checkpoint(store, study, trial, record, dest: Path, *, what: str) -> 
             when = None
         if when is None:
             raise
-        raise UserError(gc_removed_message(trial.number, when)) from None
+        raise UserError(gc_removed_message(name, when)) from None
 
 
 def _embedding_entry(c: Candidate) -> dict[str, Any]:
@@ -322,7 +342,7 @@ def lockbox_probs(src: Source) -> np.ndarray:
 def _metrics(src: Source, offsets: np.ndarray, bbc: dict[str, Any]) -> dict[str, Any]:
     y_oof, y_hold = src.labels(src.oof_rows), src.labels(src.holdout_rows)
     oof = ensemble_probs([c.oof for c in src.members], [c.weight for c in src.members])
-    best = max(src.candidates, key=lambda c: (float(c.trial.value), -c.trial.number))
+    best = max(src.candidates, key=lambda c: (float(c.trial.value), *_tie(src, c)))
     out = {
         "oof_f1": macro_f1(y_oof, oof),
         "oof_f1_calibrated": macro_f1(y_oof, decide(oof, offsets)),
@@ -334,7 +354,7 @@ def _metrics(src: Source, offsets: np.ndarray, bbc: dict[str, Any]) -> dict[str,
     }
     if not y_hold.size:  # create --holdout 0: BBC-CV is the estimate
         return {**out, **dict.fromkeys(LOCKBOX_KEYS), "single_best": {
-            "trial": best.trial.number, "oof_f1": float(best.trial.value), "lockbox_f1": None,
+            "study": best.study, "trial": best.trial.number, "oof_f1": float(best.trial.value), "lockbox_f1": None,
             "lockbox_f1_ci95": None}, "note": NO_LOCKBOX_NOTE}
     hold = lockbox_probs(src)
     return {
@@ -344,7 +364,7 @@ def _metrics(src: Source, offsets: np.ndarray, bbc: dict[str, Any]) -> dict[str,
         "lockbox_f1_uncalibrated": macro_f1(y_hold, hold),
         "lockbox_f1_uncalibrated_ci95": list(bootstrap_ci(y_hold, hold.argmax(1), len(CLASSES))),
         "single_best": {
-            "trial": best.trial.number, "oof_f1": float(best.trial.value),
+            "study": best.study, "trial": best.trial.number, "oof_f1": float(best.trial.value),
             "lockbox_f1": macro_f1(y_hold, best.holdout),
             "lockbox_f1_ci95": list(bootstrap_ci(y_hold, best.holdout.argmax(1), len(CLASSES))),
         },
@@ -404,7 +424,7 @@ def _write_report(path: Path, store, src: Source, manifest, offsets) -> None:
     preds = decide(lockbox_probs(src) if lockbox else
                    ensemble_probs([c.oof for c in src.members], [c.weight for c in src.members]),
                    offsets)
-    top = max(src.members, key=lambda c: (c.weight, -c.trial.number))
+    top = max(src.members, key=lambda c: (c.weight, *_tie(src, c)))
     n = top.trial.number
     with tempfile.TemporaryDirectory(prefix="histosweep-report-") as pictures:
         cm = confusion_png(Path(pictures) / "cm.png", labels, preds, CLASSES,
@@ -415,10 +435,10 @@ def _write_report(path: Path, store, src: Source, manifest, offsets) -> None:
         curves = learning_curves_png(Path(pictures) / "curves.png", epochs,
                                      title=f"trial {n}: learning curves").read_bytes()
     path.write_text(render_report(ReportInputs(
-        study=src.study.study_name, metrics=manifest["metrics"], members=manifest["members"],
+        study=" + ".join(src.names), metrics=manifest["metrics"], members=manifest["members"],
         selection=manifest["selection"], decision=manifest["decision"],
         per_class=per_class_scores(labels, preds, CLASSES), confusion_png=cm,
-        curves_png=curves, curves_trial=n,
+        curves_png=curves, curves_trial=src.label(top), pooled=src.pooled,
     )), encoding="utf-8")
 
 
@@ -427,7 +447,8 @@ def _manifest(src: Source, members, offsets, metrics, calibrate: bool) -> dict[s
     s = src.settings
     return {
         "format": BUNDLE_FORMAT,
-        "study": src.study.study_name,
+        "study": src.study.study_name,  # the first named; members name their own
+        "studies": src.names,
         "classes": list(CLASSES),
         "members": members,
         "selection": src.selection,
@@ -464,10 +485,12 @@ def _write_json(path: Path, doc: dict[str, Any]) -> None:
 def _summary(opts, src: Source, manifest, submission, warnings) -> dict[str, Any]:
     out = Path(opts.out)
     members = manifest["members"]
+    top = max(members, key=lambda m: (m["weight"], -m["trial"], -src.names.index(m["study"])))
     return {
-        "study": src.study.study_name, "out": str(out),
-        "trial": max(members, key=lambda m: (m["weight"], -m["trial"]))["trial"],
-        "members": [{"trial": m["trial"], "weight": m["weight"], "oof_f1": m["oof_f1"]} for m in members],
+        "study": src.study.study_name, "studies": src.names, "out": str(out),
+        "trial": top["trial"], "trial_study": top["study"],
+        "members": [{"study": m["study"], "trial": m["trial"], "weight": m["weight"],
+                     "oof_f1": m["oof_f1"]} for m in members],
         "value": (manifest["metrics"]["lockbox_f1"] if manifest["metrics"]["lockbox_f1"] is not None
                   else manifest["metrics"]["bbc"]["ensemble"]["mean"]),
         "metrics": manifest["metrics"],

@@ -61,25 +61,30 @@ class ReportInputs:
     per_class: list[dict[str, Any]]  # the final ensemble on the lockbox
     confusion_png: bytes
     curves_png: bytes | None
-    curves_trial: int | None = None
+    curves_trial: int | str | None = None
+    pooled: bool = False  # members from several studies: named STUDY#trial
+
+
+def _name(m: dict[str, Any], pooled: bool) -> str:
+    return f"{m.get('study')}#{m['trial']}" if pooled else str(m["trial"])
 
 
 def render_report(r: ReportInputs) -> str:
     """One self-contained HTML page (pictures inlined as base64)."""
     m = r.metrics
-    trials = ", ".join(str(x["trial"]) for x in r.members)
+    trials = ", ".join(_name(x, r.pooled) for x in r.members)
     where = "lockbox" if m.get("lockbox_f1") is not None else "out-of-fold, selection data"
     parts = [
         _HEAD.format(title=_e(f"{r.study}: exported ensemble")),
         f"<h1>{_e(r.study)} &mdash; ensemble of trial(s) {_e(trials)}</h1>",
         f"<p><strong>{_e(m['note'])}</strong></p>",
-        *_estimate_parts(m, r.decision),
+        *_estimate_parts(m, r.decision, r.pooled),
         "<h2>Selection data (out-of-fold, what the search and the ensemble selected on)</h2><table>",
         _row("ensemble out-of-fold macro-F1", _fmt(m["oof_f1"])),
         _row("with decision offsets (fitted on these same predictions)", _fmt(m["oof_f1_calibrated"])),
         _row("out-of-fold samples", str(m["oof_size"])),
         "</table>",
-        "<h2>Members</h2>", _member_table(r.members),
+        "<h2>Members</h2>", _member_table(r.members, r.pooled),
         f"<p>{_e(r.selection.get('method', ''))}. Candidates: "
         f"{_e(', '.join(map(str, r.selection.get('candidates', []))))}.</p>",
         f"<p>Decision offsets per class: {_e(_offsets(r.decision))}{_e(_offsets_check(r.decision))}.</p>",
@@ -89,18 +94,20 @@ def render_report(r: ReportInputs) -> str:
     if r.curves_png is not None:
         parts += [f"<h2>Learning curves (trial {r.curves_trial})</h2>", _img(r.curves_png, "learning curves")]
     for member in r.members:
-        parts += [f"<details><summary>Trial {member['trial']}: searched parameters and config</summary>",
+        parts += [f"<details><summary>Trial {_e(_name(member, r.pooled))}: searched parameters and config</summary>",
                   _kv_table(member["params"]), _kv_table(member["config"]), "</details>"]
     parts.append("</body></html>\n")
     return "\n".join(parts)
 
 
-def _estimate_parts(m: dict[str, Any], decision: dict[str, Any]) -> list[str]:
+def _estimate_parts(m: dict[str, Any], decision: dict[str, Any], pooled: bool = False) -> list[str]:
     """The honest numbers: BBC-CV (always) and the lockbox (when there is one), side by side."""
     parts = [f"<p>{_e(m['estimates_note'])}</p>"] if m.get("estimates_note") else []
     bbc = m.get("bbc")
     if bbc:
         ref = bbc.get("reference_trial")
+        if pooled and ref is not None:  # the first study's reference (or the next one's)
+            ref = f"{bbc.get('reference_study')}#{ref}"
         parts += [
             f"<h2>BBC-CV estimate ({bbc['resamples']} bootstrap resamples of the out-of-fold "
             "rows, selection re-run in bag, scored out of bag)</h2><table>",
@@ -125,7 +132,7 @@ def _estimate_parts(m: dict[str, Any], decision: dict[str, Any]) -> list[str]:
                    else "exported ensemble", m["lockbox_f1"], m["lockbox_f1_ci95"]),
         _score_row("exported ensemble, plain argmax", m["lockbox_f1_uncalibrated"],
                    m["lockbox_f1_uncalibrated_ci95"]),
-        _score_row(f"single best trial ({m['single_best']['trial']}) alone",
+        _score_row(f"single best trial ({_name(m['single_best'], pooled)}) alone",
                    m["single_best"]["lockbox_f1"], m["single_best"]["lockbox_f1_ci95"]),
         "</table>",
         f"<p>{m['holdout_size']} lockbox samples; {m['bootstrap_resamples']} bootstrap resamples, "
@@ -175,11 +182,11 @@ def _backbones(config: dict[str, Any]) -> str:
     return f"{config['image_backbone']} + {config['mask_backbone']}"
 
 
-def _member_table(members: list[dict[str, Any]]) -> str:
+def _member_table(members: list[dict[str, Any]], pooled: bool = False) -> str:
     head = ("<table><tr><th>trial</th><th>weight</th><th>out-of-fold F1</th>"
             "<th>input</th><th>backbones</th><th>fold validation F1</th></tr>")
     body = "".join(
-        f"<tr><td>{m['trial']}</td><td class=\"num\">{m['weight']:.4f}</td>"
+        f"<tr><td>{_e(_name(m, pooled))}</td><td class=\"num\">{m['weight']:.4f}</td>"
         f"<td class=\"num\">{m['oof_f1']:.4f}</td>"
         f"<td>{_e(_input_text(m))}</td>"
         f"<td>{_e(_backbones(m['config']))}</td>"

@@ -1,7 +1,8 @@
-"""What export-best reads from a study: the candidate trials (best first), each with its config,
-fold records and stored out-of-fold / holdout probabilities, and the study's split.
+"""What export-best reads from a study, or from studies on one data and split: the candidate
+trials (best first, pooled across the studies), each with its config, fold records and stored
+out-of-fold / holdout probabilities, and the split. Imported trials are never candidates.
 
-Exercise: `histosweep export-best STUDY --out bundle`.
+Exercise: `histosweep export-best STUDY [STUDY2 ..] --out bundle`.
 """
 
 from __future__ import annotations
@@ -13,7 +14,14 @@ import numpy as np
 
 from histosweep.exceptions import UserError
 from histosweep.model import ConfigError, TrainConfig
-from histosweep.search import check_current, load_settings, open_study
+from histosweep.search import (
+    IMPORTED_ATTR,
+    check_current,
+    is_imported,
+    load_settings,
+    open_study,
+    split_difference,
+)
 from histosweep.trial_files import fetch_probs, fold_key
 
 
@@ -27,6 +35,7 @@ class Candidate:
     oof: np.ndarray  # (N_oof, C), rows in the order of Source.oof_rows
     holdout: np.ndarray  # (N_holdout, C), equal mean of the folds
     weight: float = 0.0
+    study: str = ""  # the study that ran it (export-best S1 S2 pools several)
 
 
 @dataclass
@@ -38,64 +47,124 @@ class Source:
     holdout_rows: np.ndarray
     selection: dict[str, Any] = field(default_factory=dict)
     offsets_check: dict[str, Any] = field(default_factory=dict)  # export: were the offsets kept
+    studies: list = field(default_factory=list)  # every study pooled; study is the first
 
     @property
     def members(self) -> list[Candidate]:
         return [c for c in self.candidates if c.weight > 0]
 
+    @property
+    def names(self) -> list[str]:
+        return [s.study_name for s in self.studies] or [self.study.study_name]
+
+    @property
+    def pooled(self) -> bool:
+        return len(self.names) > 1
+
+    def label(self, c: Candidate) -> int | str:
+        """How the selection names a candidate: its number, or STUDY#number in a pool."""
+        return f"{c.study}#{c.trial.number}" if self.pooled else c.trial.number
+
     def labels(self, rows: np.ndarray) -> np.ndarray:
         return self.settings.label_array()[rows]
 
 
-def read_source(opts, store, *, on_candidates=None) -> Source:
-    """The study, its settings and split, and the candidate trials with their stored probabilities
-    (opts: ExportOptions; its study, storage, trials, single and candidates are read).
+def study_names(opts) -> tuple[str, ...]:
+    """The studies opts names (ExportOptions or EstimateOptions): study, then more_studies."""
+    names = (opts.study, *getattr(opts, "more_studies", ()))
+    if len(set(names)) != len(names):
+        raise UserError(f"{' '.join(names)}: a study is named twice; name each study once")
+    if len(names) > 1 and opts.trials:
+        raise UserError(f"--trial {' '.join(map(str, opts.trials))} names trials of one study; with "
+                        f"several studies ({' '.join(names)}) use --candidates N or --single")
+    return names
 
-    on_candidates(study, trials): called once the candidates are chosen, before anything of theirs
-    is read (export-best takes its lease there, so that gc spares them)."""
-    study = open_study(opts.study, opts.storage)
-    settings = load_settings(study)
-    check_current(study, settings)
+
+def read_source(opts, store, *, on_candidates=None) -> Source:
+    """The studies, their (one) settings and split, and the candidate trials with their stored
+    probabilities (opts: ExportOptions; its study, more_studies, storage, trials, single and
+    candidates are read). Studies on another data or split are refused with one line.
+
+    on_candidates(study, trials): called once per study when the candidates are chosen, before
+    anything of theirs is read (export-best takes its lease there, so that gc spares them)."""
+    names = study_names(opts)
+    studies = [_open(name, opts.storage) for name in names]
+    study, settings = studies[0]
+    for name, (_, other) in zip(names[1:], studies[1:], strict=True):
+        why = split_difference(settings, other)
+        if why is not None:
+            raise UserError(
+                f"{' '.join(names)}: study {name!r} is not on {names[0]!r}'s data and split ({why}); "
+                f"only studies on one split pool their trials (create them with --like {names[0]})"
+            )
     split = settings.split_obj()
     oof_rows = np.concatenate([np.asarray(split.folds[k][1], np.int64) for k in range(settings.folds)])
     holdout_rows = np.asarray(split.holdout, dtype=np.int64)
-    trials = _candidate_trials(study, opts)
-    if on_candidates is not None:
-        on_candidates(study, trials)
-    candidates = [_candidate(store, t, settings.folds, oof_rows.size) for t in trials]
-    return Source(study, settings, candidates, oof_rows, holdout_rows)
+    opened = [s for s, _ in studies]
+    trials = _candidate_trials(opened, opts)
+    for one in opened if on_candidates is not None else ():
+        on_candidates(one, [t for name, t in trials if name == one.study_name])
+    candidates = [_candidate(store, t, settings.folds, oof_rows.size, study=name) for name, t in trials]
+    return Source(study, settings, candidates, oof_rows, holdout_rows, studies=opened)
 
 
-def _candidate_trials(study, opts) -> list:
-    if opts.trials:
-        return [pick_trial(study, n) for n in opts.trials]
-    best = pick_trial(study, None)
-    if opts.single:
-        return [best]
+def _open(name: str, storage):
+    study = open_study(name, storage)
+    settings = load_settings(study)
+    check_current(study, settings)
+    return study, settings
+
+
+def rank_pool(studies) -> list[tuple[str, Any]]:
+    """(study name, trial) of every COMPLETE trial the studies ran (imported ones are another
+    study's), best first; ties: the study named first, then the lower number."""
     from optuna.trial import TrialState
 
-    complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
-    ranked = sorted(complete, key=lambda t: (-float(t.value), t.number))
-    return ranked[: opts.candidates]
+    ranked = []
+    for i, study in enumerate(studies):
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            if not is_imported(t):
+                ranked.append((-float(t.value), i, t.number, study.study_name, t))
+    ranked.sort(key=lambda r: r[:3])
+    return [(r[3], r[4]) for r in ranked]
+
+
+def _candidate_trials(studies, opts) -> list[tuple[str, Any]]:
+    if opts.trials:
+        return [(studies[0].study_name, pick_trial(studies[0], n)) for n in opts.trials]
+    ranked = rank_pool(studies)
+    if not ranked:
+        if len(studies) == 1:
+            pick_trial(studies[0], None)  # its one-line error: run workers first
+        names = " ".join(s.study_name for s in studies)
+        raise UserError(f"{names}: no COMPLETE trial in any of these studies; run workers first")
+    return ranked[:1] if opts.single else ranked[: opts.candidates]
 
 
 def pick_trial(study, number: int | None):
-    """Trial `number` (must be COMPLETE), or the best COMPLETE trial (highest OOF macro-F1)."""
+    """Trial `number` (must be COMPLETE and run here), or the best COMPLETE trial the study ran
+    (highest OOF macro-F1; imported trials are another study's)."""
     from optuna.trial import TrialState
 
     trials = study.get_trials(deepcopy=False)
     if number is None:
-        complete = [t for t in trials if t.state == TrialState.COMPLETE]
-        if not complete:
+        ranked = rank_pool([study])
+        if not ranked:
             raise UserError(
                 f"study {study.study_name!r} has no COMPLETE trial yet ({_state_counts(trials)}); "
                 f"run workers first: histosweep worker {study.study_name} --n-trials N"
             )
-        return study.best_trial
+        return ranked[0][1]
     found = [t for t in trials if t.number == number]
     if not found:
         last = f"0..{trials[-1].number}" if trials else "none yet"
         raise UserError(f"study {study.study_name!r} has no trial {number} (trials: {last})")
+    if is_imported(found[0]):
+        origin = found[0].user_attrs[IMPORTED_ATTR]
+        raise UserError(
+            f"trial {number} of study {study.study_name!r} was imported from {origin} by create "
+            f"--warm-start: its checkpoints are that study's; export it from there"
+        )
     if found[0].state != TrialState.COMPLETE:
         raise UserError(
             f"trial {number} of study {study.study_name!r} is {found[0].state.name}, not COMPLETE; "
@@ -111,7 +180,7 @@ def _state_counts(trials) -> str:
     return ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no trials"
 
 
-def _candidate(store, trial, folds: int, n_oof: int) -> Candidate:
+def _candidate(store, trial, folds: int, n_oof: int, *, study: str = "") -> Candidate:
     config = _trial_config(trial)
     records = _fold_records(trial, folds)
     probs = [fetch_probs(store, r, what=f"trial {trial.number} fold {k}") for k, r in enumerate(records)]
@@ -120,7 +189,7 @@ def _candidate(store, trial, folds: int, n_oof: int) -> Candidate:
         raise UserError(f"trial {trial.number}: its folds predicted {oof.shape[0]} out-of-fold "
                         f"samples, the study's split has {n_oof}; was the study re-created?")
     holdout = np.mean([p["holdout_probs"] for p in probs], axis=0, dtype=np.float64)
-    return Candidate(trial, config, records, oof, holdout)
+    return Candidate(trial, config, records, oof, holdout, study=study)
 
 
 def _trial_config(trial) -> TrainConfig:

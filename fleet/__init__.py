@@ -24,6 +24,7 @@ from histosweep.fleet._listing import (
     format_trials_table,
     list_studies,
     list_trials,
+    split_groups,
     write_trials_csv,
 )
 from histosweep.fleet._options import WorkerOptions
@@ -64,6 +65,7 @@ __all__ = [
     "run_slot",
     "run_workers",
     "serve_until_stopped",
+    "split_groups",
     "study_artifact_bytes",
     "study_status",
     "watch_status",

@@ -124,8 +124,12 @@ def finished_elsewhere(study, trial) -> bool:
     return study_storage(study).get_trial(trial_id(trial)).state.is_finished()
 
 
-def gated_ask(study, n_trials: int | None):
-    """A new RUNNING trial; None if the running trials already fill N; False when N finished."""
+def gated_ask(study, n_trials: int | None, *, imported: int = 0):
+    """A new RUNNING trial; None if the running trials already fill N; False when N finished.
+
+    imported: finished trials create --warm-start copied in (search.imported_finished); they
+    are the study's history, not its work, so N counts the trials run here.
+    """
 
     def attempt():
         with warnings.catch_warnings():
@@ -134,7 +138,7 @@ def gated_ask(study, n_trials: int | None):
                 return study.ask()
             with study_gate(study_storage(study), study.study_name):
                 c = trial_counts(study)
-                finished = c["COMPLETE"] + c["PRUNED"]
+                finished = c["COMPLETE"] + c["PRUNED"] - imported
                 if finished >= n_trials:
                     return False
                 if finished + c["RUNNING"] >= n_trials:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from histosweep.fleet._lease import drop_expired_leases, format_time, leased_trials
-from histosweep.search import UserError
+from histosweep.search import UserError, is_imported
 from histosweep.storage import (
     DEFAULT_MAX_RETRY,
     artifact_sizes,
@@ -50,10 +50,11 @@ def checkpoint_ids(trial) -> list[str]:
 
 
 def rank_complete(trials) -> list:
-    """COMPLETE trials best first, ties by number: export-best's candidate order."""
+    """COMPLETE trials run here best first, ties by number: export-best's candidate order
+    (imported trials are another study's: no checkpoints here, never a candidate)."""
     from optuna.trial import TrialState
 
-    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    complete = [t for t in trials if t.state == TrialState.COMPLETE and not is_imported(t)]
     return sorted(complete, key=lambda t: (-float(t.value), t.number))
 
 
@@ -176,9 +177,10 @@ def gc_removed_at(study, trial) -> str | None:
     return "an unrecorded time" if deleted else None
 
 
-def gc_removed_message(number: int, when: str) -> str:
-    """The one line export-best says for a member whose checkpoints gc removed."""
-    return (f"trial {number}'s checkpoints were removed by gc at {when}; it was outside the "
+def gc_removed_message(name: str, when: str) -> str:
+    """The one line export-best says for a member ('trial 3', "study 'a' trial 3") whose
+    checkpoints gc removed."""
+    return (f"{name}'s checkpoints were removed by gc at {when}; it was outside the "
             "--keep-top kept then: export with --candidates at most that N, or name kept trials "
             "with --trial")
 

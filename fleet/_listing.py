@@ -8,33 +8,93 @@ from __future__ import annotations
 
 import csv
 import json
+import shlex
 from typing import Any, TextIO
 
-from histosweep.search import SETTINGS_KEY, UserError, load_settings
+from histosweep.search import (
+    IMPORTED_ATTR,
+    IMPORTS_KEY,
+    SETTINGS_KEY,
+    StudySettings,
+    UserError,
+    is_imported,
+    load_settings,
+    split_key,
+)
 from histosweep.storage import count_trials_by_state, study_id
 
 TRIAL_STATES = ("complete", "pruned", "fail", "running", "waiting")
 
 
 def list_studies(storage) -> list[dict[str, Any]]:
-    """Every study in `storage`, oldest first: trial counts by state, best value, direction."""
+    """Every study in `storage`, oldest first: trial counts by state, best value, direction,
+    its split (key, data fingerprint, folds, holdout, seed) and its own complete trials."""
     return [_study_row(storage, s) for s in storage.get_all_studies()]
 
 
 def _study_row(storage, frozen) -> dict[str, Any]:
     directions = [d.name.lower() for d in frozen.directions]
+    counts = count_trials_by_state(storage, study_id(frozen))
+    imports = frozen.user_attrs.get(IMPORTS_KEY) or {}
     best = None
     if len(directions) == 1:
         try:
             trial = storage.get_best_trial(study_id(frozen))
-            best = {"number": trial.number, "value": trial.value}
+            if is_imported(trial):  # another study's trial: the best run here instead
+                from histosweep.fleet._status import best_own_trial
+
+                trial = best_own_trial(storage.get_all_trials(study_id(frozen), deepcopy=False))
+            best = None if trial is None else {"number": trial.number, "value": trial.value}
         except ValueError:  # no complete trial yet
             pass
     return {
         "study": frozen.study_name, "direction": ",".join(directions),
         "sampler": _stored_sampler(frozen.user_attrs.get(SETTINGS_KEY)),
-        "trials": count_trials_by_state(storage, study_id(frozen)), "best": best,
+        "trials": counts, "best": best,
+        "imported": int(imports.get("complete", 0)) + int(imports.get("pruned", 0)),
+        "own_complete": counts["COMPLETE"] - int(imports.get("complete", 0)),
+        "split": _split(frozen.user_attrs.get(SETTINGS_KEY)),
     }
+
+
+def _split(raw: Any) -> dict[str, Any] | None:
+    """The split a histosweep study stores, as `studies` shows it; None for other studies."""
+    if isinstance(raw, str):
+        raw = json.loads(raw)
+    if not isinstance(raw, dict):
+        return None
+    settings = StudySettings.from_json(raw)
+    return {"key": split_key(settings), "fingerprint": settings.fingerprint[:12],
+            "samples": len(settings.sample_ids), "folds": settings.folds,
+            "holdout": settings.holdout, "seed": settings.seed}
+
+
+def split_groups(studies: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Studies grouped by split (list_studies rows): what `export-best S1 S2 ..` would pool."""
+    groups: dict[str, dict[str, Any]] = {}
+    for s in studies:
+        if s["split"] is None:
+            continue
+        g = groups.setdefault(s["split"]["key"], {**s["split"], "studies": [], "candidates": 0})
+        g["studies"].append({"study": s["study"], "complete": s["own_complete"]})
+        g["candidates"] += s["own_complete"]
+    for g in groups.values():
+        g["export"] = ("histosweep export-best " + " ".join(shlex.quote(x["study"]) for x in g["studies"])
+                       + " --out bundle")
+    return list(groups.values())
+
+
+def format_groups(groups: list[dict[str, Any]]) -> str:
+    """Per split: its studies and the export that pools their complete trials."""
+    lines = ["splits (export-best pools the complete trials of the studies on one split; "
+             "imported trials are not counted):"]
+    for g in groups:
+        names = ", ".join(f"{x['study']} ({x['complete']})" for x in g["studies"])
+        lines += [f"  split {g['key']}: data {g['fingerprint']}, {g['samples']} samples, "
+                  f"{g['folds']} folds, holdout {g['holdout']}, seed {g['seed']}",
+                  f"    {names}: {g['candidates']} complete trial(s) to pool",
+                  f"    {g['export']}"]
+    return "\n".join(lines)
 
 
 def _stored_sampler(raw: Any) -> str | None:
@@ -48,14 +108,16 @@ def format_studies(studies: list[dict[str, Any]]) -> str:
     if not studies:
         return "no studies in this storage (create one with: histosweep create STUDY --data DATA)"
     header = ["study", "direction", "sampler", "complete", "pruned", "fail", "running", "waiting",
-              "best"]
+              "imported", "best", "split"]
     rows = [
         [s["study"], s["direction"], s["sampler"] or "-",
-         *(str(s["trials"][k.upper()]) for k in TRIAL_STATES),
-         "-" if s["best"] is None else f"{s['best']['value']:.4f} (trial {s['best']['number']})"]
+         *(str(s["trials"][k.upper()]) for k in TRIAL_STATES), str(s["imported"]),
+         "-" if s["best"] is None else f"{s['best']['value']:.4f} (trial {s['best']['number']})",
+         s["split"]["key"] if s.get("split") else "-"]
         for s in studies
     ]
-    return _table(header, rows)
+    groups = split_groups(studies)
+    return _table(header, rows) + ("\n\n" + format_groups(groups) if groups else "")
 
 
 def list_trials(study, *, state: str | None = None) -> dict[str, Any]:
@@ -75,10 +137,12 @@ def list_trials(study, *, state: str | None = None) -> dict[str, Any]:
             "params": {n: _params(t).get(n) for n in names},
             "duration_s": None if t.duration is None else round(t.duration.total_seconds(), 1),
             "epochs_run": t.user_attrs.get("epochs_run"),
+            "imported_from": t.user_attrs.get(IMPORTED_ATTR),  # create --warm-start: "OLD#12"
         }
         for t in trials
     ]
-    return {"study": study.study_name, "state": state, "params": names, "trials": rows}
+    return {"study": study.study_name, "state": state, "params": names, "trials": rows,
+            "imported": sum(r["imported_from"] is not None for r in rows)}
 
 
 def _params(trial) -> dict[str, Any]:
@@ -96,11 +160,14 @@ def _param_names(study, trials) -> list[str]:
 
 
 def write_trials_csv(listing: dict[str, Any], out: TextIO) -> None:
+    """One row per trial; an imported_from column only in a study that imported trials."""
+    imported = bool(listing.get("imported"))
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["number", "state", "value", *listing["params"], "duration_s", "epochs_run"])
+    writer.writerow(["number", "state", "value", *listing["params"], "duration_s", "epochs_run",
+                     *(["imported_from"] if imported else [])])
     for r in listing["trials"]:
         cells = [r["number"], r["state"], r["value"], *r["params"].values(), r["duration_s"],
-                 r["epochs_run"]]
+                 r["epochs_run"], *([r["imported_from"]] if imported else [])]
         writer.writerow(["" if c is None else c for c in cells])
 
 
@@ -108,14 +175,18 @@ def format_trials_table(listing: dict[str, Any]) -> str:
     if not listing["trials"]:
         which = f" in state {listing['state']}" if listing["state"] else ""
         return f"study {listing['study']}: no trials{which}"
-    header = ["number", "state", "value", *listing["params"], "duration_s", "epochs_run"]
+    imported = bool(listing.get("imported"))
+    header = ["number", "state", "value", *listing["params"], "duration_s", "epochs_run",
+              *(["imported_from"] if imported else [])]
     rows = [
         [str(r["number"]), r["state"].lower(), _cell(r["value"], ".4f"),
          *(_cell(v, ".4g") for v in r["params"].values()), _cell(r["duration_s"], ".1f"),
-         _cell(r["epochs_run"], "")]
+         _cell(r["epochs_run"], ""), *([_cell(r["imported_from"], "")] if imported else [])]
         for r in listing["trials"]
     ]
-    return _table(header, rows)
+    note = (f"\n{listing['imported']} trial(s) imported by create --warm-start (imported_from): "
+            "history for the sampler, not run or exported here" if imported else "")
+    return _table(header, rows) + note
 
 
 def _cell(value: Any, spec: str) -> str:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any, TextIO
 
 from histosweep.fleet._db import HEARTBEAT_ATTR, PROXY_ATTR
-from histosweep.search import budget_line, budget_report
+from histosweep.search import IMPORTS_KEY, budget_line, budget_report
 from histosweep.storage import heartbeat_ages, study_id, study_storage, trial_counts
 from histosweep.trial_files import ESTIMATE_ATTR, gain_sentence
 
@@ -58,6 +58,7 @@ def study_status(study) -> dict[str, Any]:
         "running": running,
         "budget": budget_report(study, trials=trials),  # GPU-hours: budget, used, left, trials left
         "estimate": study.user_attrs.get(ESTIMATE_ATTR),  # export-best's / estimate's BBC-CV
+        "imported": study.user_attrs.get(IMPORTS_KEY),  # create --warm-start: history, not work
     }
 
 
@@ -68,6 +69,14 @@ def _heartbeat(trial, ages: dict[int, float]) -> dict[str, Any]:
     age = None if via_proxy or trial.number not in ages else round(ages[trial.number], 1)
     return {"heartbeat_age_s": age, "heartbeat_every_s": trial.system_attrs.get(HEARTBEAT_ATTR),
             "via_proxy": via_proxy}
+
+
+def best_own_trial(trials):
+    """The best COMPLETE trial that is not imported (ties: the lower number); None if none."""
+    from histosweep.fleet._gc import rank_complete
+
+    ranked = rank_complete(trials)
+    return ranked[0] if ranked else None
 
 
 def _layout(study) -> tuple[int, int] | None:
@@ -129,10 +138,17 @@ def _progress(trial, layout, epoch_s: float | None) -> dict[str, Any]:
 
 
 def _best(study) -> dict[str, Any] | None:
+    """The best trial run here (an imported one is another study's)."""
+    from histosweep.search import is_imported
+
     try:
         best = study.best_trial
     except ValueError:
         return None
+    if is_imported(best):
+        best = best_own_trial(study.get_trials(deepcopy=False))
+        if best is None:
+            return None
     keys = ("oof_f1", "fold_val_f1", "resumed_folds")
     return {
         "number": best.number, "value": best.value, "params": best.params,
@@ -145,6 +161,8 @@ def format_status(s: dict[str, Any]) -> str:
     lines = [
         f"study {s['study']}: " + ", ".join(f"{k.lower()} {v}" for k, v in t.items()),
     ]
+    if s.get("imported"):
+        lines.append(_imported_line(s["imported"]))
     e = s["epochs"]
     if e["finished_trials_full"]:
         lines.append(
@@ -168,6 +186,13 @@ def format_status(s: dict[str, Any]) -> str:
 
         lines.append(f"artifact store: {format_bytes(s['artifact_bytes'])} for this study")
     return "\n".join(lines)
+
+
+def _imported_line(record: dict[str, Any]) -> str:
+    """create --warm-start's imports: in the counts above, but not this study's work."""
+    n = record.get("complete", 0) + record.get("pruned", 0)
+    return (f"imported: {n} of the finished trials above from {', '.join(record.get('from', {}))} "
+            "(history for the sampler; not counted by --n-trials, never exported)")
 
 
 def _estimate_lines(est: dict[str, Any]) -> list[str]:

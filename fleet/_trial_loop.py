@@ -33,6 +33,7 @@ from histosweep.search import (
     UserError,
     WorkerStopped,
     budget_report,
+    imported_finished,
     read_budget,
     spent_line,
 )
@@ -96,6 +97,8 @@ class TrialLoop:
         self.last_failure = ""
         self.last_store_failure = ""
         self.stopped_by: int | None = None  # the first stop signal received
+        # NOTE: read once: trials are imported only when the study is created
+        self.imported = retry_db(lambda: imported_finished(study)) if opts.n_trials else 0
         if isinstance(getattr(objective, "rt", None), Runtime):
             objective.rt.check_stop = self.raise_if_stopped  # checked at every epoch's end
 
@@ -163,7 +166,7 @@ class TrialLoop:
         fail_stale(self.study)
         if self.stop.is_set() or retry_db(self._budget_spent):
             return False
-        trial = gated_ask(self.study, self.opts.n_trials)
+        trial = gated_ask(self.study, self.opts.n_trials, imported=self.imported)
         if trial is not None and trial is not False:  # a new trial: say how it is kept alive
             retry_db(lambda: mark_owner(self.study, trial))
         return trial

@@ -10,11 +10,11 @@ import datetime
 import math
 from typing import Any
 
+# trials another study's history brought in (create --warm-start): never run here, never counted
+from histosweep.search._campaign import IMPORTED_ATTR
 from histosweep.search._errors import UserError
 
 BUDGET_ATTR = "histosweep_budget_gpu_hours"  # a study user attr: hours, or None (no budget)
-# trials another study's history brought in (create --warm-start): never run here, never counted
-IMPORTED_ATTR = "imported_from"
 
 
 def check_budget_hours(hours: float, *, flag: str = "--budget-gpu-hours") -> float:

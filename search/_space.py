@@ -124,9 +124,25 @@ def _suggest(trial, p: Param) -> Any:
         return p.value
     if p.kind == "choice":
         return trial.suggest_categorical(p.name, list(p.choices))
-    if isinstance(p.low, int) and isinstance(p.high, int) and field_types()[p.name] is int:
+    if _int_range(p):
         return trial.suggest_int(p.name, p.low, p.high, log=p.log, step=int(p.step or 1))
     return trial.suggest_float(p.name, float(p.low), float(p.high), log=p.log, step=p.step)
+
+
+def _int_range(p: Param) -> bool:
+    return isinstance(p.low, int) and isinstance(p.high, int) and field_types()[p.name] is int
+
+
+def distribution(p: Param):
+    """The optuna distribution _suggest draws a searched param from (warm starts record
+    imported trials with it, so they sit in the study exactly as its own trials do)."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    if p.kind == "choice":
+        return CategoricalDistribution(list(p.choices))
+    if _int_range(p):
+        return IntDistribution(p.low, p.high, log=p.log, step=int(p.step or 1))
+    return FloatDistribution(float(p.low), float(p.high), log=p.log, step=p.step)
 
 
 def _first(p: Param) -> Any:

@@ -1,7 +1,8 @@
 """Create and open histosweep studies: direction maximize, stored space/data/split/sampler.
 
 Exercise: `histosweep create STUDY --data DATA [--space FILE] [--folds 5] [--pruner percentile]
-[--sampler tpe] [--holdout 0] [--no-reference] [--budget-gpu-hours H]`.
+[--sampler tpe] [--holdout 0] [--no-reference] [--like OLD] [--warm-start OLD ..]
+[--budget-gpu-hours H]`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,14 @@ from pathlib import Path
 from histosweep.constants import DEFAULT_HOLDOUT
 from histosweep.data import CLASSES, audit_dataset, dataset_fingerprint, load_dataset, make_split
 from histosweep.search._budget import check_budget_hours, read_budget, set_budget
+from histosweep.search._campaign import (
+    IMPORTS_KEY,
+    add_imports,
+    like_settings,
+    load_source,
+    plan_imports,
+    split_key,
+)
 from histosweep.search._enqueue import REFERENCE_SOURCE, enqueue, reference_params
 from histosweep.search._errors import UserError
 from histosweep.search._pruner import SNAPSHOT_MAX_AGE_S, SnapshotPruner
@@ -34,7 +43,7 @@ log = logging.getLogger("histosweep")
 
 @dataclass(frozen=True)
 class CreateOptions:
-    data: Path
+    data: Path | None = None  # None only with like: OLD's data
     space_file: Path | None = None
     folds: int = 5
     holdout: float = DEFAULT_HOLDOUT
@@ -49,6 +58,8 @@ class CreateOptions:
     # workers take no new trial once the study's trials used this many GPU-hours; None: no budget.
     # Not part of the study's identity: `histosweep budget` changes it.
     budget_gpu_hours: float | None = None
+    like: str | None = None  # copy this study's data, fingerprint, split, folds and seed
+    warm_start: tuple[str, ...] = ()  # import these studies' finished trials (same split only)
 
 
 def create_study(name: str, storage_url: str | None, opts: CreateOptions, *, progress=True) -> dict:
@@ -61,8 +72,9 @@ def create_study(name: str, storage_url: str | None, opts: CreateOptions, *, pro
     space = load_space(opts.space_file)
     check_backbones(space)
     _check_pixel_keys(space, opts.space_file)
-    settings = build_settings(space, opts, progress=progress)
     storage = open_storage(storage_url)
+    settings = _settings(name, storage, space, opts, progress=progress)
+    imports = plan_imports(storage, name, settings, opts.warm_start) if opts.warm_start else None
     existing = _find(storage, name)
     action = "created"
     if existing is not None:
@@ -70,7 +82,7 @@ def create_study(name: str, storage_url: str | None, opts: CreateOptions, *, pro
     if action in ("created", "replaced"):
         study = optuna.create_study(
             study_name=name, storage=storage, direction="maximize",
-            sampler=make_sampler(opts.sampler, seed=opts.seed),
+            sampler=make_sampler(opts.sampler, seed=settings.seed),
         )
         with warnings.catch_warnings():  # experimental since 3.2, stable in use
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -84,13 +96,29 @@ def create_study(name: str, storage_url: str | None, opts: CreateOptions, *, pro
         "excluded": len(settings.excluded), "folds": settings.folds,
         "holdout": len(settings.split["holdout"]), "fingerprint": settings.fingerprint,
         "pruner": settings.pruner, "sampler": settings.sampler, "searched": space.searched(),
-        "keep_top": settings.keep_top,
+        "keep_top": settings.keep_top, "like": opts.like, "split": split_key(settings),
         "budget_gpu_hours": read_budget(optuna.load_study(study_name=name, storage=storage)),
     }
-    if opts.enqueue_reference:
-        study = optuna.load_study(study_name=name, storage=storage)
+    study = optuna.load_study(study_name=name, storage=storage)
+    if opts.enqueue_reference:  # NOTE: before the imports: enqueue skips params already run
         summary["reference"] = _enqueue_reference(study, space)
+    if imports is not None:  # an existing study keeps what it imported when it was created
+        summary["imported"] = (add_imports(study, imports) if action in ("created", "replaced")
+                               else study.user_attrs.get(IMPORTS_KEY))
     return summary
+
+
+def _settings(name: str, storage, space: Space, opts: CreateOptions, *, progress) -> StudySettings:
+    """From the data (--data), or OLD's data and split with this space (--like OLD)."""
+    if opts.like is None:
+        if opts.data is None:
+            raise UserError(f"create {name}: pass --data DATA (the training data), or --like OLD "
+                            "to use an existing study's data and split")
+        return build_settings(space, opts, progress=progress)
+    if opts.like == name:
+        raise UserError(f"--like {name}: that is the study being created; name an existing study")
+    _, old = load_source(storage, opts.like, "--like")
+    return like_settings(opts.like, old, space, opts)
 
 
 def _enqueue_reference(study, space: Space) -> dict:

@@ -156,7 +156,9 @@ def export_note(summary: dict[str, Any]) -> str:
     m = summary["metrics"]
     lines = [EXPORT_HEADING, "", f"Bundle: `{summary['out']}`", "",
              "| trial | weight | out-of-fold macro-F1 |", "|---:|---:|---:|"]
-    lines += [f"| {x['trial']} | {x['weight']:.3f} | {x['oof_f1']:.4f} |" for x in summary["members"]]
+    pooled = len(summary.get("studies") or ()) > 1  # export-best S1 S2: members name their study
+    lines += [f"| {x['study'] + '#' if pooled else ''}{x['trial']} | {x['weight']:.3f} | "
+              f"{x['oof_f1']:.4f} |" for x in summary["members"]]
     lines += ["", f"- ensemble out-of-fold macro-F1 (selection data): **{m['oof_f1']:.4f}**"]
     if m.get("bbc"):  # BBC-CV and the search gain over the reference recipe (bundle._bootstrap)
         e = m["bbc"]["ensemble"]

@@ -14,14 +14,26 @@ OPTIONS = ("storage", "json")  # the common options this command reads (cli._com
 
 def add_arguments(parser) -> None:
     parser.add_argument("study", help="study name")
-    parser.add_argument("--data", required=True, help="dataset folder (train_labels.csv + train_data/)")
+    parser.add_argument("--data", default=None,
+                        help="dataset folder (train_labels.csv + train_data/); with --like only "
+                             "where OLD's data moved")
     parser.add_argument("--space", default=None, help="search space TOML (default: the reference recipe's space)")
-    parser.add_argument("--folds", type=int, default=5, help="cross-validation folds (default 5)")
-    parser.add_argument("--holdout", type=float, default=DEFAULT_HOLDOUT,
+    # NOTE: default None, so that --like can refuse a split flag it would ignore
+    parser.add_argument("--folds", type=int, default=None, help="cross-validation folds (default 5)")
+    parser.add_argument("--holdout", type=float, default=None,
                         help=f"stratified holdout (lockbox) fraction, e.g. 0.2 (default {DEFAULT_HOLDOUT:g}: "
                              "every image in the folds, export-best's BBC-CV estimate is the honest "
                              "number)")
-    parser.add_argument("--seed", type=int, default=0, help="split and sampler seed (default 0)")
+    parser.add_argument("--seed", type=int, default=None, help="split and sampler seed (default 0)")
+    parser.add_argument("--like", default=None, metavar="OLD",
+                        help="use study OLD's data, fingerprint, split (holdout and folds, row for "
+                             "row), folds and seed, so out-of-fold rows line up; this study keeps "
+                             "its own space, sampler and pruner")
+    parser.add_argument("--warm-start", nargs="+", default=(), metavar="OLD",
+                        help="import the COMPLETE and PRUNED trials of these studies (same data and "
+                             "split only) whose config is a point of this space, as history for "
+                             "the sampler and pruner: never trained, exported or counted by "
+                             "--n-trials here")
     parser.add_argument("--pruner", default="percentile", help=pruner_help())
     parser.add_argument("--sampler", default="tpe", help=sampler_help())
     reference = parser.add_mutually_exclusive_group()
@@ -54,11 +66,11 @@ def run(args) -> int:
     from histosweep.storage import redact, resolve_storage_url
 
     opts = CreateOptions(
-        data=Path(args.data), space_file=Path(args.space) if args.space else None,
-        folds=args.folds, holdout=args.holdout, seed=args.seed, pruner=args.pruner,
-        keep_flagged=args.keep_flagged, skip_if_exists=args.skip_if_exists, force=args.force,
+        data=Path(args.data) if args.data else None,
+        space_file=Path(args.space) if args.space else None, **_split_options(args),
+        pruner=args.pruner, skip_if_exists=args.skip_if_exists, force=args.force,
         sampler=args.sampler, enqueue_reference=not args.no_reference, keep_top=args.keep_top,
-        budget_gpu_hours=args.budget_gpu_hours,
+        budget_gpu_hours=args.budget_gpu_hours, like=args.like, warm_start=tuple(args.warm_start),
     )
     url = storage_arg(args)
     summary = create_study(args.study, url, opts, progress=not args.json)
@@ -79,7 +91,37 @@ def run(args) -> int:
                   f"{summary['study']} shows what is used)")
         if reference:
             print(_reference_line(reference))
+        if summary.get("like"):
+            print(f"data and split of study {summary['like']!r} (split {summary['split']})")
+        if summary.get("imported") is not None:
+            print(_imported_line(summary["imported"]))
     return 0
+
+
+SPLIT_DEFAULTS = {"folds": 5, "holdout": DEFAULT_HOLDOUT, "seed": 0}
+
+
+def _split_options(args) -> dict:
+    """folds, holdout, seed, keep_flagged: the flags, or with --like none of them (OLD's)."""
+    from histosweep.cli._common import UserError
+
+    given = {k: getattr(args, k) for k in SPLIT_DEFAULTS if getattr(args, k) is not None}
+    if args.keep_flagged:
+        given["keep_flagged"] = True
+    if args.like is None:
+        return {**SPLIT_DEFAULTS, "keep_flagged": False, **given}
+    if given:
+        flags = " ".join(f"--{k.replace('_', '-')}" for k in given)
+        raise UserError(f"--like {args.like} copies its split (folds, holdout, seed, kept samples); "
+                        f"drop {flags}, or leave out --like to make a new split")
+    return {}
+
+
+def _imported_line(record: dict) -> str:
+    parts = [f"{s['complete']} complete + {s['pruned']} pruned from {name!r} ({s['skipped']} "
+             "outside this space)" for name, s in record["from"].items()]
+    return (f"warm start: imported {'; '.join(parts)}; history for the sampler and pruner, never "
+            "trained, exported or counted by --n-trials here")
 
 
 def _space_warnings(space_file: Path | None) -> list[str]:

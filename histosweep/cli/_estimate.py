@@ -13,7 +13,8 @@ OPTIONS = ("storage", "artifacts", "json")  # the common options this command re
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("study", help="study name")
+    parser.add_argument("study", nargs="+",
+                        help="study name; several on one data and split: as export-best S1 S2, pooled")
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--candidates", type=int, default=DEFAULT_CANDIDATES,
                        help=f"as export-best: select from the top N trials (default {DEFAULT_CANDIDATES})")
@@ -27,14 +28,15 @@ def run(args) -> int:
     from histosweep.bundle import EstimateOptions, estimate
 
     result = estimate(EstimateOptions(
-        study=args.study, storage=storage_arg(args), artifacts=artifacts_arg(args),
+        study=args.study[0], more_studies=tuple(args.study[1:]), storage=storage_arg(args), artifacts=artifacts_arg(args),
         trials=tuple(args.trial), single=args.single, candidates=args.candidates,
         calibrate=not args.no_calibrate, ensemble=args.ensemble, bootstrap=args.bootstrap,
     ))
     if args.json:
         print_json(result)
         return 0
-    print(f"study {result['study']!r}: {result['pool']} complete trial(s), {result['rows']} "
-          "out-of-fold rows")
+    names = " + ".join(map(repr, result["studies"]))
+    print(f"{'studies' if len(result['studies']) > 1 else 'study'} {names}: {result['pool']} "
+          f"complete trial(s), {result['rows']} out-of-fold rows")
     print_estimate(result)
     return 0

@@ -20,7 +20,9 @@ OPTIONS = ("storage", "artifacts", "json")  # the common options this command re
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("study", help="study name")
+    parser.add_argument("study", nargs="+",
+                        help="study name; several studies on one data and split (create --like) "
+                             "pool their trials: candidates, selection and estimate across them")
     parser.add_argument("--out", required=True, help="bundle folder to write (must not exist, or be empty)")
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--candidates", type=int, default=DEFAULT_CANDIDATES,
@@ -60,7 +62,10 @@ def print_estimate(bbc: dict) -> None:
     def ci(x: dict) -> str:
         return f"{x['mean']:.4f} [{x['ci95'][0]:.4f}, {x['ci95'][1]:.4f}]"
 
-    ref = f"; reference recipe (trial {bbc['reference_trial']}) {ci(bbc['reference'])}" if bbc["reference"] else ""
+    where = (f"{bbc['reference_study']!r} trial" if len(bbc.get("studies") or ()) > 1
+             else "trial")
+    ref = (f"; reference recipe ({where} {bbc['reference_trial']}) {ci(bbc['reference'])}"
+           if bbc["reference"] else "")
     print(f"BBC-CV estimate ({bbc['resamples']} resamples, {bbc['method']} selection re-run in bag, "
           f"scored out of bag): ensemble {ci(bbc['ensemble'])}; single best trial "
           f"{ci(bbc['single_best'])}{ref}")
@@ -71,7 +76,7 @@ def run(args) -> int:
     from histosweep.bundle import ExportOptions, export_best
 
     opts = ExportOptions(
-        study=args.study, out=Path(args.out), storage=storage_arg(args), artifacts=artifacts_arg(args),
+        study=args.study[0], more_studies=tuple(args.study[1:]), out=Path(args.out), storage=storage_arg(args), artifacts=artifacts_arg(args),
         trials=tuple(args.trial), single=args.single, candidates=args.candidates,
         calibrate=not args.no_calibrate, test=Path(args.test) if args.test else None, data=args.data,
         batch_size=args.batch_size, tta=args.tta, overwrite=args.overwrite, device=device_arg(args),
@@ -83,17 +88,23 @@ def run(args) -> int:
         print_json(summary)
         return 0
     m = summary["metrics"]
-    members = ", ".join(f"trial {x['trial']} x{x['weight']:.2f}" for x in summary["members"])
-    print(f"exported {members} of {summary['study']!r} to {summary['out']}")
+    pooled = len(summary["studies"]) > 1
+    members = ", ".join(f"{x['study'] + ' ' if pooled else ''}trial {x['trial']} x{x['weight']:.2f}"
+                        for x in summary["members"])
+    print(f"exported {members} of {' + '.join(map(repr, summary['studies']))} to {summary['out']}")
     if m["lockbox_f1"] is not None:
         low, high = m["lockbox_f1_ci95"]
         print(f"out-of-fold macro-F1 (selection data): {m['oof_f1']:.4f}; lockbox macro-F1 "
               f"(holdout, read once): {m['lockbox_f1']:.4f} (95% CI {low:.4f}-{high:.4f}); single best "
-              f"trial {m['single_best']['trial']} on the lockbox: {m['single_best']['lockbox_f1']:.4f}")
+              f"trial {_single(m['single_best'], pooled)} on the lockbox: {m['single_best']['lockbox_f1']:.4f}")
     else:
         print(f"out-of-fold macro-F1 (selection data): {m['oof_f1']:.4f}; no lockbox (--holdout 0)")
-    print_estimate(m["bbc"])
+    print_estimate({**m["bbc"], "studies": summary["studies"]})
     print(f"report: {summary['report']}")
     if summary["submission"]:
         print(f"submission: {summary['submission']} ({summary['submission_rows']} rows)")
     return 0
+
+
+def _single(best: dict, pooled: bool) -> str:
+    return f"{best['trial']} of {best['study']!r}" if pooled else str(best["trial"])

@@ -180,7 +180,8 @@ def test_export_a_chosen_trial_and_json(study, tmp_path, capsys):
     code, out, _ = run_cli(capsys, *export_args(study, tmp_path / "b", "--trial", str(other.number), "--json"))
     summary = json.loads(out)
     assert code == 0 and summary["trial"] == other.number
-    assert summary["members"] == [{"trial": other.number, "weight": 1.0, "oof_f1": other.value}]
+    assert summary["members"] == [{"study": "demo", "trial": other.number, "weight": 1.0,
+                                   "oof_f1": other.value}]
     assert summary["submission"] is None and not (tmp_path / "b" / "submission.csv").exists()
     manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
     assert [m["trial"] for m in manifest["members"]] == [other.number]

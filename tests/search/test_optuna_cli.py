@@ -210,11 +210,16 @@ def _studies_contract(url, synth_root, space):
     assert rows["listed"]["best"] == {"number": 1, "value": 0.72}
     assert rows["listed"]["direction"] == "maximize" and rows["listed"]["sampler"] == "gp"
     assert rows["foreign"] == {"study": "foreign", "direction": "minimize", "sampler": None,
-                               "trials": dict.fromkeys(rows["listed"]["trials"], 0), "best": None}
+                               "trials": dict.fromkeys(rows["listed"]["trials"], 0), "best": None,
+                               "imported": 0, "own_complete": 0, "split": None}
+    key = rows["listed"]["split"]["key"]
+    assert rows["listed"]["split"]["folds"] == 2 and rows["listed"]["own_complete"] == 2
+    assert [g["studies"] for g in doc["splits"]] == [[{"study": "listed", "complete": 2}]]
     table = cli("studies", "--storage", url).stdout.splitlines()
     assert table[0].split() == ["study", "direction", "sampler", "complete", "pruned", "fail",
-                                "running", "waiting", "best"]
-    assert table[1].split() == ["listed", "maximize", "gp", "2", "1", "0", "0", "0", "0.7200", "(trial", "1)"]
+                                "running", "waiting", "imported", "best", "split"]
+    assert table[1].split() == ["listed", "maximize", "gp", "2", "1", "0", "0", "0", "0", "0.7200",
+                                "(trial", "1)", key]
     return doc
 
 
@@ -246,7 +251,7 @@ def test_trials_in_table_json_and_csv(synth_root, tmp_path, sqlite_url):
     first, pruned, waiting = doc["trials"]
     assert first == {"number": 0, "state": "COMPLETE", "value": 0.61,
                      "params": {"cutmix_prob": 0.5, "head_hidden": 16, "lr": 1e-3},
-                     "duration_s": 90.0, "epochs_run": 4}
+                     "duration_s": 90.0, "epochs_run": 4, "imported_from": None}
     assert pruned["state"] == "PRUNED" and pruned["value"] is None and pruned["epochs_run"] == 1
     assert waiting["state"] == "WAITING" and waiting["params"]["lr"] == 6e-4 and waiting["duration_s"] is None
 
