@@ -64,7 +64,7 @@ def campaign(synth_root, tmp_path_factory):
     work = ("--storage", url, "--artifacts", str(art), "--gpus", "cpu", "--no-progress",
             "--log-dir", str(root / "logs"))
     hs("create", "A", "--data", str(synth_root), "--space", str(tiny_space(root, epochs=1)),
-       "--folds", "2", "--pruner", "none", "--no-reference", "--storage", url)
+       "--folds", "2", "--holdout", "0.2", "--pruner", "none", "--no-reference", "--storage", url)
     cli("worker", "A", *work, "--n-trials", "1")
     (root / "b.toml").write_text(SPACE_B)
     created = json.loads(hs("create", "B", "--like", "A", "--warm-start", "A", "--space",
