@@ -77,7 +77,8 @@ def interval(values: np.ndarray, level: float = BBC_LEVEL) -> dict[str, float]:
 
 
 def select_in_bag(probs: np.ndarray, labels: np.ndarray, w: np.ndarray, opts: BBCOptions,
-                  rng: np.random.Generator, *, argmax: np.ndarray | None = None):
+                  rng: np.random.Generator, *, argmax: np.ndarray | None = None,
+                  offsets_seed: int | None = None):
     """The whole selection on the rows w weights (b problems at once): the trials ranked by
     weighted macro-F1, the top opts.candidates, the ensemble weights and the checked decision
     offsets. Returns top (b, K) pool indices, best (b,) the rank-1 trial, weights (b, K),
@@ -98,7 +99,8 @@ def select_in_bag(probs: np.ndarray, labels: np.ndarray, w: np.ndarray, opts: BB
         top = order[:, :opts.candidates]
         weights = select_batch(opts.method, probs[top.T], labels, w, rng)
     chosen = np.einsum("bk,kbnc->bnc", weights, probs[top.T])
-    offsets = (checked_offsets_batch(chosen, labels, w, rng) if opts.calibrate
+    offsets_rng = rng if offsets_seed is None else np.random.default_rng(offsets_seed)
+    offsets = (checked_offsets_batch(chosen, labels, w, offsets_rng) if opts.calibrate
                else np.zeros((b, num_classes)))
     return top, best, weights, offsets
 
@@ -134,7 +136,8 @@ def bbc_cv(probs: np.ndarray, labels: np.ndarray, opts: BBCOptions, *,
         "ensemble": interval(ens), "single_best": interval(single),
         "reference": interval(ref) if has_ref else None,
         "search_gain": interval(ens - ref) if has_ref else None,
-        "resamples": opts.resamples, "seed": opts.seed, "method": opts.method,
+        "resamples": opts.resamples, "seed": opts.seed,
+        "method": "single" if opts.single else "trials" if opts.fixed else opts.method,
         "candidates": opts.candidates, "calibrated": opts.calibrate, "rows": int(labels.size),
         "pool": int(probs.shape[0]), "note": BBC_NOTE,
     }
@@ -165,11 +168,24 @@ def _score_chunk(job) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     reference, argmax = _SHARED["reference"], _SHARED["argmax"]
     num_classes = probs.shape[-1]
     oob = (w == 0).astype(np.float64)
-    top, best, weights, offsets = select_in_bag(probs, labels, w, opts, np.random.default_rng(seed),
-                                                argmax=argmax)
-    single = batch_f1(argmax[best], labels, oob, num_classes)
-    ref = (batch_f1(np.broadcast_to(argmax[reference], w.shape), labels, oob, num_classes)
-           if reference is not None else np.full(w.shape[0], np.nan))
+    rng = np.random.default_rng(seed)
+    offsets_seed = int(rng.integers(0, 2**63 - 1))  # one offsets check's draws for all three
+    top, best, weights, offsets = select_in_bag(probs, labels, w, opts, rng, argmax=argmax,
+                                                offsets_seed=offsets_seed)
     chosen = np.einsum("bk,kbnc->bnc", weights, probs[top.T])
     ens = batch_f1(decide_batch(chosen, offsets), labels, oob, num_classes)
+    # NOTE: the single best and the reference as export-best would ship them alone: with their own
+    # decision offsets fitted and checked in bag, so that the search gain is the search's, not
+    # the offsets' (an export of the reference trial itself then gains exactly 0)
+    single = _alone(probs[best], labels, w, oob, opts, offsets_seed)
+    ref = (_alone(np.broadcast_to(probs[reference], chosen.shape), labels, w, oob, opts, offsets_seed)
+           if reference is not None else np.full(w.shape[0], np.nan))
     return ens, single, ref
+
+
+def _alone(member: np.ndarray, labels, w, oob, opts: BBCOptions, offsets_seed: int) -> np.ndarray:
+    """(b, N, C) one trial per problem -> (b,) out-of-bag macro-F1, calibrated as export would."""
+    offsets = (checked_offsets_batch(member, labels, w, np.random.default_rng(offsets_seed))
+               if opts.calibrate
+               else np.zeros((member.shape[0], member.shape[-1])))
+    return batch_f1(decide_batch(member, offsets), labels, oob, member.shape[-1])

@@ -43,7 +43,6 @@ from histosweep.bundle._predict import (
     ensemble_predict,
     file_sha256,
     predict_folder,
-    problems_line,
 )
 from histosweep.bundle._report import (
     BOOTSTRAP_RESAMPLES,
@@ -56,7 +55,7 @@ from histosweep.bundle._report import (
 from histosweep.bundle._selection import BAGS, DEFAULT_METHOD, select_batch
 from histosweep.bundle._source import Candidate, Source, read_source
 from histosweep.constants import DEFAULT_CANDIDATES
-from histosweep.data import CLASSES, DataError, input_manifest, load_dataset
+from histosweep.data import CLASSES, DataError, input_manifest, load_dataset, problems_line
 from histosweep.exceptions import UserError
 from histosweep.fleet import DELETED_ATTR, export_lease, gc_removed_at, gc_removed_message
 from histosweep.model import TrainConfig, macro_f1
@@ -144,7 +143,8 @@ def _export(opts: ExportOptions, out: Path, may_replace, lease: contextlib.ExitS
         with atomic_dir(out, replace=may_replace, marker=True) as tmp:
             _stage(opts, "fetching fold checkpoints")
             members = _write_folds(tmp, store, src)
-            _stage(opts, "scoring the lockbox (holdout), once")
+            if src.holdout_rows.size:
+                _stage(opts, "scoring the lockbox (holdout), once")
             metrics = _metrics(src, offsets, bbc)
             metrics["lockbox_f1_bundle"] = _recompute_lockbox(opts, src, tmp, members, offsets, warnings)
             metrics["lockbox_f1_reproduced"] = (

@@ -30,6 +30,7 @@ from histosweep.data import (
     decode_all,
     input_target,
     load_dataset,
+    problems_line,
     store_input,
 )
 from histosweep.exceptions import UserError
@@ -202,19 +203,6 @@ def check_test_folder(folder) -> list[Sample]:
     except DataError as exc:
         raise DataError(problems_line(str(exc))) from None
     return sorted(ds.samples, key=lambda s: s.sample_index)
-
-
-def problems_line(text: str, shown: int = 3) -> str:
-    """data.DataError's text (one problem, or 'N problem(s) in the dataset:' and one per line)
-    as one line: the count and the first `shown` problems, '; '-separated."""
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    if len(lines) <= 1:
-        return lines[0] if lines else text
-    head, problems = lines[0].rstrip(":"), [p for p in lines[1:] if not p.startswith("... and ")]
-    count = head.split(maxsplit=1)[0]
-    rest = (int(count) if count.isdigit() else len(problems)) - min(shown, len(problems))
-    more = f"; ... and {rest} more" if rest > 0 else ""
-    return f"{head}: {'; '.join(problems[:shown])}{more}"
 
 
 def load_test_folder(folder, targets: list, *, workers: int | None = None,

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from histosweep.model import macro_f1_from_confusion
+from histosweep.trial_files import selection_label
 
 BOOTSTRAP_RESAMPLES = 1000
 BOOTSTRAP_SEED = 0  # NOTE: fixed so that two exports of one trial give identical files
@@ -102,7 +103,8 @@ def render_report(r: ReportInputs) -> str:
 
 def _estimate_parts(m: dict[str, Any], decision: dict[str, Any], pooled: bool = False) -> list[str]:
     """The honest numbers: BBC-CV (always) and the lockbox (when there is one), side by side."""
-    parts = [f"<p>{_e(m['estimates_note'])}</p>"] if m.get("estimates_note") else []
+    note = m.get("estimates_note")
+    parts = [f"<p>{_e(note)}</p>"] if note and note != m.get("note") else []  # said once
     bbc = m.get("bbc")
     if bbc:
         ref = bbc.get("reference_trial")
@@ -112,7 +114,7 @@ def _estimate_parts(m: dict[str, Any], decision: dict[str, Any], pooled: bool = 
             f"<h2>BBC-CV estimate ({bbc['resamples']} bootstrap resamples of the out-of-fold "
             "rows, selection re-run in bag, scored out of bag)</h2><table>",
             "<tr><th></th><th>mean out-of-bag macro-F1</th><th>95% percentile interval</th></tr>",
-            _score_row(f"exported ensemble ({bbc['method']} selection"
+            _score_row(f"exported model ({selection_label(bbc['method'])}"
                        f"{', decision offsets' if bbc['calibrated'] else ''})",
                        bbc["ensemble"]["mean"], bbc["ensemble"]["ci95"]),
             _score_row("single best trial (ranked in bag)", bbc["single_best"]["mean"],

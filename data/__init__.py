@@ -11,7 +11,14 @@ from histosweep.constants import INPUT_MODES
 from histosweep.data._arrays import CachedArrays, TileArrays
 from histosweep.data._audit import AuditReport, audit_dataset
 from histosweep.data._cache import default_cache_dir
-from histosweep.data._dataset import CLASSES, DataError, Dataset, Sample, load_dataset
+from histosweep.data._dataset import (
+    CLASSES,
+    DataError,
+    Dataset,
+    Sample,
+    load_dataset,
+    problems_line,
+)
 from histosweep.data._decode import RESIZE_MODES, decode_and_resize, resize_pair
 from histosweep.data._embed_cache import (
     EmbeddingArrays,
@@ -112,6 +119,7 @@ __all__ = [
     "input_spec_class",
     "input_target",
     "load_dataset",
+    "problems_line",
     "make_split",
     "open_cache",
     "open_embeddings",

@@ -297,3 +297,16 @@ def _check_class_counts(root: Path, samples: list[Sample], min_per_class: int, p
                 f"{root / LABELS_CSV}: class {name!r} has {count} sample(s), fewer than {min_per_class} "
                 "(the number of folds); add samples or use fewer folds"
             )
+
+
+def problems_line(text: str, shown: int = 3) -> str:
+    """data.DataError's text (one problem, or 'N problem(s) in the dataset:' and one per line)
+    as one line: the count and the first `shown` problems, '; '-separated."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if len(lines) <= 1:
+        return lines[0] if lines else text
+    head, problems = lines[0].rstrip(":"), [p for p in lines[1:] if not p.startswith("... and ")]
+    count = head.split(maxsplit=1)[0]
+    rest = (int(count) if count.isdigit() else len(problems)) - min(shown, len(problems))
+    more = f"; ... and {rest} more" if rest > 0 else ""
+    return f"{head}: {'; '.join(problems[:shown])}{more}"

@@ -140,14 +140,14 @@ def check_artifacts(spec: str | None) -> Check:
 # --- data and caches ---------------------------------------------------------------------------
 def _check_data(settings: StudySettings, override: str | None, checks: list[Check]):
     """The dataset loads and its fingerprint is the study's; returns it (None on a problem)."""
-    from histosweep.data import DataError, dataset_fingerprint, load_dataset
+    from histosweep.data import DataError, dataset_fingerprint, load_dataset, problems_line
 
     root = settings.data_path(override)
     try:
         ds = load_dataset(root, labeled=True)
     except DataError as exc:
         checks.append(Check("data", False, f"training data at {root} is not usable "
-                            f"({str(exc).splitlines()[0]}); pass --data DATA where it is"))
+                            f"({problems_line(str(exc))}); pass --data DATA where it is"))
         return None
     found = dataset_fingerprint(ds)
     if found != settings.fingerprint:

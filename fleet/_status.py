@@ -14,7 +14,7 @@ from typing import Any, TextIO
 from histosweep.fleet._db import HEARTBEAT_ATTR, PROXY_ATTR
 from histosweep.search import IMPORTS_KEY, budget_line, budget_report
 from histosweep.storage import heartbeat_ages, study_id, study_storage, trial_counts
-from histosweep.trial_files import ESTIMATE_ATTR, gain_sentence
+from histosweep.trial_files import ESTIMATE_ATTR, gain_sentence, selection_label
 
 CLEAR_SCREEN = "\x1b[H\x1b[2J"  # cursor home + clear: a TTY redraw that long lines cannot skew
 VIA_PROXY = "via proxy, no heartbeat"  # the heartbeat cell of a trial run through the gRPC proxy
@@ -197,7 +197,7 @@ def _imported_line(record: dict[str, Any]) -> str:
 
 def _estimate_lines(est: dict[str, Any]) -> list[str]:
     ens = est["ensemble"]
-    return [f"BBC-CV estimate ({est.get('by')}, {est.get('method')} ensemble): {ens['mean']:.4f} "
+    return [f"BBC-CV estimate ({est.get('by')}, {selection_label(est.get('method'))}): {ens['mean']:.4f} "
             f"[{ens['ci95'][0]:.4f}, {ens['ci95'][1]:.4f}]", gain_sentence(est.get("search_gain"))]
 
 

@@ -97,6 +97,7 @@ class TrialLoop:
         self.last_failure = ""
         self.last_store_failure = ""
         self.stopped_by: int | None = None  # the first stop signal received
+        self.said_stopping = False
         # NOTE: read once: trials are imported only when the study is created
         self.imported = retry_db(lambda: imported_finished(study)) if opts.n_trials else 0
         if isinstance(getattr(objective, "rt", None), Runtime):
@@ -140,10 +141,16 @@ class TrialLoop:
             for s, h in old.items():
                 if self.stopped_by is None:
                     signal.signal(s, h)
+        self._say_stopping()
         log.info("worker done: %d trials finished here", self.finished_here)
         # NOTE: 128 + signal, as a shell reports a process the signal ended: schedulers
         # requeue on 143 (SIGTERM) and 130 (SIGINT); 0 would read as "study done".
         return 0 if self.stopped_by is None else 128 + self.stopped_by
+
+    def _say_stopping(self) -> None:
+        if self.stopped_by is not None and not self.said_stopping:
+            self.said_stopping = True
+            log.warning("received %s: stopping", signal.Signals(self.stopped_by).name)
 
     def _on_signal(self, signum, _frame) -> None:
         if os.getpid() != self.pid:
@@ -154,7 +161,8 @@ class TrialLoop:
             return
         first = self.stopped_by is None
         if first:
-            log.warning("received %s: stopping", signal.Signals(signum).name)
+            # NOTE: no logging here: the handler may run inside a log write to the same file
+            # ("reentrant call inside BufferedWriter"); _say_stopping logs it at a safe point
             self.stopped_by = signum
         self.stop.set()
         if self.in_trial and first:  # a second signal must not interrupt the clean stop
@@ -199,6 +207,7 @@ class TrialLoop:
                 except optuna.TrialPruned as exc:
                     state, reason = TrialState.PRUNED, str(exc)
                 except WorkerStopped as exc:
+                    self._say_stopping()
                     reason = f"worker stopped by {exc}; re-queued to resume"
                 except Exception as exc:  # noqa: BLE001 - a bad trial must not kill the worker
                     error = exc

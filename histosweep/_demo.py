@@ -217,7 +217,7 @@ def create_demo_study(paths: DemoPaths, space_file: Path, *, folds: int, pruner:
     from histosweep.search import CreateOptions, create_study
 
     opts = CreateOptions(data=paths.data, space_file=Path(space_file), folds=folds, pruner=pruner,
-                         holdout=holdout, force=True)
+                         holdout=holdout, force=True, enqueue_reference=True)  # the search gain's baseline
     return create_study(STUDY, paths.storage, opts, progress=progress)
 
 

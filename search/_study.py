@@ -147,6 +147,12 @@ def _check_name(name: str) -> None:
                         f"so use at most {MAX_STUDY_NAME_BYTES} bytes and no control characters")
 
 
+def _list_example(key: str) -> str:
+    examples = {"resolution": "[224, 384]", "resize_mode": '["stretch", "pad"]',
+                "crop_margin": "[0.0, 0.1, 0.2]", "tile_size": "[224, 256]", "tile_scale": "[1.0, 2.0]"}
+    return f"{key} = {examples.get(key, '[a, b]')}"
+
+
 def _check_pixel_keys(space, space_file) -> None:
     """A range on a key that changes the cached pixels builds a new cache for every trial."""
     from histosweep.search._inputs import ranged_pixel_keys
@@ -155,8 +161,8 @@ def _check_pixel_keys(space, space_file) -> None:
     if ranged:
         raise UserError(
             f"space {space_file or 'default'}: {', '.join(ranged)} change(s) the cached pixels, so "
-            "each value is a cache of its own; give a list of values (e.g. crop_margin = [0.0, "
-            "0.1, 0.2]), not a range"
+            f"each value is a cache of its own; give a list of values (e.g. {_list_example(ranged[0])}"
+            "), not a range"
         )
 
 

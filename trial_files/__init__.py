@@ -3,7 +3,7 @@ the artifact store, their figures, and the trial's and export's dashboard pages.
 writes them, the bundle reads them. Exercise: `histosweep worker STUDY` then `export-best`.
 """
 
-from histosweep.trial_files._estimate import ESTIMATE_ATTR, gain_sentence
+from histosweep.trial_files._estimate import ESTIMATE_ATTR, gain_sentence, selection_label
 from histosweep.trial_files._fold import (
     fetch_checkpoint,
     fetch_metrics,
@@ -18,6 +18,7 @@ from histosweep.trial_files._trial_page import publish_trial, save_export_note
 __all__ = [
     "ESTIMATE_ATTR",
     "gain_sentence",
+    "selection_label",
     "confusion_png",
     "fetch_checkpoint",
     "fetch_metrics",

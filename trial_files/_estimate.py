@@ -19,3 +19,9 @@ def gain_sentence(gain: dict | None) -> str:
     if high < 0:
         line += "; the search has not beaten the recipe it started from"
     return line
+
+
+def selection_label(method: str | None) -> str:
+    """What a BBC-CV figure re-ran in bag: 'bagged selection', 'the single best trial', ..."""
+    return {"single": "the single best trial", "trials": "the named trials, equal weights"}.get(
+        method or "", f"{method} selection")

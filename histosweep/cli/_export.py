@@ -57,7 +57,7 @@ def add_estimate_arguments(parser) -> None:
 
 def print_estimate(bbc: dict) -> None:
     """The BBC-CV lines export-best and estimate print."""
-    from histosweep.trial_files import gain_sentence
+    from histosweep.trial_files import gain_sentence, selection_label
 
     def ci(x: dict) -> str:
         return f"{x['mean']:.4f} [{x['ci95'][0]:.4f}, {x['ci95'][1]:.4f}]"
@@ -66,7 +66,7 @@ def print_estimate(bbc: dict) -> None:
              else "trial")
     ref = (f"; reference recipe ({where} {bbc['reference_trial']}) {ci(bbc['reference'])}"
            if bbc["reference"] else "")
-    print(f"BBC-CV estimate ({bbc['resamples']} resamples, {bbc['method']} selection re-run in bag, "
+    print(f"BBC-CV estimate ({bbc['resamples']} resamples, {selection_label(bbc['method'])} re-run in bag, "
           f"scored out of bag): ensemble {ci(bbc['ensemble'])}; single best trial "
           f"{ci(bbc['single_best'])}{ref}")
     print(gain_sentence(bbc["search_gain"]))
@@ -92,13 +92,16 @@ def run(args) -> int:
     members = ", ".join(f"{x['study'] + ' ' if pooled else ''}trial {x['trial']} x{x['weight']:.2f}"
                         for x in summary["members"])
     print(f"exported {members} of {' + '.join(map(repr, summary['studies']))} to {summary['out']}")
+    # NOTE: both OOF figures are in-sample (selected and fitted on these rows); BBC-CV is the honest one
+    oof = (f"out-of-fold macro-F1 (selection data, in-sample): {m['oof_f1']:.4f} argmax, "
+           f"{m['oof_f1_calibrated']:.4f} with the decision offsets")
     if m["lockbox_f1"] is not None:
         low, high = m["lockbox_f1_ci95"]
-        print(f"out-of-fold macro-F1 (selection data): {m['oof_f1']:.4f}; lockbox macro-F1 "
+        print(f"{oof}; lockbox macro-F1 "
               f"(holdout, read once): {m['lockbox_f1']:.4f} (95% CI {low:.4f}-{high:.4f}); single best "
               f"trial {_single(m['single_best'], pooled)} on the lockbox: {m['single_best']['lockbox_f1']:.4f}")
     else:
-        print(f"out-of-fold macro-F1 (selection data): {m['oof_f1']:.4f}; no lockbox (--holdout 0)")
+        print(f"{oof}; no lockbox (--holdout 0)")
     print_estimate({**m["bbc"], "studies": summary["studies"]})
     print(f"report: {summary['report']}")
     if summary["submission"]:

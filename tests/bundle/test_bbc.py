@@ -85,7 +85,7 @@ def test_estimate_equals_exports_figure_and_status_shows_the_gain(h0, exported):
         assert est[key] == m[key], key
     assert load("h0", url).user_attrs[ESTIMATE_ATTR]["by"] == "estimate"
     status = cli("status", "h0", "--storage", url).stdout
-    assert "BBC-CV estimate (estimate, bagged ensemble)" in status
+    assert "BBC-CV estimate (estimate, bagged selection)" in status
     assert "search gain over the reference:" in status
     assert json.loads(cli("status", "h0", "--storage", url, "--json").stdout)["estimate"]["ensemble"] == m["ensemble"]
 

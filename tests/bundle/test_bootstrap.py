@@ -138,3 +138,13 @@ def test_chunks_in_worker_processes_give_the_same_figures(monkeypatch):
     if bootstrap._workers(probs, opts, 3) < 2:
         pytest.fail("this test needs at least 2 CPUs to run chunks in processes")
     assert bbc_cv(probs, labels, opts, reference=0) == serial
+
+
+def test_the_search_gain_is_the_searchs_not_the_decision_offsets():
+    """The reference and the single best are scored as export would ship them alone (their own
+    offsets, fitted and checked in bag): exporting the reference itself gains exactly 0."""
+    probs, labels = planted([0.6, 0.45, 0.4], 160, seed=5)
+    alone = bbc_cv(probs, labels, BBCOptions(resamples=100, fixed=(1,)), reference=1)
+    assert alone["search_gain"] == {"mean": 0.0, "ci95": [0.0, 0.0]} and alone["method"] == "trials"
+    single = bbc_cv(probs, labels, BBCOptions(resamples=100, single=True), reference=0)
+    assert single["ensemble"] == single["single_best"] and single["method"] == "single"
