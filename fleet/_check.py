@@ -61,7 +61,7 @@ def run_checks(opts: CheckOptions) -> list[Check]:
     storage check failed (its line says why)."""
     checks: list[Check] = []
     settings = _check_storage(opts, checks)
-    checks.append(check_artifacts(opts.artifacts))
+    checks.append(check_artifacts(opts.artifacts, finished=_finished(opts) if settings else 0))
     if settings is not None:
         ds = _check_data(settings, opts.data, checks)
         space = settings.space_obj()
@@ -119,12 +119,33 @@ def _newer_stamp(back, stamp: dict) -> bool:
 
 
 # --- artifact store ----------------------------------------------------------------------------
-def check_artifacts(spec: str | None) -> Check:
-    """Write a probe artifact, read it back, remove it (the worker's own probe_store)."""
+def _finished(opts: CheckOptions) -> int:
+    """The study's own COMPLETE trials (their files live in some artifact store already)."""
+    import optuna
+
+    from histosweep.search import is_imported, open_study
+
+    try:
+        trials = open_study(opts.study, opts.storage).get_trials(
+            deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    except HistosweepError:
+        return 0
+    return sum(not is_imported(t) for t in trials)
+
+
+def check_artifacts(spec: str | None, *, finished: int = 0) -> Check:
+    """Write a probe artifact, read it back, remove it (the worker's own probe_store). A folder
+    store that does not exist is refused when the study already has `finished` trials: their
+    files are elsewhere (a mistyped --artifacts would split the study's files in two)."""
     made: list[Path] = []
     try:
         spec = resolve_artifacts(spec)
         folder = store_folder(spec)
+        if folder is not None and finished and not folder.exists():
+            return Check("artifacts", False, (
+                f"{spec} does not exist, but the study has {finished} finished trial(s) whose "
+                "files are in another store; pass --artifacts where they are (env "
+                "HISTOSWEEP_ARTIFACTS)"))
         if folder is not None:  # the probe makes the folders; a check leaves no empty one behind
             made = [p for p in (folder, *folder.parents) if not (p.exists() or p.is_symlink())]
         probe_store(open_artifact_store(spec))

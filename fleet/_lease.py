@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-from histosweep.storage import delete_study_system_attr, study_id, study_storage
+from histosweep.storage import delete_study_system_attr, pid_alive, study_id, study_storage
 
 LEASE_PREFIX = "export_lease:"  # study system attr key prefix; one key per running export
 # NOTE: generous, never renewed: an export reads its candidates' checkpoints within minutes to an
@@ -43,6 +43,7 @@ def export_lease(study, numbers: list[int], *, ttl_s: float = LEASE_TTL_S) -> It
         "started": started.isoformat(timespec="seconds"),
         "expires": (started + datetime.timedelta(seconds=ttl_s)).isoformat(timespec="seconds"),
         "by": f"export-best on {socket.gethostname()} pid {os.getpid()}",
+        "host": socket.gethostname(), "pid": os.getpid(),
     })
     try:
         yield key
@@ -54,11 +55,16 @@ def export_lease(study, numbers: list[int], *, ttl_s: float = LEASE_TTL_S) -> It
 
 
 def live_leases(study) -> dict[str, dict[str, Any]]:
-    """The study's unexpired leases by key (read from the storage, not a cache)."""
+    """The study's live leases by key (read from the storage, not a cache): unexpired, and not
+    held by a process of this host that has ended (a SIGKILLed export lets go at once here)."""
     attrs = study_storage(study).get_study_system_attrs(study_id(study))
     now = _now()
     return {k: v for k, v in attrs.items() if k.startswith(LEASE_PREFIX) and isinstance(v, dict)
-            and datetime.datetime.fromisoformat(v["expires"]) > now}
+            and datetime.datetime.fromisoformat(v["expires"]) > now and not _holder_gone(v)}
+
+
+def _holder_gone(lease: dict[str, Any]) -> bool:
+    return lease.get("host") == socket.gethostname() and not pid_alive(int(lease.get("pid", -1)))
 
 
 def leased_trials(study) -> dict[int, str]:

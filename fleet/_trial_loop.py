@@ -98,6 +98,8 @@ class TrialLoop:
         self.last_store_failure = ""
         self.stopped_by: int | None = None  # the first stop signal received
         self.said_stopping = False
+        self.say_lock = threading.Lock()
+        self.say_thread: threading.Thread | None = None
         # NOTE: read once: trials are imported only when the study is created
         self.imported = retry_db(lambda: imported_finished(study)) if opts.n_trials else 0
         if isinstance(getattr(objective, "rt", None), Runtime):
@@ -141,16 +143,27 @@ class TrialLoop:
             for s, h in old.items():
                 if self.stopped_by is None:
                     signal.signal(s, h)
-        self._say_stopping()
+        self._said_stopping()
         log.info("worker done: %d trials finished here", self.finished_here)
         # NOTE: 128 + signal, as a shell reports a process the signal ended: schedulers
         # requeue on 143 (SIGTERM) and 130 (SIGINT); 0 would read as "study done".
         return 0 if self.stopped_by is None else 128 + self.stopped_by
 
     def _say_stopping(self) -> None:
-        if self.stopped_by is not None and not self.said_stopping:
+        """Log the stop signal once (from a thread the handler starts, or at a safe point)."""
+        if self.stopped_by is None:
+            return
+        with self.say_lock:
+            if self.said_stopping:
+                return
             self.said_stopping = True
-            log.warning("received %s: stopping", signal.Signals(self.stopped_by).name)
+        log.warning("received %s: stopping", signal.Signals(self.stopped_by).name)
+
+    def _said_stopping(self) -> None:
+        """Make sure the stop line is written before the worker's last lines."""
+        if self.say_thread is not None:
+            self.say_thread.join(timeout=5)
+        self._say_stopping()
 
     def _on_signal(self, signum, _frame) -> None:
         if os.getpid() != self.pid:
@@ -161,9 +174,11 @@ class TrialLoop:
             return
         first = self.stopped_by is None
         if first:
-            # NOTE: no logging here: the handler may run inside a log write to the same file
-            # ("reentrant call inside BufferedWriter"); _say_stopping logs it at a safe point
+            # NOTE: not logged here: the handler may run inside a log write to the same file
+            # ("reentrant call inside BufferedWriter"); a thread waits for that write to end
             self.stopped_by = signum
+            self.say_thread = threading.Thread(target=self._say_stopping, daemon=True)
+            self.say_thread.start()
         self.stop.set()
         if self.in_trial and first:  # a second signal must not interrupt the clean stop
             raise WorkerStopped(signal.Signals(signum).name)
@@ -207,7 +222,7 @@ class TrialLoop:
                 except optuna.TrialPruned as exc:
                     state, reason = TrialState.PRUNED, str(exc)
                 except WorkerStopped as exc:
-                    self._say_stopping()
+                    self._said_stopping()
                     reason = f"worker stopped by {exc}; re-queued to resume"
                 except Exception as exc:  # noqa: BLE001 - a bad trial must not kill the worker
                     error = exc

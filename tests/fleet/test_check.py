@@ -195,3 +195,26 @@ def test_a_concurrent_workers_check_stamp_counts_as_read_back():
     assert not _newer_stamp({"host": "b", "pid": 2, "at": 900.0}, ours)  # an old run's stamp
     assert not _newer_stamp(None, ours)
     assert not _newer_stamp({"at": 1000.5}, ours)
+
+
+def test_a_missing_artifacts_folder_is_refused_once_the_study_has_finished_trials(
+        synth_root, tmp_path, capsys):
+    """A mistyped --artifacts would put new trials' files beside nothing of the study's: refused
+    (one line) once the study has a finished trial; a new study may start a new folder."""
+    import optuna
+
+    from histosweep.search import CreateOptions, create_study
+
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    space = tmp_path / "space.toml"
+    space.write_text(TINY_SPACE.format(epochs=1))
+    create_study("art", url, CreateOptions(data=synth_root, space_file=space, folds=2), progress=False)
+    typo = tmp_path / "artifcats"
+    code, _, err = run_check(capsys, "art", "--storage", url, "--artifacts", str(typo))
+    assert code == 0 and not typo.exists(), err  # nothing finished yet: a new store is fine
+    study = load("art", url)
+    study.add_trial(optuna.trial.create_trial(value=0.5, params={}, distributions={}))
+    code, _, err = run_check(capsys, "art", "--storage", url, "--artifacts", str(typo))
+    line = next(x for x in err if "artifacts" in x and "does not exist" in x)
+    assert code == 1 and "1 finished trial(s)" in line and "pass --artifacts" in line
+    assert not typo.exists()
