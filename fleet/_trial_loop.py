@@ -190,6 +190,9 @@ class TrialLoop:
         if self.stop.is_set() or retry_db(self._budget_spent):
             return False
         trial = gated_ask(self.study, self.opts.n_trials, imported=self.imported)
+        if trial is False and not self.finished_here:  # say why a worker did nothing at all
+            log.info("the study already holds its --n-trials %d finished trials: nothing to run "
+                     "here; raise --n-trials to search further", self.opts.n_trials)
         if trial is not None and trial is not False:  # a new trial: say how it is kept alive
             retry_db(lambda: mark_owner(self.study, trial))
         return trial
