@@ -124,13 +124,15 @@ def _finished(opts: CheckOptions) -> int:
     import optuna
 
     from histosweep.search import is_imported, open_study
+    from histosweep.trial_files import fold_key
 
     try:
         trials = open_study(opts.study, opts.storage).get_trials(
             deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     except HistosweepError:
         return 0
-    return sum(not is_imported(t) for t in trials)
+    # NOTE: only trials with fold records have files (not ones added by hand, e.g. via add_trial)
+    return sum(not is_imported(t) and fold_key(0) in t.user_attrs for t in trials)
 
 
 def check_artifacts(spec: str | None, *, finished: int = 0) -> Check:

@@ -231,10 +231,13 @@ class TrialLoop:
                     error = exc
         finally:
             self.in_trial = False
+        outage = is_db_outage(error)
+        if outage:  # NOTE: said at once: the check below waits for the database to come back
+            reason = self._failure_reason(trial, error)
         if retry_db(lambda: finished_elsewhere(self.study, trial)):
             self._taken_over(trial)
             return
-        if error is not None:
+        if error is not None and not outage:
             reason = self._failure_reason(trial, error)
         if not retry_db(lambda: self._tell(trial, state, value, reason)):
             self._taken_over(trial)  # failed by another worker between the check and the tell

@@ -103,7 +103,9 @@ def run_demo(opts: DemoOptions) -> dict[str, Any]:
     stage(opts, "2/5 preparing: validate, audit, build the image caches")
     prepare_data(paths.data, space, progress=opts.progress)
     stage(opts, f"3/5 creating SQLite study {STUDY!r} in {paths.db}")
-    create_demo_study(paths, space, folds=opts.folds, pruner=opts.pruner, progress=opts.progress)
+    # the reference recipe's point of the demo space: the search gain's baseline
+    create_demo_study(paths, space, folds=opts.folds, pruner=opts.pruner, reference=True,
+                      progress=opts.progress)
     stage(opts, f"4/5 running {opts.trials} trials on {opts.workers} CPU worker(s) (logs in {paths.logs})")
     code = run_demo_workers(paths, trials=opts.trials, workers=opts.workers,
                             heartbeat=opts.heartbeat, progress=opts.progress)
@@ -213,11 +215,12 @@ def _cache_targets(space) -> tuple[list[int], list[str]]:
 
 
 def create_demo_study(paths: DemoPaths, space_file: Path, *, folds: int, pruner: str,
-                      holdout: float = DEFAULT_HOLDOUT, progress: bool = True) -> dict[str, Any]:
+                      holdout: float = DEFAULT_HOLDOUT, reference: bool = False,
+                      progress: bool = True) -> dict[str, Any]:
     from histosweep.search import CreateOptions, create_study
 
     opts = CreateOptions(data=paths.data, space_file=Path(space_file), folds=folds, pruner=pruner,
-                         holdout=holdout, force=True, enqueue_reference=True)  # the search gain's baseline
+                         holdout=holdout, force=True, enqueue_reference=reference)
     return create_study(STUDY, paths.storage, opts, progress=progress)
 
 

@@ -213,7 +213,10 @@ def test_a_missing_artifacts_folder_is_refused_once_the_study_has_finished_trial
     code, _, err = run_check(capsys, "art", "--storage", url, "--artifacts", str(typo))
     assert code == 0 and not typo.exists(), err  # nothing finished yet: a new store is fine
     study = load("art", url)
-    study.add_trial(optuna.trial.create_trial(value=0.5, params={}, distributions={}))
+    from histosweep.trial_files import fold_key
+
+    record = {fold_key(0): {"checkpoint": "elsewhere"}}  # a finished trial with files somewhere
+    study.add_trial(optuna.trial.create_trial(value=0.5, params={}, distributions={}, user_attrs=record))
     code, _, err = run_check(capsys, "art", "--storage", url, "--artifacts", str(typo))
     line = next(x for x in err if "artifacts" in x and "does not exist" in x)
     assert code == 1 and "1 finished trial(s)" in line and "pass --artifacts" in line
