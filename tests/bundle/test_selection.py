@@ -23,7 +23,8 @@ PARAMS = [{"lr": 5e-4, "cutmix_prob": 0.0}, {"lr": 2e-3, "cutmix_prob": 0.5},
 
 
 def _search(name: str, storage: str, artifacts, data, space, tmp_path, *, permute_holdout: bool):
-    create_study(name, storage, CreateOptions(data=data, space_file=space, folds=2, pruner="median"),
+    create_study(name, storage, CreateOptions(data=data, space_file=space, folds=2, pruner="median",
+                                              holdout=0.2),  # a lockbox to permute
                  progress=False)
     study = load(name, storage)
     if permute_holdout:
