@@ -10,8 +10,7 @@ import datetime
 import math
 from typing import Any
 
-# trials another study's history brought in (create --warm-start): never run here, never counted
-from histosweep.search._campaign import IMPORTED_ATTR
+from histosweep.search._campaign import is_imported
 from histosweep.search._errors import UserError
 
 BUDGET_ATTR = "histosweep_budget_gpu_hours"  # a study user attr: hours, or None (no budget)
@@ -39,7 +38,7 @@ def set_budget(study, hours: float | None) -> None:
 
 def trial_gpu_hours(trial, now: datetime.datetime) -> float:
     """Hours from the trial's start to its end (now while it runs) x its devices (1 per slot)."""
-    if trial.datetime_start is None or IMPORTED_ATTR in trial.user_attrs:
+    if trial.datetime_start is None or is_imported(trial):  # another study's history: not run here
         return 0.0
     end = trial.datetime_complete or now  # optuna writes the worker's local time, as now is
     seconds = max(0.0, (end - trial.datetime_start).total_seconds())
@@ -58,7 +57,7 @@ def budget_report(study, *, trials=None) -> dict[str, Any]:
     now = datetime.datetime.now()
     used = sum(trial_gpu_hours(t, now) for t in trials)
     ended = [trial_gpu_hours(t, now) for t in trials
-             if t.state in (TrialState.COMPLETE, TrialState.PRUNED) and IMPORTED_ATTR not in t.user_attrs]
+             if t.state in (TrialState.COMPLETE, TrialState.PRUNED) and not is_imported(t)]
     per_trial = sum(ended) / len(ended) if ended else None
     budget = read_budget(study)
     left = None if budget is None else max(0.0, budget - used)
