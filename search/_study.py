@@ -72,8 +72,11 @@ def create_study(name: str, storage_url: str | None, opts: CreateOptions, *, pro
     space = load_space(opts.space_file)
     check_backbones(space)
     _check_pixel_keys(space, opts.space_file)
+    # NOTE: the data are checked before the storage opens: bad data leave no new SQLite file
+    settings = _data_settings(name, space, opts, progress=progress) if opts.like is None else None
     storage = open_storage(storage_url)
-    settings = _settings(name, storage, space, opts, progress=progress)
+    if settings is None:
+        settings = _like_settings(name, storage, space, opts)
     imports = plan_imports(storage, name, settings, opts.warm_start) if opts.warm_start else None
     existing = _find(storage, name)
     action = "created"
@@ -108,13 +111,16 @@ def create_study(name: str, storage_url: str | None, opts: CreateOptions, *, pro
     return summary
 
 
-def _settings(name: str, storage, space: Space, opts: CreateOptions, *, progress) -> StudySettings:
-    """From the data (--data), or OLD's data and split with this space (--like OLD)."""
-    if opts.like is None:
-        if opts.data is None:
-            raise UserError(f"create {name}: pass --data DATA (the training data), or --like OLD "
-                            "to use an existing study's data and split")
-        return build_settings(space, opts, progress=progress)
+def _data_settings(name: str, space: Space, opts: CreateOptions, *, progress) -> StudySettings:
+    """From the data (--data): its samples, fingerprint and a new split."""
+    if opts.data is None:
+        raise UserError(f"create {name}: pass --data DATA (the training data), or --like OLD "
+                        "to use an existing study's data and split")
+    return build_settings(space, opts, progress=progress)
+
+
+def _like_settings(name: str, storage, space: Space, opts: CreateOptions) -> StudySettings:
+    """OLD's data and split with this space (--like OLD)."""
     if opts.like == name:
         raise UserError(f"--like {name}: that is the study being created; name an existing study")
     _, old = load_source(storage, opts.like, "--like")
