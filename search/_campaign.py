@@ -7,6 +7,7 @@ Exercise: `histosweep create NEW --like OLD --warm-start OLD --space new.toml`.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 from dataclasses import dataclass, field, replace
@@ -86,11 +87,19 @@ def load_source(storage, name: str, flag: str):
         study = optuna.load_study(study_name=name, storage=storage)
     except KeyError:
         names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
-        raise UserError(f"{flag} {name}: no such study in this storage (studies: "
-                        f"{', '.join(names) or 'none'})") from None
+        raise UserError(f"{flag} {name}: no such study in this storage{did_you_mean(name, names)} "
+                        f"(studies: {', '.join(names) or 'none'})") from None
     settings = load_settings(study)
     check_current(study, settings)
     return study, settings
+
+
+def did_you_mean(name: str, names: list[str]) -> str:
+    """'; did you mean 'x'?' for a study name one typo (or only case) away from an existing one."""
+    by_fold = {n.casefold(): n for n in names}
+    close = [by_fold[name.casefold()]] if name.casefold() in by_fold else difflib.get_close_matches(
+        name, names, n=1, cutoff=0.75)
+    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 # --- create --warm-start ---------------------------------------------------------------------

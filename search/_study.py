@@ -19,6 +19,7 @@ from histosweep.search._budget import check_budget_hours, read_budget, set_budge
 from histosweep.search._campaign import (
     IMPORTS_KEY,
     add_imports,
+    did_you_mean,
     like_settings,
     load_source,
     plan_imports,
@@ -284,6 +285,8 @@ def open_study(name: str, storage_url: str | None, *, heartbeat: int | None = No
     except KeyError:
         names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
         known = ", ".join(names) if names else "none"
+        if close := did_you_mean(name, names):  # a typo: not a hint to create a second study
+            raise UserError(f"no study named {name!r} in this storage{close} (studies: {known})") from None
         raise UserError(
             f"no study named {name!r} in this storage (studies: {known}); "
             f"create it with: histosweep create {name} --data DATA"

@@ -78,4 +78,11 @@ def test_status_of_unknown_study_lists_known(synth_root, tmp_path, sqlite_url):
     assert proc.returncode == 1 and "known" in proc.stderr and "histosweep create nope" in proc.stderr
     status = json.loads(cli("status", "known", "--storage", sqlite_url, "--json").stdout)
     assert status["trials"] == {"COMPLETE": 0, "PRUNED": 0, "FAIL": 0, "RUNNING": 0, "WAITING": 0}
+    # a typo or another case of an existing name: the close name, not a hint to create a second study
+    for typo in ("Known", "knwon"):
+        proc = cli("status", typo, "--storage", sqlite_url, check=False)
+        assert proc.returncode == 1 and "did you mean 'known'?" in proc.stderr
+        assert "histosweep create" not in proc.stderr and len(proc.stderr.splitlines()) == 1
+    like = cli("create", "new", "--like", "knwn", "--storage", sqlite_url, check=False)
+    assert like.returncode == 1 and "--like knwn: no such study" in like.stderr and "did you mean 'known'?" in like.stderr
     assert status["best"] is None and status["study"] == "known"
