@@ -42,7 +42,10 @@ def test_recreate_rules(synth_root, tmp_path, sqlite_url):
     other_space = tiny_space(tmp_path / "other", epochs=3)
     changed = cli("create", "s2", "--data", str(synth_root), "--space", str(other_space),
                   "--folds", "2", "--storage", sqlite_url, "--skip-if-exists", check=False)
-    assert changed.returncode == 1 and "different space" in changed.stderr and "--force" in changed.stderr
+    assert changed.returncode == 1 and "another space (differs in: epochs)" in changed.stderr
+    assert "--force" in changed.stderr
+    folds = cli(*base[:-4], "--folds", "3", "--storage", sqlite_url, check=False)
+    assert folds.returncode == 1 and "already exists with --folds 2, not 3" in folds.stderr
     forced = cli("create", "s2", "--data", str(synth_root), "--space", str(other_space), "--folds", "2",
                  "--storage", sqlite_url, "--force", "--json")
     assert json.loads(forced.stdout)["action"] == "replaced"
