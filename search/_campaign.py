@@ -140,10 +140,12 @@ def plan_imports(storage, name: str, settings: StudySettings, sources: tuple[str
 def _take(study, source: str, old: StudySettings, space: Space, out: list) -> dict[str, int]:
     from optuna.trial import TrialState
 
-    counts = {"complete": 0, "pruned": 0, "skipped": 0}
+    # skipped: every finished trial not taken; reimported: those of them OLD itself imported
+    counts = {"complete": 0, "pruned": 0, "skipped": 0, "reimported": 0}
     finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
     steps = (old.space_obj().max_epochs(), space.max_epochs())
     for t in finished:
+        counts["reimported"] += is_imported(t)
         params = None if is_imported(t) else fit_params(space, t.user_attrs.get("config"))
         try:  # NOTE: an imported trial is taken from the study that ran it, not re-imported
             copied = None if params is None else _copy(t, source, space, params, steps)
