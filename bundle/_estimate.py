@@ -56,7 +56,7 @@ def estimate(opts: EstimateOptions) -> dict[str, Any]:
     check_estimate_options(opts)
     if opts.candidates < 1:
         raise UserError(f"--candidates {opts.candidates}: must be >= 1")
-    store = open_artifact_store(opts.artifacts)
+    store = open_artifact_store(opts.artifacts, create=False)  # estimate only reads the store
     src = read_source(opts, store)
     result = estimate_source(src, store, opts)
     if not src.pooled:

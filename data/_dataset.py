@@ -68,6 +68,10 @@ def load_dataset(root, *, labeled: bool = True, min_per_class: int = 0) -> Datas
         raise DataError(
             f"{root}: no such folder; pass the folder holding {LABELS_CSV} and {TRAIN_DIR}/"
         )
+    if labeled and root.name == TRAIN_DIR and (root.parent / LABELS_CSV).is_file() \
+            and not (root / LABELS_CSV).exists():
+        raise DataError(f"{root}: this is the {TRAIN_DIR}/ folder of the dataset {root.parent}; "
+                        f"pass {root.parent} (the folder holding {LABELS_CSV} and {TRAIN_DIR}/)")
     problems: list[str] = []
     warnings: list[str] = []
     if labeled:

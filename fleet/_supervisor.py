@@ -176,9 +176,14 @@ def setup_logging(opts: WorkerOptions, label: str) -> Path:
     import socket
 
     log_dir = Path(opts.log_dir)
-    log_dir.mkdir(parents=True, exist_ok=True)
     # NOTE: the pid keeps two workers on one host (same slot label) out of each other's file
     path = log_dir / f"{opts.study}-{socket.gethostname()}-{os.getpid()}-{label}.log"
+    try:  # the CLI checked the path; a mount or /proc can still refuse (root passes os.access)
+        log_dir.mkdir(parents=True, exist_ok=True)
+        logfile = logging.FileHandler(path)
+    except OSError as exc:
+        raise UserError(f"--log-dir {opts.log_dir}: cannot write the worker log there "
+                        f"({exc.strerror or exc}); pass a folder you can write to") from None
     fmt = make_formatter(opts.log_format, label)
     root = logging.getLogger("histosweep")
     root.setLevel(logging.INFO)
@@ -186,7 +191,7 @@ def setup_logging(opts: WorkerOptions, label: str) -> Path:
     terminal = logging.StreamHandler(sys.stderr)
     if shows_bars(opts):  # the epoch's tqdm bar already says it; the log file still gets the line
         terminal.addFilter(without_epoch_lines)
-    for handler in (logging.FileHandler(path), terminal):
+    for handler in (logfile, terminal):
         handler.setFormatter(fmt)
         root.addHandler(handler)
     root.propagate = False

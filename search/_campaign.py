@@ -7,6 +7,7 @@ Exercise: `histosweep create NEW --like OLD --warm-start OLD --space new.toml`.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 from dataclasses import dataclass, field, replace
@@ -86,11 +87,19 @@ def load_source(storage, name: str, flag: str):
         study = optuna.load_study(study_name=name, storage=storage)
     except KeyError:
         names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
-        raise UserError(f"{flag} {name}: no such study in this storage (studies: "
-                        f"{', '.join(names) or 'none'})") from None
+        raise UserError(f"{flag} {name}: no such study in this storage{did_you_mean(name, names)} "
+                        f"(studies: {', '.join(names) or 'none'})") from None
     settings = load_settings(study)
     check_current(study, settings)
     return study, settings
+
+
+def did_you_mean(name: str, names: list[str]) -> str:
+    """'; did you mean 'x'?' for a study name one typo (or only case) away from an existing one."""
+    by_fold = {n.casefold(): n for n in names}
+    close = [by_fold[name.casefold()]] if name.casefold() in by_fold else difflib.get_close_matches(
+        name, names, n=1, cutoff=0.75)
+    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 # --- create --warm-start ---------------------------------------------------------------------
@@ -131,10 +140,12 @@ def plan_imports(storage, name: str, settings: StudySettings, sources: tuple[str
 def _take(study, source: str, old: StudySettings, space: Space, out: list) -> dict[str, int]:
     from optuna.trial import TrialState
 
-    counts = {"complete": 0, "pruned": 0, "skipped": 0}
+    # skipped: every finished trial not taken; reimported: those of them OLD itself imported
+    counts = {"complete": 0, "pruned": 0, "skipped": 0, "reimported": 0}
     finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
     steps = (old.space_obj().max_epochs(), space.max_epochs())
     for t in finished:
+        counts["reimported"] += is_imported(t)
         params = None if is_imported(t) else fit_params(space, t.user_attrs.get("config"))
         try:  # NOTE: an imported trial is taken from the study that ran it, not re-imported
             copied = None if params is None else _copy(t, source, space, params, steps)

@@ -156,6 +156,8 @@ def default_space_path() -> Path:
 def load_space(path: str | Path | None = None) -> Space:
     """Read and validate a space file (the packaged default when `path` is None)."""
     path = Path(path) if path else default_space_path()
+    if path.is_dir():
+        raise SpaceError(f"space file {path} is a folder; pass --space with the path of a TOML file")
     if not path.is_file():
         raise SpaceError(f"space file {path} not found (pass --space with an existing TOML file)")
     try:

@@ -19,6 +19,7 @@ from histosweep.search._budget import check_budget_hours, read_budget, set_budge
 from histosweep.search._campaign import (
     IMPORTS_KEY,
     add_imports,
+    did_you_mean,
     like_settings,
     load_source,
     plan_imports,
@@ -267,10 +268,26 @@ def _reconcile(name, storage, existing, settings: StudySettings, opts: CreateOpt
             f"study {name!r} already exists with the same space and data "
             "(pass --skip-if-exists to accept it)"
         )
+    differs = _difference(old, settings) if old is not None else "a different space, data or split"
     raise UserError(
-        f"study {name!r} already exists with a different space, data or split "
+        f"study {name!r} already exists with {differs} "
         "(use another name, or --force to delete it and its trials)"
     )
+
+
+def _difference(old: StudySettings, new: StudySettings) -> str:
+    """What keeps a re-create from being the same study, as one phrase naming it."""
+    if old.fingerprint != new.fingerprint:
+        return f"other data (fingerprint {old.fingerprint[:12]}, not {new.fingerprint[:12]})"
+    for flag in ("folds", "holdout", "seed"):
+        if getattr(old, flag) != getattr(new, flag):
+            return f"--{flag} {getattr(old, flag)}, not {getattr(new, flag)}"
+    if old.keep_flagged != new.keep_flagged:
+        return f"--keep-flagged {'on' if old.keep_flagged else 'off'}, not {'on' if new.keep_flagged else 'off'}"
+    keys = sorted(k for k in old.space.keys() | new.space.keys() if old.space.get(k) != new.space.get(k))
+    if keys:
+        return f"another space (differs in: {', '.join(keys)})"
+    return "settings of another histosweep version"
 
 
 def open_study(name: str, storage_url: str | None, *, heartbeat: int | None = None):
@@ -284,6 +301,8 @@ def open_study(name: str, storage_url: str | None, *, heartbeat: int | None = No
     except KeyError:
         names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
         known = ", ".join(names) if names else "none"
+        if close := did_you_mean(name, names):  # a typo: not a hint to create a second study
+            raise UserError(f"no study named {name!r} in this storage{close} (studies: {known})") from None
         raise UserError(
             f"no study named {name!r} in this storage (studies: {known}); "
             f"create it with: histosweep create {name} --data DATA"

@@ -118,8 +118,11 @@ def _split_options(args) -> dict:
 
 
 def _imported_line(record: dict) -> str:
-    parts = [f"{s['complete']} complete + {s['pruned']} pruned from {name!r} ({s['skipped']} "
-             "outside this space)" for name, s in record["from"].items()]
+    parts = [f"{s['complete']} complete + {s['pruned']} pruned from {name!r} "
+             f"({s['skipped'] - s.get('reimported', 0)} outside this space"
+             + (f", {s['reimported']} that {name!r} imported itself: name the study that ran them"
+                if s.get("reimported") else "") + ")"
+             for name, s in record["from"].items()]
     return (f"warm start: imported {'; '.join(parts)}; history for the sampler and pruner, never "
             "trained, exported or counted by --n-trials here")
 

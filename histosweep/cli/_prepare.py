@@ -128,8 +128,10 @@ def _check_workers(workers: int | None) -> None:
 
 
 def _looks_labeled(root: Path) -> bool:
-    """The challenge layout has train_labels.csv and/or train_data/; a test folder has neither."""
-    return (root / "train_labels.csv").exists() or (root / "train_data").is_dir()
+    """The challenge layout has train_labels.csv and/or train_data/; a test folder has neither.
+    A dataset's own train_data/ counts as labelled, so that loading it says to pass its parent."""
+    inside = root.name == "train_data" and (root.parent / "train_labels.csv").is_file()
+    return (root / "train_labels.csv").exists() or (root / "train_data").is_dir() or inside
 
 
 def _document(ds, report, resolutions, modes, args) -> dict:

@@ -102,10 +102,14 @@ def test_export_twice_gives_the_same_bytes(h0, tmp_path):
     assert manifest["selection"]["ensemble"] == "bagged" and manifest["metrics"]["bbc"]["method"] == "bagged"
 
 
-def test_bad_estimate_options_are_one_line_errors(h0):
+def test_bad_estimate_options_are_one_line_errors(h0, tmp_path):
     root, url = h0
     proc = cli("estimate", "h0", "--storage", url, "--bootstrap", "10", check=False)
     assert proc.returncode == 1 and "--bootstrap 10" in proc.stderr and "Traceback" not in proc.stderr
+    typo = tmp_path / "artefacts"  # estimate only reads the store: a mistyped folder is not made
+    proc = cli("estimate", "h0", "--storage", url, "--artifacts", str(typo), check=False)
+    assert proc.returncode == 1 and "cannot be read from the artifact store" in proc.stderr
+    assert not typo.exists()
 
 
 def test_the_reference_trial_is_never_pruned(synth_root, tmp_path):

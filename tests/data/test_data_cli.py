@@ -75,6 +75,14 @@ def test_prepare_broken_dataset_exits_1_without_traceback(labeled_copy, capsys):
     assert err.startswith("error: ") and "img_0002.png" in err and "Traceback" not in err
 
 
+def test_prepare_of_the_train_data_folder_names_its_dataset(labeled_copy, capsys):
+    # the images folder of a dataset is not a test folder: prepare (and create --data) name the parent
+    assert main(["prepare", str(labeled_copy / "train_data"), "--resolutions", "32"]) == 1
+    err = capsys.readouterr().err
+    assert err == (f"error: {labeled_copy / 'train_data'}: this is the train_data/ folder of the dataset "
+                   f"{labeled_copy}; pass {labeled_copy} (the folder holding train_labels.csv and train_data/)\n")
+
+
 def test_prepare_bad_resolution(synth_root, capsys):
     assert main(["prepare", str(synth_root), "--resolutions", "big"]) == 1
     assert "--resolutions" in capsys.readouterr().err

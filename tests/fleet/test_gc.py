@@ -129,6 +129,26 @@ def test_keep_top_below_one_is_refused(tmp_path, capsys):
     assert code == 1 and "--keep-top -1" in capsys.readouterr().err
 
 
+def test_a_mistyped_artifacts_folder_is_refused_and_marks_nothing(sqlite_url, tmp_path, capsys):
+    from histosweep.storage import open_storage
+
+    store = tmp_path / "artifacts"
+    store.mkdir()
+    s = optuna.create_study(study_name="syn", storage=open_storage(sqlite_url), direction="maximize")
+    for value in (0.9, 0.8, 0.7):
+        add(s, store, TrialState.COMPLETE, value=value)
+    typo = tmp_path / "artefacts"
+    for extra in (("--dry-run",), ()):
+        code, _, err = gc(capsys, sqlite_url, typo, "--keep-top", "1", *extra)
+        assert code == 1 and err == (f"error: --artifacts {typo}: no such folder, but 3 trial(s) of 'syn' "
+                                     "have files in the store the workers wrote to; pass --artifacts "
+                                     "where they are (env HISTOSWEEP_ARTIFACTS)\n")
+    assert not typo.exists()  # nothing made, and no trial marked cleaned while its files stay
+    assert not any("checkpoints_deleted" in t.user_attrs for t in load("syn", sqlite_url).get_trials())
+    code, out, _ = gc(capsys, sqlite_url, store, "--keep-top", "1")
+    assert code == 0 and "deleted the checkpoints of 2 trial(s)" in out
+
+
 def test_old_settings_without_keep_top_still_load():
     from histosweep.search import StudySettings
 

@@ -10,7 +10,8 @@ import sys
 
 import pytest
 
-from histosweep.fleet._supervisor import WorkerOptions, _child_argv
+from histosweep.fleet._supervisor import WorkerOptions, _child_argv, setup_logging
+from histosweep.search import UserError
 from tests.search._helpers import cli, tiny_space
 
 pytestmark = pytest.mark.slow
@@ -119,3 +120,11 @@ def test_unknown_log_format_is_a_usage_error():
     proc = subprocess.run([sys.executable, "-m", "histosweep.cli", "worker", "s", "--log-format",
                            "xml"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "invalid choice: 'xml'" in proc.stderr
+
+
+def test_a_log_dir_the_system_refuses_is_one_user_error(tmp_path):
+    # the CLI's check passes what os.access allows (root: /proc); the mkdir can still fail
+    (tmp_path / "file").write_text("")
+    opts = WorkerOptions(study="s", storage=None, artifacts=None, log_dir=str(tmp_path / "file" / "logs"))
+    with pytest.raises(UserError, match=r"^--log-dir .*/file/logs: cannot write the worker log there \(Not a directory\); pass a folder"):
+        setup_logging(opts, "cpu")

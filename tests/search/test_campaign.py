@@ -195,6 +195,20 @@ def test_studies_groups_by_split(campaign):
     assert "histosweep export-best A B --out bundle" in text and "2 complete trial(s) to pool" in text
 
 
+def test_warm_start_names_the_trials_its_source_imported_itself(campaign):
+    """B holds one trial imported from A and one it ran: from B only its own is taken, and the
+    line does not call A's trial 'outside this space' (it fits; it is A's to give)."""
+    root, url = campaign[:2]
+    out = hs("create", "W", "--like", "A", "--warm-start", "B", "--space", str(root / "b.toml"),
+             "--pruner", "none", "--no-reference", "--storage", url)[0]
+    try:
+        assert ("imported 1 complete + 0 pruned from 'B' (0 outside this space, 1 that 'B' imported "
+                "itself: name the study that ran them)") in out
+        assert sum(is_imported(t) for t in load("W", url).get_trials()) == 1
+    finally:
+        hs("delete-study", "W", "--yes", "--storage", url)
+
+
 # --- pure helpers (no study) -------------------------------------------------------------------
 def test_rebase_steps_keeps_fold_and_epoch():
     # 2 folds of at most 3 epochs -> at most 5: fold 1 epoch 2 is step 5 then 7

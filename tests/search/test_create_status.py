@@ -42,7 +42,10 @@ def test_recreate_rules(synth_root, tmp_path, sqlite_url):
     other_space = tiny_space(tmp_path / "other", epochs=3)
     changed = cli("create", "s2", "--data", str(synth_root), "--space", str(other_space),
                   "--folds", "2", "--storage", sqlite_url, "--skip-if-exists", check=False)
-    assert changed.returncode == 1 and "different space" in changed.stderr and "--force" in changed.stderr
+    assert changed.returncode == 1 and "another space (differs in: epochs)" in changed.stderr
+    assert "--force" in changed.stderr
+    folds = cli(*base[:-4], "--folds", "3", "--storage", sqlite_url, check=False)
+    assert folds.returncode == 1 and "already exists with --folds 2, not 3" in folds.stderr
     forced = cli("create", "s2", "--data", str(synth_root), "--space", str(other_space), "--folds", "2",
                  "--storage", sqlite_url, "--force", "--json")
     assert json.loads(forced.stdout)["action"] == "replaced"
@@ -78,4 +81,11 @@ def test_status_of_unknown_study_lists_known(synth_root, tmp_path, sqlite_url):
     assert proc.returncode == 1 and "known" in proc.stderr and "histosweep create nope" in proc.stderr
     status = json.loads(cli("status", "known", "--storage", sqlite_url, "--json").stdout)
     assert status["trials"] == {"COMPLETE": 0, "PRUNED": 0, "FAIL": 0, "RUNNING": 0, "WAITING": 0}
+    # a typo or another case of an existing name: the close name, not a hint to create a second study
+    for typo in ("Known", "knwon"):
+        proc = cli("status", typo, "--storage", sqlite_url, check=False)
+        assert proc.returncode == 1 and "did you mean 'known'?" in proc.stderr
+        assert "histosweep create" not in proc.stderr and len(proc.stderr.splitlines()) == 1
+    like = cli("create", "new", "--like", "knwn", "--storage", sqlite_url, check=False)
+    assert like.returncode == 1 and "--like knwn: no such study" in like.stderr and "did you mean 'known'?" in like.stderr
     assert status["best"] is None and status["study"] == "known"

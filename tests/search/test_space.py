@@ -51,6 +51,8 @@ def test_space_errors_name_the_file_and_key(tmp_path, body, needle):
 def test_missing_space_file_is_named(tmp_path):
     with pytest.raises(SpaceError, match="nope.toml not found"):
         load_space(tmp_path / "nope.toml")
+    with pytest.raises(SpaceError, match=f"space file {tmp_path} is a folder; pass --space with the path"):
+        load_space(tmp_path)
 
 
 def test_default_space_centres_the_reference_recipe():
