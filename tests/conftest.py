@@ -7,23 +7,10 @@ PostgreSQL tests skip when the server is unreachable, unless HISTOSWEEP_REQUIRE_
 from __future__ import annotations
 
 import os
-import signal
 import uuid
 from pathlib import Path
 
 import pytest
-
-# scripts/test.sh runs the suite in two phases: "parallel" (pytest-xdist, every test but those
-# that restart the shared PostgreSQL server) and then "alone" (those, one at a time, so that no
-# other test loses its connection). Unset (a plain `pytest`): every selected test runs.
-TEST_PHASE = os.environ.get("HISTOSWEEP_TEST_PHASE", "")
-ALONE_MARK = "restarts_postgres"
-
-# why: pytest-xdist's workers ignore SIGINT, and an ignored signal stays ignored in every child
-# process, so a command a test Ctrl-C's (status --watch) would never see it. Restore Python's
-# own handler here: children then start with the default, as under a shell.
-if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
-    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 PG_ADMIN_DSN = os.environ.get("HISTOSWEEP_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 REQUIRE_PG = os.environ.get("HISTOSWEEP_REQUIRE_POSTGRES") == "1"
@@ -91,17 +78,3 @@ def synth_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("synth")
     synthesize(root, n_train=64, n_test=12, seed=0, short_side=96)
     return root
-
-
-def pytest_collection_modifyitems(config, items):
-    """In a phase of scripts/test.sh keep only that phase's tests (the rest are deselected)."""
-    if TEST_PHASE not in ("parallel", "alone"):
-        if TEST_PHASE:
-            raise pytest.UsageError(f"HISTOSWEEP_TEST_PHASE={TEST_PHASE!r}: use parallel, alone, or unset it")
-        return
-    alone = TEST_PHASE == "alone"
-    keep = [item for item in items if (item.get_closest_marker(ALONE_MARK) is not None) == alone]
-    dropped = [item for item in items if item not in keep]
-    if dropped:
-        config.hook.pytest_deselected(items=dropped)
-        items[:] = keep

