@@ -94,7 +94,7 @@ def read_source(opts, store, *, on_candidates=None) -> Source:
         why = split_difference(settings, other)
         if why is not None:
             raise UserError(
-                f"{' '.join(names)}: study {name!r} is not on {names[0]!r}'s data and split ({why}); "
+                f"{' '.join(names)}: study {name!r} is not on the data and split of study {names[0]!r} ({why}); "
                 f"only studies on one split pool their trials (create them with --like {names[0]})"
             )
     split = settings.split_obj()

@@ -144,7 +144,8 @@ class TrialLoop:
                 if self.stopped_by is None:
                     signal.signal(s, h)
         self._said_stopping()
-        log.info("worker done: %d trials finished here", self.finished_here)
+        log.info("worker done: %d %s finished here", self.finished_here,
+                 "trial" if self.finished_here == 1 else "trials")
         # NOTE: 128 + signal, as a shell reports a process the signal ended: schedulers
         # requeue on 143 (SIGTERM) and 130 (SIGINT); 0 would read as "study done".
         return 0 if self.stopped_by is None else 128 + self.stopped_by

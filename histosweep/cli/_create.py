@@ -83,7 +83,7 @@ def run(args) -> int:
     else:
         print(f"study {summary['study']!r} {summary['action']} in {summary['storage']}: "
               f"{summary['samples']} samples ({summary['excluded']} excluded), "
-              f"{summary['folds']} folds + holdout of {summary['holdout'] or 'none (--holdout 0)'}, pruner {summary['pruner']}, "
+              f"{summary['folds']} folds, {_holdout_words(summary['holdout'])}, pruner {summary['pruner']}, "
               f"sampler {summary['sampler']}")
         print(f"searching: {', '.join(summary['searched'])}")
         if summary["budget_gpu_hours"] is not None:
@@ -96,6 +96,10 @@ def run(args) -> int:
         if summary.get("imported") is not None:
             print(_imported_line(summary["imported"]))
     return 0
+
+
+def _holdout_words(samples: int) -> str:
+    return f"holdout of {samples} samples" if samples else "no holdout (--holdout 0)"
 
 
 SPLIT_DEFAULTS = {"folds": 5, "holdout": DEFAULT_HOLDOUT, "seed": 0}

@@ -33,7 +33,7 @@ def test_recreate_rules(synth_root, tmp_path, sqlite_url):
     space = tiny_space(tmp_path)
     base = ("create", "s2", "--data", str(synth_root), "--space", str(space), "--folds", "2",
             "--storage", sqlite_url)
-    cli(*base)
+    assert "2 folds, no holdout (--holdout 0)," in cli(*base).stdout  # the summary line
     same = cli(*base, check=False)
     assert same.returncode == 1 and "--skip-if-exists" in same.stderr
     assert "Traceback" not in same.stderr
