@@ -123,15 +123,22 @@ def _finished(opts: CheckOptions) -> int:
     """The study's own COMPLETE trials (their files live in some artifact store already)."""
     import optuna
 
-    from histosweep.search import is_imported, open_study
-    from histosweep.trial_files import fold_key
+    from histosweep.search import open_study
 
     try:
         trials = open_study(opts.study, opts.storage).get_trials(
             deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     except HistosweepError:
         return 0
-    # NOTE: only trials with fold records have files (not ones added by hand, e.g. via add_trial)
+    return stored_trials(trials)
+
+
+def stored_trials(trials) -> int:
+    """How many of `trials` have files in an artifact store: this study's own trials with fold
+    records (not imported ones, nor ones added by hand, e.g. via add_trial)."""
+    from histosweep.search import is_imported
+    from histosweep.trial_files import fold_key
+
     return sum(not is_imported(t) and fold_key(0) in t.user_attrs for t in trials)
 
 

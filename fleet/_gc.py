@@ -14,13 +14,16 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from histosweep.fleet._check import stored_trials
 from histosweep.fleet._lease import drop_expired_leases, format_time, leased_trials
 from histosweep.search import UserError, is_imported
 from histosweep.storage import (
     DEFAULT_MAX_RETRY,
     artifact_sizes,
     linked_artifact_ids,
+    resolve_artifacts,
     set_finished_user_attr,
+    store_folder,
     study_id,
     study_storage,
     trial_id,
@@ -126,6 +129,16 @@ def check_keep_top(keep_top: int) -> None:
                         "export-best will select from")
 
 
+def _refuse_missing_folder(spec: str | None, trials, name: str) -> None:
+    """why: in a folder that is not there gc finds no file, yet would mark the trials cleaned
+    (export-best then refuses them) while their checkpoints stay in the workers' store."""
+    folder = store_folder(resolve_artifacts(spec))
+    if folder is not None and not folder.is_dir() and (stored := stored_trials(trials)):
+        raise UserError(f"--artifacts {folder}: no such folder, but {stored} trial(s) of {name!r} "
+                        "have files in the store the workers wrote to; pass --artifacts where "
+                        "they are (env HISTOSWEEP_ARTIFACTS)")
+
+
 def collect_garbage(study, store, spec: str | None, *, keep_top: int, dry_run: bool = False) -> dict[str, Any]:
     """Delete (or with dry_run list) the checkpoints plan_gc picks; mark each trial handled with
     user attrs checkpoints_deleted_at (first) and checkpoints_deleted = true. Returns a summary
@@ -133,6 +146,7 @@ def collect_garbage(study, store, spec: str | None, *, keep_top: int, dry_run: b
     check_keep_top(keep_top)
     storage = study_storage(study)
     trials = study.get_trials(deepcopy=False)
+    _refuse_missing_folder(spec, trials, study.study_name)
     # NOTE: from the database, not the trials: a process caches finished trials without it
     done = trials_with_user_attr(storage, study_id(study), DELETED_ATTR)
     if not dry_run:

@@ -22,23 +22,12 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     from histosweep.fleet import check_keep_top, collect_garbage, format_bytes
-    from histosweep.search import UserError, is_imported, open_study
-    from histosweep.storage import open_artifact_store, resolve_artifacts, store_folder
-    from histosweep.trial_files import fold_key
+    from histosweep.search import open_study
+    from histosweep.storage import open_artifact_store
 
     spec = artifacts_arg(args)
     check_keep_top(args.keep_top)  # before opening anything
     study = open_study(args.study, storage_arg(args))
-    folder = store_folder(resolve_artifacts(spec))
-    # why: in a folder that is not there gc finds no file, yet would mark the trials cleaned
-    # (export-best then refuses them) while their checkpoints stay in the workers' store
-    if folder is not None and not folder.is_dir():
-        stored = sum(not is_imported(t) and fold_key(0) in t.user_attrs
-                     for t in study.get_trials(deepcopy=False))
-        if stored:
-            raise UserError(f"--artifacts {folder}: no such folder, but {stored} trial(s) of "
-                            f"{args.study!r} have files in the store the workers wrote to; pass "
-                            "--artifacts where they are (env HISTOSWEEP_ARTIFACTS)")
     summary = collect_garbage(study, open_artifact_store(spec, create=False), spec,
                               keep_top=args.keep_top, dry_run=args.dry_run)
     if args.json:
