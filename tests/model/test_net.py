@@ -8,6 +8,7 @@ import sys
 import textwrap
 
 import pytest
+import timm
 import torch
 
 from histosweep.model import (
@@ -39,8 +40,8 @@ def test_registry_lists_the_recipe_backbones():
         assert name in IMAGE_BACKBONES
     for name in ("resnet10t", "resnet18", "resnet34"):
         assert name in MASK_BACKBONES
-    for name in IMAGE_BACKBONES + MASK_BACKBONES:
-        check_backbone(name, field="backbone")  # every registered name is a timm model
+    for name in IMAGE_BACKBONES + MASK_BACKBONES:  # check_backbone trusts them without timm
+        assert timm.is_model(name), name
 
 
 @pytest.mark.parametrize(("image_backbone", "mask_backbone"), PAIRS)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -27,6 +29,20 @@ def test_create_stores_space_data_and_split(synth_root, tmp_path, sqlite_url):
     # excluded samples (audit flags) are not in the split
     excluded = {e["sample_index"] for e in settings.excluded}
     assert excluded and not excluded & set(settings.sample_ids)
+
+
+def test_create_with_the_registry_backbones_imports_neither_torch_nor_timm(synth_root, tmp_path):
+    # NOTE: seconds per `create`: the names we ship are trusted; others still go to timm
+    code = (
+        "import sys\n"
+        "from histosweep.search import CreateOptions, create_study\n"
+        f"create_study('light', 'sqlite:///{tmp_path / 'light.db'}', CreateOptions("
+        f"data=r'{synth_root}', space_file=r'{tiny_space(tmp_path)}', folds=2), progress=False)\n"
+        "print(sorted(m for m in ('torch', 'timm') if m in sys.modules))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == "[]"
 
 
 def test_recreate_rules(synth_root, tmp_path, sqlite_url):
