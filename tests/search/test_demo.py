@@ -20,7 +20,8 @@ def test_demo_end_to_end(tmp_path):
     workdir = tmp_path / "demo"
     env = {"HISTOSWEEP_CACHE": str(tmp_path / "cache")}
     started = time.monotonic()
-    proc = cli("demo", "--workdir", str(workdir), "--json", env=env, timeout=900)
+    # NOTE: 4 trials, not the default 10: the same path in 2 minutes less of CI
+    proc = cli("demo", "--workdir", str(workdir), "--trials", "4", "--json", env=env, timeout=900)
     seconds = time.monotonic() - started
     print(f"histosweep demo took {seconds:.0f} s")  # shown with -s / in the CI log on failure
     summary = json.loads(proc.stdout)
@@ -37,7 +38,7 @@ def test_demo_end_to_end(tmp_path):
     study = load("demo", paths.storage)
     states = [t.state for t in study.get_trials()]
     assert states.count(TrialState.COMPLETE) >= 1
-    assert states.count(TrialState.COMPLETE) + states.count(TrialState.PRUNED) == 10  # --trials default
+    assert states.count(TrialState.COMPLETE) + states.count(TrialState.PRUNED) == 4  # --trials
     assert summary["best_trial"] == study.best_trial.number
     assert summary["best_value"] == study.best_value and summary["best_params"] == study.best_params
     # no lockbox by default: the honest number is BBC-CV's, and the text summary says so
