@@ -300,9 +300,14 @@ def test_delete_study_needs_yes_when_it_has_trials(synth_root, tmp_path, sqlite_
     assert refused.stderr.strip() == (
         "error: study 'doomed' has 1 trial (1 complete); pass --yes to delete it and its trials")
     assert load("doomed", sqlite_url).trials  # still there
+    typo = cli("delete-study", "doomd", "--yes", "--storage", sqlite_url, check=False)
+    assert typo.returncode == 1 and typo.stderr.strip() == (
+        "error: no study named 'doomd' in this storage; did you mean 'doomed'? (studies: doomed, empty)")
     deleted = json.loads(cli("delete-study", "doomed", "--yes", "--storage", sqlite_url, "--json").stdout)
     assert deleted["deleted"] is True and deleted["trials"] == 1
     cli("delete-study", "empty", "--storage", sqlite_url)  # no trials: no --yes needed
     assert json.loads(cli("studies", "--storage", sqlite_url, "--json").stdout)["studies"] == []
     gone = cli("delete-study", "doomed", "--yes", "--storage", sqlite_url, check=False)
-    assert gone.returncode == 1 and "no study named 'doomed'" in gone.stderr
+    assert gone.returncode == 1 and gone.stderr.strip() == (  # not 'create it': deleting was asked
+        "error: no study named 'doomed' in this storage (studies: none); "
+        "check the name, and --storage for the storage that holds it")
