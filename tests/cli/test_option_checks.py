@@ -189,6 +189,25 @@ def test_synth_names_the_one_wrong_flag(tmp_path):
     assert not (tmp_path / "d").exists()
 
 
+@pytest.mark.parametrize(("flag", "value", "expected"), [
+    ("--n-train", "-24", "error: --n-train -24 is too small; use at least 24"),
+    ("--n-test", "-1", "error: --n-test -1: use 0 or more unlabelled test samples"),
+])
+def test_synth_refuses_a_negative_count_in_one_line(tmp_path, flag, value, expected):
+    assert one_error_line(histosweep("synth", str(tmp_path / "d"), flag, value)).startswith(expected)
+    assert not (tmp_path / "d").exists()
+
+
+def test_synth_n_test_0_writes_no_test_folder(tmp_path):
+    out = tmp_path / "d"
+    proc = histosweep("synth", str(out), "--n-train", "24", "--n-test", "0", "--short-side", "40")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith(f"wrote 24 training samples and no TEST folder (--n-test 0) to {out}\n")
+    assert not (out / "TEST").exists() and len(list((out / "train_data").glob("img_*.png"))) == 24
+    assert json.loads((out / "synth_truth.json").read_text())["test_labels"] == {}
+    assert "(default 24; 0: no TEST folder)" in " ".join(histosweep("synth", "--help").stdout.split())
+
+
 def test_create_prints_no_optuna_log_line(tmp_path, synth_root):
     proc = histosweep("create", "quiet", "--data", str(synth_root), "--folds", "2",
                       "--storage", f"sqlite:///{tmp_path / 's.db'}")
