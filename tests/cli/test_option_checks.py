@@ -49,6 +49,21 @@ def test_worker_refuses_a_run_that_does_nothing(tmp_path, args, expected):
     assert not db.exists() and not logs.exists()  # refused before the storage was opened
 
 
+@pytest.mark.parametrize("gpus", ["0,0", "1, 0,1", "0,00"])
+def test_worker_refuses_a_gpu_named_twice(tmp_path, gpus):
+    """--gpus 0,0 would start two slots both labelled gpu0 (one log file); --trials-per-gpu is the
+    way to run two trials on one GPU. check says the same."""
+    db, logs = tmp_path / "s.db", tmp_path / "logs"
+    twice = "0" if "00" in gpus else gpus.split(",")[-1].strip()
+    expected = (f"error: --gpus {gpus}: GPU {twice} is named twice; name each GPU once "
+                "(--trials-per-gpu 2 runs two trials on each GPU)")
+    proc = histosweep("worker", "s", "--gpus", gpus, "--storage", f"sqlite:///{db}", "--log-dir", str(logs))
+    assert one_error_line(proc) == expected
+    assert not db.exists() and not logs.exists()
+    check = histosweep("check", "s", "--gpus", gpus, "--storage", f"sqlite:///{db}")
+    assert check.returncode == 1 and expected.replace("error: ", "error: gpus: ") in check.stderr.splitlines()
+
+
 def test_worker_refuses_a_log_dir_under_a_file(tmp_path):
     db, space = tmp_path / "s.db", tmp_path / "space.toml"
     space.write_text("[params]\n")
