@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import shlex
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -306,7 +307,7 @@ def open_study(name: str, storage_url: str | None, *, heartbeat: int | None = No
         known = ", ".join(names) if names else "none"
         if close := did_you_mean(name, names):  # a typo: not a hint to create a second study
             raise UserError(f"no study named {name!r} in this storage{close} (studies: {known})") from None
-        fix = f"create it with: histosweep create {name} --data DATA" if create_hint else (
+        fix = f"create it with: histosweep create {shlex.quote(name)} --data DATA" if create_hint else (
             "check the name, and --storage for the storage that holds it")
         raise UserError(f"no study named {name!r} in this storage (studies: {known}); {fix}") from None
     return study
