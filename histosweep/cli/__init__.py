@@ -58,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     _remember_secrets(argv)
     parser = build_parser()
+    if argv and not argv[0].startswith("-") and argv[0] not in COMMANDS:
+        _unknown_command(parser, argv[0])
     args, extras = parser.parse_known_args(argv)
     if extras:  # argparse would blame the top-level usage; name the subcommand's close flags
         _unrecognized(args._parser, extras)
@@ -85,6 +87,19 @@ def _remember_secrets(argv: list[str]) -> None:
     from histosweep.storage import remember_secrets_in
 
     remember_secrets_in(argv, dict(os.environ))
+
+def _unknown_command(parser: argparse.ArgumentParser, word: str) -> NoReturn:
+    """`histosweep exprot-best`: one line, exit 2 (a usage error, as argparse's), with the close
+    command; Python 3.11's argparse has no suggest_on_error and lists all of them instead."""
+    import difflib
+
+    from histosweep.storage import redact_text
+
+    close = difflib.get_close_matches(word, list(COMMANDS), n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    message = f"unknown command {word!r}{hint} (histosweep --help lists the commands)"
+    parser.exit(2, f"{parser.prog}: error: {redact_text(message)}\n")
+
 
 def _unrecognized(sub: argparse.ArgumentParser, extras: list[str]) -> NoReturn:
     """`worker S --ntrials 3`: one line, exit 2, with the subcommand's flags that are close."""
