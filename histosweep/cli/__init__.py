@@ -38,9 +38,12 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     from histosweep import __version__
 
+    # NOTE: allow_abbrev=False on every parser: `--ensembl` is a typo to name (_unrecognized),
+    # not a prefix silently taken for --ensemble.
     parser = _Parser(
         prog="histosweep",
         description="Hyperparameter search for dual-branch histology subtype classifiers.",
+        allow_abbrev=False,
     )
     parser.add_argument("--version", action="version", version=f"histosweep {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -48,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
         module = importlib.import_module(f"histosweep.cli.{module_name}")
         # NOTE: a command module without OPTIONS gets every common option (the old contract)
         parents = option_parents(getattr(module, "OPTIONS", COMMON_OPTIONS))
-        sub = subparsers.add_parser(name, help=summary, description=summary, parents=parents)
+        sub = subparsers.add_parser(name, help=summary, description=summary, parents=parents,
+                                    allow_abbrev=False)
         module.add_arguments(sub)
         sub.set_defaults(_module=module, _parser=sub)
     return parser
@@ -60,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     if argv and not argv[0].startswith("-") and argv[0] not in COMMANDS:
         _unknown_command(parser, argv[0])
+    if argv and argv[0].startswith("-") and argv[0].split("=")[0] not in parser._option_string_actions:
+        _unrecognized(parser, argv[:1])  # `histosweep --vers`: not 'COMMAND is required'
     args, extras = parser.parse_known_args(argv)
     if extras:  # argparse would blame the top-level usage; name the subcommand's close flags
         _unrecognized(args._parser, extras)
