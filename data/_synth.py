@@ -30,7 +30,8 @@ def synthesize(
     out, *, n_train: int = 120, n_test: int = 24, seed: int = 0, short_side: int = 160,
     signal: float = 1.0, signal_kind: str = "stain",
 ) -> Path:
-    """Write OUT/train_labels.csv, OUT/train_data/, OUT/TEST/ and OUT/synth_truth.json.
+    """Write OUT/train_labels.csv, OUT/train_data/, OUT/TEST/ and OUT/synth_truth.json
+    (n_test 0: no TEST folder rather than an empty one).
 
     The TEST images' labels are in synth_truth.json ("test_labels"): a labelled test set for
     benchmarks. signal < 1 weakens the class signal (see _synth_draw.tissue). signal_kind
@@ -96,7 +97,7 @@ def _write_all(root: Path, params: dict) -> None:
         )
     with open(root / LABELS_CSV, "w", newline="") as fh:
         fh.write("sample_index,label\n" + "".join(f"{name},{label}\n" for name, label in rows))
-    test_labels = _write_test(root / TEST_DIR, params)
+    test_labels = _write_test(root / TEST_DIR, params) if params["n_test"] else {}
     truth = _truth(plan, params)
     truth["test_labels"] = test_labels
     (root / TRUTH_FILE).write_text(json.dumps(truth, indent=2))

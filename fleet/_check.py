@@ -260,6 +260,18 @@ def check_weights(space: Space) -> list[Check]:
 
 
 # --- GPUs --------------------------------------------------------------------------------------
+def repeated_gpu(spec: str, ids: list[str]) -> str | None:
+    """The error for a GPU id named twice in --gpus (0,0 would start two slots both labelled
+    gpu0, writing one log file); None when each is named once."""
+    seen: set[int] = set()
+    for gpu in ids:
+        if int(gpu) in seen:
+            return (f"--gpus {spec}: GPU {int(gpu)} is named twice; name each GPU once "
+                    "(--trials-per-gpu 2 runs two trials on each GPU)")
+        seen.add(int(gpu))
+    return None
+
+
 def check_gpus(spec: str) -> Check:
     spec = spec.strip().lower()
     if spec == "cpu":
@@ -267,6 +279,8 @@ def check_gpus(spec: str) -> Check:
     ids = [p.strip() for p in spec.split(",") if p.strip()]
     if spec != "all" and (not ids or not all(i.isdigit() for i in ids)):
         return Check("gpus", False, f"--gpus {spec!r}: use cpu, all, or a list of GPU ids like 0,1,3")
+    if spec != "all" and (twice := repeated_gpu(spec, ids)):
+        return Check("gpus", False, twice)
     import torch
 
     n = torch.cuda.device_count()

@@ -70,7 +70,8 @@ def _split(raw: Any) -> dict[str, Any] | None:
 
 
 def split_groups(studies: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Studies grouped by split (list_studies rows): what `export-best S1 S2 ..` would pool."""
+    """Studies grouped by split (list_studies rows): what `export-best S1 S2 ..` would pool
+    (export: that command, None while the split has no complete trial to export)."""
     groups: dict[str, dict[str, Any]] = {}
     for s in studies:
         if s["split"] is None:
@@ -78,9 +79,9 @@ def split_groups(studies: list[dict[str, Any]]) -> list[dict[str, Any]]:
         g = groups.setdefault(s["split"]["key"], {**s["split"], "studies": [], "candidates": 0})
         g["studies"].append({"study": s["study"], "complete": s["own_complete"]})
         g["candidates"] += s["own_complete"]
-    for g in groups.values():
+    for g in groups.values():  # no export line for a split with nothing to export yet
         g["export"] = ("histosweep export-best " + " ".join(shlex.quote(x["study"]) for x in g["studies"])
-                       + " --out bundle")
+                       + " --out bundle") if g["candidates"] else None
     return list(groups.values())
 
 
@@ -93,7 +94,7 @@ def format_groups(groups: list[dict[str, Any]]) -> str:
         lines += [f"  split {g['key']}: data {g['fingerprint']}, {g['samples']} samples, "
                   f"{g['folds']} folds, holdout {g['holdout']}, seed {g['seed']}",
                   f"    {names}: {g['candidates']} complete trial(s) to pool",
-                  f"    {g['export']}"]
+                  f"    {g['export'] or 'no complete trial yet, nothing to export: run workers first'}"]
     return "\n".join(lines)
 
 

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from histosweep.constants import ENV_ARTIFACTS, ENV_STORAGE
-from histosweep.fleet._check import CheckOptions, preflight
+from histosweep.fleet._check import CheckOptions, preflight, repeated_gpu
 from histosweep.fleet._logging import make_formatter, without_epoch_lines
 from histosweep.fleet._options import WorkerOptions
 from histosweep.fleet._slots import AUTO, auto_slots
@@ -56,6 +56,8 @@ def parse_gpus(spec: str) -> list[str]:
     ids = [p.strip() for p in spec.split(",") if p.strip()]
     if not ids or not all(i.isdigit() for i in ids):
         raise UserError(f"--gpus {spec!r}: use cpu, all, or a list of GPU ids like 0,1,3")
+    if twice := repeated_gpu(spec, ids):
+        raise UserError(twice)
     return ids
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import shlex
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -87,7 +88,7 @@ def load_source(storage, name: str, flag: str):
         study = optuna.load_study(study_name=name, storage=storage)
     except KeyError:
         names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
-        raise UserError(f"{flag} {name}: no such study in this storage{did_you_mean(name, names)} "
+        raise UserError(f"{flag} {shlex.quote(name)}: no such study in this storage{did_you_mean(name, names)} "
                         f"(studies: {', '.join(names) or 'none'})") from None
     settings = load_settings(study)
     check_current(study, settings)
@@ -95,10 +96,12 @@ def load_source(storage, name: str, flag: str):
 
 
 def did_you_mean(name: str, names: list[str]) -> str:
-    """'; did you mean 'x'?' for a study name one typo (or only case) away from an existing one."""
-    by_fold = {n.casefold(): n for n in names}
-    close = [by_fold[name.casefold()]] if name.casefold() in by_fold else difflib.get_close_matches(
-        name, names, n=1, cutoff=0.75)
+    """'; did you mean 'x'?' for a study name one typo (or only case, or only spaces around it)
+    away from an existing one; the name is quoted, so a space in it shows."""
+    by_fold = {n.strip().casefold(): n for n in names}
+    key = name.strip().casefold()
+    close = [by_fold[key]] if key in by_fold else difflib.get_close_matches(
+        name.strip(), names, n=1, cutoff=0.75)
     return f"; did you mean {close[0]!r}?" if close else ""
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import shlex
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -290,10 +291,13 @@ def _difference(old: StudySettings, new: StudySettings) -> str:
     return "settings of another histosweep version"
 
 
-def open_study(name: str, storage_url: str | None, *, heartbeat: int | None = None):
-    """Load an existing study; a missing name is one clear error listing what exists."""
-    import optuna
+def open_study(name: str, storage_url: str | None, *, heartbeat: int | None = None,
+               create_hint: bool = True):
+    """Load an existing study; a missing name is one clear error listing what exists.
 
+    create_hint: a name with no close match ends with the command that creates it (False for
+    delete-study, where creating the study is not what was asked)."""
+    import optuna
 
     storage = open_storage(storage_url, heartbeat=heartbeat, create=False)
     try:
@@ -303,10 +307,9 @@ def open_study(name: str, storage_url: str | None, *, heartbeat: int | None = No
         known = ", ".join(names) if names else "none"
         if close := did_you_mean(name, names):  # a typo: not a hint to create a second study
             raise UserError(f"no study named {name!r} in this storage{close} (studies: {known})") from None
-        raise UserError(
-            f"no study named {name!r} in this storage (studies: {known}); "
-            f"create it with: histosweep create {name} --data DATA"
-        ) from None
+        fix = f"create it with: histosweep create {shlex.quote(name)} --data DATA" if create_hint else (
+            "check the name, and --storage for the storage that holds it")
+        raise UserError(f"no study named {name!r} in this storage (studies: {known}); {fix}") from None
     return study
 
 

@@ -38,9 +38,12 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     from histosweep import __version__
 
+    # NOTE: allow_abbrev=False on every parser: `--ensembl` is a typo to name (_unrecognized),
+    # not a prefix silently taken for --ensemble.
     parser = _Parser(
         prog="histosweep",
         description="Hyperparameter search for dual-branch histology subtype classifiers.",
+        allow_abbrev=False,
     )
     parser.add_argument("--version", action="version", version=f"histosweep {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -48,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
         module = importlib.import_module(f"histosweep.cli.{module_name}")
         # NOTE: a command module without OPTIONS gets every common option (the old contract)
         parents = option_parents(getattr(module, "OPTIONS", COMMON_OPTIONS))
-        sub = subparsers.add_parser(name, help=summary, description=summary, parents=parents)
+        sub = subparsers.add_parser(name, help=summary, description=summary, parents=parents,
+                                    allow_abbrev=False)
         module.add_arguments(sub)
         sub.set_defaults(_module=module, _parser=sub)
     return parser
@@ -58,6 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     _remember_secrets(argv)
     parser = build_parser()
+    if argv and not argv[0].startswith("-") and argv[0] not in COMMANDS:
+        _unknown_command(parser, argv[0])
+    if argv and argv[0].startswith("-") and argv[0].split("=")[0] not in parser._option_string_actions:
+        _unrecognized(parser, argv[:1])  # `histosweep --vers`: not 'COMMAND is required'
     args, extras = parser.parse_known_args(argv)
     if extras:  # argparse would blame the top-level usage; name the subcommand's close flags
         _unrecognized(args._parser, extras)
@@ -85,6 +93,19 @@ def _remember_secrets(argv: list[str]) -> None:
     from histosweep.storage import remember_secrets_in
 
     remember_secrets_in(argv, dict(os.environ))
+
+def _unknown_command(parser: argparse.ArgumentParser, word: str) -> NoReturn:
+    """`histosweep exprot-best`: one line, exit 2 (a usage error, as argparse's), with the close
+    command; Python 3.11's argparse has no suggest_on_error and lists all of them instead."""
+    import difflib
+
+    from histosweep.storage import redact_text
+
+    close = difflib.get_close_matches(word, list(COMMANDS), n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    message = f"unknown command {word!r}{hint} (histosweep --help lists the commands)"
+    parser.exit(2, f"{parser.prog}: error: {redact_text(message)}\n")
+
 
 def _unrecognized(sub: argparse.ArgumentParser, extras: list[str]) -> NoReturn:
     """`worker S --ntrials 3`: one line, exit 2, with the subcommand's flags that are close."""

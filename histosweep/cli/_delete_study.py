@@ -19,7 +19,7 @@ def run(args) -> int:
     from histosweep.storage import redact, resolve_storage_url, study_storage, trial_counts
 
     url = storage_arg(args)
-    study = open_study(args.study, url)
+    study = open_study(args.study, url, create_hint=False)  # not 'create it': deleting was asked
     counts = trial_counts(study)
     total = sum(counts.values())
     if total and not args.yes:

@@ -18,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--n-train", type=int, default=120, help="labelled training samples (default 120)"
     )
     parser.add_argument(
-        "--n-test", type=int, default=24, help="unlabelled test samples in OUT/TEST (default 24)"
+        "--n-test", type=int, default=24, help="unlabelled test samples in OUT/TEST (default 24; 0: no TEST folder)"
     )
     parser.add_argument(
         "--seed", type=int, default=0, help="random seed; same seed, same files (default 0)"
@@ -60,14 +60,16 @@ def run(args: argparse.Namespace) -> int:
         "train": args.n_train,
         "test": args.n_test,
         "labels": str(root / "train_labels.csv"),
-        "test_dir": str(root / "TEST"),
+        "test_dir": str(root / "TEST") if args.n_test else None,
         "truth": str(root / "synth_truth.json"),
         "contaminants": len(truth["cartoons"]) + len(truth["slime"]),
     }
     if args.json:
         print_json(document)
     else:
-        print(f"wrote {args.n_train} training + {args.n_test} test samples to {root}")
+        wrote = (f"{args.n_train} training + {args.n_test} test samples" if args.n_test
+                 else f"{args.n_train} training samples and no TEST folder (--n-test 0)")
+        print(f"wrote {wrote} to {root}")
         print(
             f"  {document['contaminants']} planted contaminants and 2 duplicates (see {document['truth']})"
         )

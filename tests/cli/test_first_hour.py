@@ -75,6 +75,18 @@ def test_a_mistyped_flag_gets_the_close_flag_of_its_subcommand(tmp_path):
     assert "did you mean" not in far and not (tmp_path / "d").exists()
 
 
+def test_a_mistyped_command_gets_the_close_command(tmp_path):
+    """Python 3.11's argparse lists all nineteen commands; one line names the close one (exit 2)."""
+    assert _one_line(_run("exprot-best", "s", cwd=tmp_path), code=2) == (
+        "histosweep: error: unknown command 'exprot-best'; did you mean 'export-best'?"
+        " (histosweep --help lists the commands)")
+    assert _one_line(_run("studys", cwd=tmp_path), code=2).endswith("did you mean 'studies'? "
+                                                                   "(histosweep --help lists the commands)")
+    far = _one_line(_run("xyzzy", cwd=tmp_path), code=2)
+    assert far == "histosweep: error: unknown command 'xyzzy' (histosweep --help lists the commands)"
+    assert _run("--version", cwd=tmp_path).returncode == 0
+
+
 FROZEN = '[params]\ntrain_mode = "frozen"\nimage_backbone = "test_vit"\nresolution = 32\n'
 
 

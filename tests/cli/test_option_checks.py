@@ -49,6 +49,21 @@ def test_worker_refuses_a_run_that_does_nothing(tmp_path, args, expected):
     assert not db.exists() and not logs.exists()  # refused before the storage was opened
 
 
+@pytest.mark.parametrize("gpus", ["0,0", "1, 0,1", "0,00"])
+def test_worker_refuses_a_gpu_named_twice(tmp_path, gpus):
+    """--gpus 0,0 would start two slots both labelled gpu0 (one log file); --trials-per-gpu is the
+    way to run two trials on one GPU. check says the same."""
+    db, logs = tmp_path / "s.db", tmp_path / "logs"
+    twice = "0" if "00" in gpus else gpus.split(",")[-1].strip()
+    expected = (f"error: --gpus {gpus}: GPU {twice} is named twice; name each GPU once "
+                "(--trials-per-gpu 2 runs two trials on each GPU)")
+    proc = histosweep("worker", "s", "--gpus", gpus, "--storage", f"sqlite:///{db}", "--log-dir", str(logs))
+    assert one_error_line(proc) == expected
+    assert not db.exists() and not logs.exists()
+    check = histosweep("check", "s", "--gpus", gpus, "--storage", f"sqlite:///{db}")
+    assert check.returncode == 1 and expected.replace("error: ", "error: gpus: ") in check.stderr.splitlines()
+
+
 def test_worker_refuses_a_log_dir_under_a_file(tmp_path):
     db, space = tmp_path / "s.db", tmp_path / "space.toml"
     space.write_text("[params]\n")
@@ -187,6 +202,25 @@ def test_synth_names_the_one_wrong_flag(tmp_path):
     assert one_error_line(histosweep("synth", str(tmp_path / "d"), "--short-side", "5")) == (
         "error: --short-side 5: use at least 32 (pixels)")
     assert not (tmp_path / "d").exists()
+
+
+@pytest.mark.parametrize(("flag", "value", "expected"), [
+    ("--n-train", "-24", "error: --n-train -24 is too small; use at least 24"),
+    ("--n-test", "-1", "error: --n-test -1: use 0 or more unlabelled test samples"),
+])
+def test_synth_refuses_a_negative_count_in_one_line(tmp_path, flag, value, expected):
+    assert one_error_line(histosweep("synth", str(tmp_path / "d"), flag, value)).startswith(expected)
+    assert not (tmp_path / "d").exists()
+
+
+def test_synth_n_test_0_writes_no_test_folder(tmp_path):
+    out = tmp_path / "d"
+    proc = histosweep("synth", str(out), "--n-train", "24", "--n-test", "0", "--short-side", "40")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith(f"wrote 24 training samples and no TEST folder (--n-test 0) to {out}\n")
+    assert not (out / "TEST").exists() and len(list((out / "train_data").glob("img_*.png"))) == 24
+    assert json.loads((out / "synth_truth.json").read_text())["test_labels"] == {}
+    assert "(default 24; 0: no TEST folder)" in " ".join(histosweep("synth", "--help").stdout.split())
 
 
 def test_create_prints_no_optuna_log_line(tmp_path, synth_root):

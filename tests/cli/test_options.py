@@ -80,6 +80,29 @@ def test_stray_common_option_is_a_usage_error(argv, capsys):
     assert "unrecognized arguments" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(("argv", "expected"), [
+    (["export-best", "s", "--out", "o", "--ensembl", "greedy"],
+     "histosweep export-best: error: unrecognized arguments: --ensembl greedy; did you mean --ensemble?"),
+    (["worker", "s", "--n-trial", "3"],
+     "histosweep worker: error: unrecognized arguments: --n-trial 3; did you mean --n-trials?"),
+    (["studies", "--stor=sqlite:///x.db"],
+     "histosweep studies: error: unrecognized arguments: --stor=sqlite:///x.db; did you mean --storage?"),
+    (["--vers"], "histosweep: error: unrecognized arguments: --vers; did you mean --version?"),
+])
+def test_an_abbreviated_flag_is_a_typo_not_a_prefix(argv, expected, capsys):
+    """allow_abbrev is off on every parser: argparse took `--ensembl` for --ensemble, silently."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.startswith(expected)
+
+
+def test_no_parser_takes_abbreviations():
+    parser = build_parser()
+    (commands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    assert not parser.allow_abbrev and not any(sub.allow_abbrev for sub in commands.choices.values())
+
+
 def test_usage_error_hides_the_storage_password(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["prepare", "DATA", "--storage", "postgresql://u:s3cret-pw@db:5432/h"])

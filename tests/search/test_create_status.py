@@ -98,10 +98,15 @@ def test_status_of_unknown_study_lists_known(synth_root, tmp_path, sqlite_url):
     status = json.loads(cli("status", "known", "--storage", sqlite_url, "--json").stdout)
     assert status["trials"] == {"COMPLETE": 0, "PRUNED": 0, "FAIL": 0, "RUNNING": 0, "WAITING": 0}
     # a typo or another case of an existing name: the close name, not a hint to create a second study
-    for typo in ("Known", "knwon"):
+    for typo in ("Known", "knwon", "known ", " KNOWN"):  # stray spaces too, shown quoted
         proc = cli("status", typo, "--storage", sqlite_url, check=False)
         assert proc.returncode == 1 and "did you mean 'known'?" in proc.stderr
         assert "histosweep create" not in proc.stderr and len(proc.stderr.splitlines()) == 1
+        assert proc.stderr.startswith(f"error: no study named {typo!r} in this storage;")
+    spaced = cli("create", "new", "--like", "known ", "--storage", sqlite_url, check=False)
+    assert spaced.stderr.startswith("error: --like 'known ': no such study in this storage; did you mean 'known'?")
+    far = cli("status", "no pe", "--storage", sqlite_url, check=False)  # the hint is a command to paste
+    assert far.stderr.rstrip().endswith("create it with: histosweep create 'no pe' --data DATA")
     like = cli("create", "new", "--like", "knwn", "--storage", sqlite_url, check=False)
     assert like.returncode == 1 and "--like knwn: no such study" in like.stderr and "did you mean 'known'?" in like.stderr
     assert status["best"] is None and status["study"] == "known"

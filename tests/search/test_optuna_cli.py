@@ -233,6 +233,19 @@ def test_studies_on_postgres(pg_url, synth_root, tmp_path):
     assert doc["storage"].startswith("postgresql")
 
 
+def test_studies_suggests_no_export_of_a_split_without_a_complete_trial(synth_root, tmp_path, sqlite_url):
+    _create("fresh", sqlite_url, synth_root, head_hidden_space(tmp_path))
+    _add_finished(load("fresh", sqlite_url), 1, None, state=TrialState.PRUNED)  # pruned: nothing to export
+    text = cli("studies", "--storage", sqlite_url).stdout
+    assert "export-best" not in text.split("\n\n", 1)[1].replace("(export-best pools", "")
+    assert text.rstrip().endswith("fresh (0): 0 complete trial(s) to pool\n"
+                                  "    no complete trial yet, nothing to export: run workers first")
+    (group,) = json.loads(cli("studies", "--storage", sqlite_url, "--json").stdout)["splits"]
+    assert group["candidates"] == 0 and group["export"] is None
+    _add_finished(load("fresh", sqlite_url), 2, 0.5)  # one complete trial: the line is back
+    assert "    histosweep export-best fresh --out bundle" in cli("studies", "--storage", sqlite_url).stdout
+
+
 def test_studies_of_an_empty_storage(sqlite_url):
     from histosweep.storage import open_storage
 
@@ -287,9 +300,14 @@ def test_delete_study_needs_yes_when_it_has_trials(synth_root, tmp_path, sqlite_
     assert refused.stderr.strip() == (
         "error: study 'doomed' has 1 trial (1 complete); pass --yes to delete it and its trials")
     assert load("doomed", sqlite_url).trials  # still there
+    typo = cli("delete-study", "doomd", "--yes", "--storage", sqlite_url, check=False)
+    assert typo.returncode == 1 and typo.stderr.strip() == (
+        "error: no study named 'doomd' in this storage; did you mean 'doomed'? (studies: doomed, empty)")
     deleted = json.loads(cli("delete-study", "doomed", "--yes", "--storage", sqlite_url, "--json").stdout)
     assert deleted["deleted"] is True and deleted["trials"] == 1
     cli("delete-study", "empty", "--storage", sqlite_url)  # no trials: no --yes needed
     assert json.loads(cli("studies", "--storage", sqlite_url, "--json").stdout)["studies"] == []
     gone = cli("delete-study", "doomed", "--yes", "--storage", sqlite_url, check=False)
-    assert gone.returncode == 1 and "no study named 'doomed'" in gone.stderr
+    assert gone.returncode == 1 and gone.stderr.strip() == (  # not 'create it': deleting was asked
+        "error: no study named 'doomed' in this storage (studies: none); "
+        "check the name, and --storage for the storage that holds it")
