@@ -65,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv and not argv[0].startswith("-") and argv[0] not in COMMANDS:
         _unknown_command(parser, argv[0])
     if argv and argv[0].startswith("-") and argv[0].split("=")[0] not in parser._option_string_actions:
+        _misplaced_option(parser, argv)  # `histosweep --debug studies`: it goes after the command
         _unrecognized(parser, argv[:1])  # `histosweep --vers`: not 'COMMAND is required'
     args, extras = parser.parse_known_args(argv)
     if extras:  # argparse would blame the top-level usage; name the subcommand's close flags
@@ -93,6 +94,22 @@ def _remember_secrets(argv: list[str]) -> None:
     from histosweep.storage import remember_secrets_in
 
     remember_secrets_in(argv, dict(os.environ))
+
+
+def _misplaced_option(parser: argparse.ArgumentParser, argv: list[str]) -> None:
+    """An option of the command written before it: one line saying where it goes, exit 2."""
+    from histosweep.storage import redact_text
+
+    command = next((word for word in argv[1:] if word in COMMANDS), None)
+    flag = argv[0].split("=")[0]
+    if command is None:
+        return
+    sub = parser._subparsers._group_actions[0].choices[command]
+    if flag in sub._option_string_actions:
+        message = (f"{flag} goes after the command: histosweep {command} {flag} ... "
+                   f"(histosweep {command} --help lists its options)")
+        parser.exit(2, f"{parser.prog}: error: {redact_text(message)}\n")
+
 
 def _unknown_command(parser: argparse.ArgumentParser, word: str) -> NoReturn:
     """`histosweep exprot-best`: one line, exit 2 (a usage error, as argparse's), with the close

@@ -87,6 +87,14 @@ def test_a_mistyped_command_gets_the_close_command(tmp_path):
     assert _run("--version", cwd=tmp_path).returncode == 0
 
 
+def test_a_commands_option_before_the_command_says_where_it_goes(tmp_path):
+    assert _one_line(_run("--debug", "studies", cwd=tmp_path), code=2) == (
+        "histosweep: error: --debug goes after the command: histosweep studies --debug ... "
+        "(histosweep studies --help lists its options)")
+    # not an option of that command either: the plain unrecognized-flag line
+    assert "unrecognized arguments: --nope" in _one_line(_run("--nope", "studies", cwd=tmp_path), code=2)
+
+
 FROZEN = '[params]\ntrain_mode = "frozen"\nimage_backbone = "test_vit"\nresolution = 32\n'
 
 
