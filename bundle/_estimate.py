@@ -105,10 +105,14 @@ def _pool(src: Source, store) -> list:
 
 
 def record_estimate(study, bbc: dict[str, Any], *, by: str) -> None:
-    """Keep the figures in the study for `status` (a courtesy: never fails the command)."""
+    """Keep the figures in the study for `status` (a courtesy: never fails the command), with
+    when they were made (UTC), so status can say how old they are."""
+    import datetime
+
     keep = {k: bbc.get(k) for k in ("ensemble", "single_best", "reference", "search_gain",
                                      "resamples", "seed", "method", "reference_trial")}
+    at = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     try:
-        study.set_user_attr(ESTIMATE_ATTR, {**keep, "by": by})
+        study.set_user_attr(ESTIMATE_ATTR, {**keep, "by": by, "at": at})
     except Exception:  # noqa: BLE001 - a read-only storage still gets its estimate printed
         pass

@@ -6,7 +6,12 @@ pruners, objective) is histosweep.search. Exercise: `histosweep worker STUDY --g
 """
 
 from histosweep.fleet._check import Check, CheckOptions, PreflightError, preflight, run_checks
-from histosweep.fleet._dashboard import dashboard_url, make_dashboard_server, serve_until_stopped
+from histosweep.fleet._dashboard import (
+    dashboard_url,
+    listening_on,
+    make_dashboard_server,
+    serve_until_stopped,
+)
 from histosweep.fleet._db import HEARTBEAT_ATTR, PROXY_ATTR
 from histosweep.fleet._gc import (
     DELETED_AT_ATTR,
@@ -51,6 +56,7 @@ __all__ = [
     "gc_removed_at",
     "gc_removed_message",
     "leased_trials",
+    "listening_on",
     "live_leases",
     "format_bytes",
     "format_status",

@@ -29,12 +29,29 @@ class _QuietHandler(WSGIRequestHandler):
         pass
 
 
+_WILDCARD_HOSTS = ("", "0.0.0.0", "::")  # a bind on these answers on every interface
+
+
 def dashboard_url(host: str, port: int) -> str:
-    """The URL a person opens; a wildcard bind is shown as loopback."""
-    shown = "127.0.0.1" if host in ("", "0.0.0.0") else "[::1]" if host == "::" else host
+    """The URL a person opens; a wildcard bind is shown by this machine's name, which the
+    network can reach (loopback would name whichever machine the reader sits at)."""
+    shown = socket.gethostname() if host in _WILDCARD_HOSTS else host
     if ":" in shown and not shown.startswith("["):
         shown = f"[{shown}]"  # an IPv6 literal in a URL needs brackets
     return f"http://{shown}:{port}/dashboard"
+
+
+def listening_on(host: str, port: int) -> str:
+    """Where the dashboard listens, in words: its URL; for a wildcard bind, that every interface
+    answers (the network included), and the loopback URL for this machine."""
+    if host not in _WILDCARD_HOSTS:
+        return f"at {dashboard_url(host, port)}"
+    bound = "[::]" if host == "::" else "0.0.0.0"
+    loopback = "[::1]" if host == "::" else "127.0.0.1"
+    return (
+        f"on all interfaces ({bound}:{port}, reachable from the network) at "
+        f"{dashboard_url(host, port)}, or http://{loopback}:{port}/dashboard on this machine"
+    )
 
 
 def make_dashboard_server(storage, artifact_store, *, host: str, port: int) -> WSGIServer:

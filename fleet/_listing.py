@@ -135,6 +135,7 @@ def list_trials(study, *, state: str | None = None) -> dict[str, Any]:
     rows = [
         {
             "number": t.number, "state": t.state.name, "value": t.value,
+            "pruned_at_step": _pruned_at_step(t),
             "params": {n: _params(t).get(n) for n in names},
             "duration_s": None if t.duration is None else round(t.duration.total_seconds(), 1),
             "epochs_run": t.user_attrs.get("epochs_run"),
@@ -144,6 +145,16 @@ def list_trials(study, *, state: str | None = None) -> dict[str, Any]:
     ]
     return {"study": study.study_name, "state": state, "params": names, "trials": rows,
             "imported": sum(r["imported_from"] is not None for r in rows)}
+
+
+def _pruned_at_step(trial) -> int | None:
+    """For a pruned trial with a value, the step it last reported: Optuna stores that step's
+    intermediate value (one fold's epoch F1 here) as the trial's value, not a final score."""
+    from optuna.trial import TrialState
+
+    if trial.state != TrialState.PRUNED or trial.value is None:
+        return None
+    return trial.last_step
 
 
 def _params(trial) -> dict[str, Any]:
@@ -180,14 +191,24 @@ def format_trials_table(listing: dict[str, Any]) -> str:
     header = ["number", "state", "value", *listing["params"], "duration_s", "epochs_run",
               *(["imported_from"] if imported else [])]
     rows = [
-        [str(r["number"]), r["state"].lower(), _cell(r["value"], ".4f"),
+        [str(r["number"]), r["state"].lower(), _value_cell(r),
          *(_cell(v, ".4g") for v in r["params"].values()), _cell(r["duration_s"], ".1f"),
          _cell(r["epochs_run"], ""), *([_cell(r["imported_from"], "")] if imported else [])]
         for r in listing["trials"]
     ]
     note = (f"\n{listing['imported']} trial(s) imported by create --warm-start (imported_from): "
             "history for the sampler, not run or exported here" if imported else "")
+    if any(r.get("pruned_at_step") is not None for r in listing["trials"]):
+        note += ("\npruned: the value is the last intermediate value reported (a fold's "
+                 "validation F1 at that step), not a final out-of-fold score")
     return _table(header, rows) + note
+
+
+def _value_cell(row: dict[str, Any]) -> str:
+    """A pruned trial's value is marked as the last reported step's, so it is not read as a score."""
+    if row.get("pruned_at_step") is None:
+        return _cell(row["value"], ".4f")
+    return f"{row['value']:.4f} @ step {row['pruned_at_step']} (pruned)"
 
 
 def _cell(value: Any, spec: str) -> str:

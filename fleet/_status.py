@@ -58,8 +58,21 @@ def study_status(study) -> dict[str, Any]:
         "running": running,
         "budget": budget_report(study, trials=trials),  # GPU-hours: budget, used, left, trials left
         "estimate": study.user_attrs.get(ESTIMATE_ATTR),  # export-best's / estimate's BBC-CV
+        **_estimate_age(study.user_attrs.get(ESTIMATE_ATTR), finished),
         "imported": study.user_attrs.get(IMPORTS_KEY),  # create --warm-start: history, not work
     }
+
+
+def _estimate_age(est: dict[str, Any] | None, finished) -> dict[str, Any]:
+    """When the stored estimate was made (UTC ISO; None when not stored, or stored before its
+    time was) and how many trials finished after it: an old figure is not the search's state."""
+    at = (est or {}).get("at")
+    if at is None:
+        return {"estimate_at": None, "trials_finished_since_estimate": None}
+    # NOTE: optuna writes datetime_complete in the worker's local time, without a zone
+    local = datetime.datetime.fromisoformat(at).astimezone().replace(tzinfo=None)
+    since = sum(t.datetime_complete is not None and t.datetime_complete > local for t in finished)
+    return {"estimate_at": at, "trials_finished_since_estimate": since}
 
 
 def _heartbeat(trial, ages: dict[int, float]) -> dict[str, Any]:
@@ -180,7 +193,8 @@ def format_status(s: dict[str, Any]) -> str:
     if budget and (budget["gpu_hours"] is not None or budget["used"] > 0):
         lines.append(budget_line(budget))
     if s.get("estimate"):
-        lines += _estimate_lines(s["estimate"])
+        lines += _estimate_lines(s["estimate"], s.get("estimate_at"),
+                                 s.get("trials_finished_since_estimate"))
     if "artifact_bytes" in s:  # `histosweep status` adds it (the artifact store is a CLI option)
         from histosweep.fleet._gc import format_bytes
 
@@ -195,10 +209,31 @@ def _imported_line(record: dict[str, Any]) -> str:
             "(history for the sampler; not counted by --n-trials, never exported)")
 
 
-def _estimate_lines(est: dict[str, Any]) -> list[str]:
+def _estimate_lines(est: dict[str, Any], at: str | None, since: int | None) -> list[str]:
     ens = est["ensemble"]
     return [f"BBC-CV estimate ({est.get('by')}, {selection_label(est.get('method'))}): {ens['mean']:.4f} "
-            f"[{ens['ci95'][0]:.4f}, {ens['ci95'][1]:.4f}]", gain_sentence(est.get("search_gain"))]
+            f"[{ens['ci95'][0]:.4f}, {ens['ci95'][1]:.4f}], {_made_when(est.get('by'), at, since)}",
+            gain_sentence(est.get("search_gain"))]
+
+
+def _made_when(by: str | None, at: str | None, since: int | None) -> str:
+    """'from the export of 2026-12-07 09:12 CET, 3 h ago; 14 trials finished since'."""
+    what = "the export" if by == "export-best" else f"the `histosweep {by}` run"
+    if at is None:
+        return f"from {what} at a time not recorded (histosweep estimate STUDY makes a current one)"
+    made = datetime.datetime.fromisoformat(at).astimezone()  # this machine's time zone
+    age = (datetime.datetime.now(datetime.timezone.utc) - made).total_seconds()
+    line = f"from {what} of {made:%Y-%m-%d %H:%M %Z}, {_ago(age)}"
+    return line + (f"; {since} trial(s) finished since" if since else "")
+
+
+def _ago(seconds: float) -> str:
+    minutes = max(0, int(seconds)) // 60
+    if minutes < 1:
+        return "under a minute ago"
+    if minutes < 120:
+        return f"{minutes} min ago"
+    return f"{minutes // 60} h ago" if minutes < 48 * 60 else f"{minutes // (24 * 60)} days ago"
 
 
 def _duration(seconds: float | None) -> str:

@@ -38,7 +38,7 @@ from histosweep.search._settings import (
     save_settings,
 )
 from histosweep.search._space import Space, check_backbones, load_space
-from histosweep.storage import open_storage
+from histosweep.storage import check_sqlite_folder, open_storage
 
 log = logging.getLogger("histosweep")
 
@@ -74,6 +74,7 @@ def create_study(name: str, storage_url: str | None, opts: CreateOptions, *, pro
     space = load_space(opts.space_file)
     check_backbones(space)
     _check_pixel_keys(space, opts.space_file)
+    check_sqlite_folder(storage_url)  # a missing folder is said now, not after the data audit
     # NOTE: the data are checked before the storage opens: bad data leave no new SQLite file
     settings = _data_settings(name, space, opts, progress=progress) if opts.like is None else None
     storage = open_storage(storage_url)

@@ -64,6 +64,7 @@ from histosweep.storage._optuna import (
 from histosweep.storage._rdb import (
     DEFAULT_HEARTBEAT_S,
     DEFAULT_MAX_RETRY,
+    check_sqlite_folder,
     engine_options,
     open_storage,
     retry_callback,
@@ -127,6 +128,7 @@ __all__ = [
     "start_ages",
     "study_gate",
     "trials_with_user_attr",
+    "check_sqlite_folder",
     "engine_options",
     "exclusive_lock",
     "is_sqlite",

@@ -49,8 +49,7 @@ def open_storage(
     url = resolve_storage_url(url)
     if is_grpc(url):
         return _open_grpc(url)
-    if not create:
-        _require_sqlite_file(url)
+    _check_sqlite_path(url, create=create)
     kwargs: dict[str, Any] = {"engine_kwargs": engine_options(url)}
     try:
         with _quiet_experimental():
@@ -82,22 +81,48 @@ def open_storage(
         raise StorageError(f"bad storage URL {redact(url)}: {redact_text(str(exc))}") from None
 
 
-def _require_sqlite_file(url: str) -> None:
+def check_sqlite_folder(url: str | None) -> None:
+    """Refuse, without writing anything, a SQLite URL whose folder is missing (or is a file):
+    sqlite would only say "unable to open database file". For `create`, before the data audit."""
+    _check_sqlite_path(resolve_storage_url(url), create=True)
+
+
+def _check_sqlite_path(url: str, *, create: bool) -> None:
+    """create=True: the folder must exist; create=False: the file must (a typo in the path, the
+    wrong folder, is not a new empty database left behind)."""
+    from histosweep.storage._atomic import not_a_folder
+
+    path = _sqlite_file(url)
+    if path is None:
+        return
+    path, folder = path.absolute(), path.absolute().parent
+    if create and not folder.is_dir():
+        why = not_a_folder(folder) or f"{folder} does not exist"
+        raise StorageError(
+            f"no folder for the SQLite database {path} (storage {redact(url)}): {why}; create "
+            "the folder or fix the path in --storage or $HISTOSWEEP_STORAGE"
+        )
+    if not create and not path.is_file():
+        missing = "" if folder.is_dir() else f"; its folder {folder} does not exist"
+        raise StorageError(
+            f"no SQLite database at {path} (storage {redact(url)}{missing}): create a study "
+            "first (histosweep create STUDY --data DATA), or point --storage or "
+            "$HISTOSWEEP_STORAGE at the study's database"
+        )
+
+
+def _sqlite_file(url: str):
+    """The file a SQLite URL names; None for other URLs, :memory: and file: URIs."""
     from pathlib import Path
 
     import sqlalchemy.engine
 
     if not is_sqlite(url):
-        return
+        return None
     database = sqlalchemy.engine.make_url(url).database or ""
     if not database or database == ":memory:" or database.startswith("file:"):
-        return
-    if not Path(database).is_file():
-        raise StorageError(
-            f"no SQLite database at {Path(database).absolute()} (storage {redact(url)}): create "
-            "a study first (histosweep create STUDY --data DATA), or point --storage or "
-            "$HISTOSWEEP_STORAGE at the study's database"
-        )
+        return None
+    return Path(database)
 
 
 def _sqlite_wal(engine) -> None:

@@ -32,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from histosweep.fleet import (
-        dashboard_url,
+        listening_on,
         make_dashboard_server,
         serve_until_stopped,
     )
@@ -53,8 +53,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"no artifact folder at {artifacts}: pass --artifacts (or set "
                         "HISTOSWEEP_ARTIFACTS) to the folder the workers write to")
     print(
-        f"dashboard for {redact(url)} (artifacts: {artifacts}) at "
-        f"{dashboard_url(args.host, args.port)} (Ctrl-C to stop)",
+        f"dashboard for {redact(url)} (artifacts: {artifacts}) "
+        f"{listening_on(args.host, args.port)} (Ctrl-C to stop)",
         file=sys.stderr,
         flush=True,
     )

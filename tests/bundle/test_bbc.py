@@ -83,11 +83,14 @@ def test_estimate_equals_exports_figure_and_status_shows_the_gain(h0, exported):
                          *BOOT, "--json").stdout)
     for key in ("ensemble", "single_best", "reference", "search_gain"):
         assert est[key] == m[key], key
-    assert load("h0", url).user_attrs[ESTIMATE_ATTR]["by"] == "estimate"
+    stored = load("h0", url).user_attrs[ESTIMATE_ATTR]
+    assert stored["by"] == "estimate" and stored["at"].endswith("+00:00")  # when, in UTC
     status = cli("status", "h0", "--storage", url).stdout
     assert "BBC-CV estimate (estimate, bagged selection)" in status
+    assert "from the `histosweep estimate` run of " in status and " ago" in status
     assert "search gain over the reference:" in status
-    assert json.loads(cli("status", "h0", "--storage", url, "--json").stdout)["estimate"]["ensemble"] == m["ensemble"]
+    doc = json.loads(cli("status", "h0", "--storage", url, "--json").stdout)
+    assert doc["estimate"]["ensemble"] == m["ensemble"] and doc["estimate_at"] == stored["at"]
 
 
 def test_export_twice_gives_the_same_bytes(h0, tmp_path):

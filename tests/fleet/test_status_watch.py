@@ -130,3 +130,33 @@ def test_ctrl_c_ends_the_watch_with_exit_0(study_with_running, sqlite_url):
 def test_watch_option_errors_are_one_line(study_with_running, sqlite_url, args, needle):
     proc = cli("status", study_with_running, "--storage", sqlite_url, *args, check=False)
     assert proc.returncode == 1 and needle in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_status_says_when_the_stored_estimate_was_made(study_with_running, sqlite_url):
+    """An export's BBC-CV figure carries its time, its age and the trials finished since."""
+    import datetime
+
+    from histosweep.trial_files import ESTIMATE_ATTR
+
+    study = load(study_with_running, sqlite_url)
+    made = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(hours=3, minutes=5)
+    at = made.isoformat(timespec="seconds")
+    record = {"ensemble": {"mean": 0.61, "ci95": [0.55, 0.67]}, "method": "bagged",
+              "search_gain": None, "by": "export-best", "at": at}
+    study.set_user_attr(ESTIMATE_ATTR, record)  # as export-best keeps it
+    # the complete trial (created with this test's clock) finished after the export
+    text = cli("status", study_with_running, "--storage", sqlite_url).stdout
+    local = datetime.datetime.fromisoformat(at).astimezone()
+    assert (f"BBC-CV estimate (export-best, bagged selection): 0.6100 [0.5500, 0.6700], "
+            f"from the export of {local:%Y-%m-%d %H:%M %Z}, 3 h ago; 1 trial(s) finished since"
+            in text.splitlines())
+    doc = json.loads(cli("status", study_with_running, "--storage", sqlite_url, "--json").stdout)
+    assert doc["estimate_at"] == at and doc["trials_finished_since_estimate"] == 1
+    assert doc["estimate"]["ensemble"]["mean"] == 0.61  # the existing key stays
+
+    del record["at"]  # an estimate stored before its time was
+    study.set_user_attr(ESTIMATE_ATTR, record)
+    text = cli("status", study_with_running, "--storage", sqlite_url).stdout
+    assert "from the export at a time not recorded (histosweep estimate STUDY makes a current one)" in text
+    doc = json.loads(cli("status", study_with_running, "--storage", sqlite_url, "--json").stdout)
+    assert doc["estimate_at"] is None and doc["trials_finished_since_estimate"] is None

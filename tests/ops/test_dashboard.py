@@ -70,10 +70,10 @@ def _with_password(url: str) -> tuple[str, str]:
 
 
 class _Dashboard:
-    def __init__(self, url: str, artifacts: Path, log_dir: Path) -> None:
+    def __init__(self, url: str, artifacts: Path, log_dir: Path, *extra: str) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
-        args = ["dashboard", "--storage", url, "--artifacts", str(artifacts)]
+        args = ["dashboard", "--storage", url, "--artifacts", str(artifacts), *extra]
         self.proc, self.stderr_path = start(args + ["--port", str(self.port)], log_dir)
 
     def __enter__(self) -> _Dashboard:
@@ -209,15 +209,33 @@ def _assert_not_blank(png: Path) -> None:
     ("host", "url"),
     [
         ("127.0.0.1", "http://127.0.0.1:8080/dashboard"),
-        ("0.0.0.0", "http://127.0.0.1:8080/dashboard"),  # a wildcard bind is shown as loopback
+        ("0.0.0.0", "http://HOST:8080/dashboard"),  # a wildcard bind: this machine's name
+        ("::", "http://HOST:8080/dashboard"),
         ("::1", "http://[::1]:8080/dashboard"),
         ("gpu-box", "http://gpu-box:8080/dashboard"),
     ],
 )
 def test_dashboard_url_is_one_a_person_can_open(host: str, url: str) -> None:
+    import socket
+
     from histosweep.fleet import dashboard_url
 
-    assert dashboard_url(host, 8080) == url
+    assert dashboard_url(host, 8080) == url.replace("HOST", socket.gethostname())
+
+
+def test_dashboard_on_all_interfaces_says_so_and_names_this_host(tmp_path: Path) -> None:
+    import socket
+
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    make_finished_study(url, tmp_path / "artifacts")
+    with _Dashboard(url, tmp_path / "artifacts", tmp_path, "--host", "0.0.0.0") as dash:
+        get_json(f"{dash.base}/api/meta")  # loopback answers: the bind is really the wildcard
+        stderr = dash.stderr_path.read_text()
+    port = dash.port
+    assert f"on all interfaces (0.0.0.0:{port}, reachable from the network)" in stderr
+    assert f"at http://{socket.gethostname()}:{port}/dashboard" in stderr
+    assert f"or http://127.0.0.1:{port}/dashboard on this machine" in stderr
+    assert "at http://127.0.0.1:" not in stderr  # loopback is not offered as the URL to share
 
 
 # --- a trained study: the trial's note and plotly figures, the export note -------------------

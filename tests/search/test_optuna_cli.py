@@ -258,14 +258,20 @@ def test_trials_in_table_json_and_csv(synth_root, tmp_path, sqlite_url):
     study = load("t", sqlite_url)
     _add_finished(study, 4, 0.61)
     _add_finished(study, 1, None, state=TrialState.PRUNED)
+    reported = study.ask()
+    reported.report(0.2, 0)
+    reported.report(0.31, 4)
+    study.tell(reported, state=TrialState.PRUNED)  # Optuna keeps step 4's 0.31 as the value
     study.enqueue_trial({"lr": 6e-4})
     doc = json.loads(cli("trials", "t", "--storage", sqlite_url, "--json").stdout)
     assert doc["params"] == ["cutmix_prob", "head_hidden", "lr"]
-    first, pruned, waiting = doc["trials"]
-    assert first == {"number": 0, "state": "COMPLETE", "value": 0.61,
+    first, pruned, pruned_at_4, waiting = doc["trials"]
+    assert first == {"number": 0, "state": "COMPLETE", "value": 0.61, "pruned_at_step": None,
                      "params": {"cutmix_prob": 0.5, "head_hidden": 16, "lr": 1e-3},
                      "duration_s": 90.0, "epochs_run": 4, "imported_from": None}
     assert pruned["state"] == "PRUNED" and pruned["value"] is None and pruned["epochs_run"] == 1
+    assert pruned["pruned_at_step"] is None
+    assert pruned_at_4["value"] == 0.31 and pruned_at_4["pruned_at_step"] == 4
     assert waiting["state"] == "WAITING" and waiting["params"]["lr"] == 6e-4 and waiting["duration_s"] is None
 
     rows = list(csv.DictReader(io.StringIO(
@@ -276,7 +282,13 @@ def test_trials_in_table_json_and_csv(synth_root, tmp_path, sqlite_url):
     table = cli("trials", "t", "--storage", sqlite_url, "--state", "PRUNED").stdout.splitlines()
     assert table[0].split() == ["number", "state", "value", "cutmix_prob", "head_hidden", "lr",
                                 "duration_s", "epochs_run"]
-    assert table[1].split() == ["1", "pruned", "-", "0.5", "16", "0.001", "90.0", "1"] and len(table) == 2
+    assert table[1].split() == ["1", "pruned", "-", "0.5", "16", "0.001", "90.0", "1"]
+    assert table[2].split()[:6] == ["2", "pruned", "0.3100", "@", "step", "4"]
+    assert " 0.3100 @ step 4 (pruned) " in table[2] and len(table) == 4
+    assert table[3] == ("pruned: the value is the last intermediate value reported (a fold's "
+                        "validation F1 at that step), not a final out-of-fold score")
+    complete = cli("trials", "t", "--storage", sqlite_url, "--state", "complete").stdout
+    assert "(pruned)" not in complete and "intermediate" not in complete
     assert "no trials in state fail" in cli("trials", "t", "--storage", sqlite_url, "--state", "fail").stdout
 
 

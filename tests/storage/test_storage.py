@@ -206,7 +206,8 @@ def test_unopenable_sqlite_file_gets_file_advice(tmp_path):
     with pytest.raises(StorageError) as info:
         storage.open_storage(f"sqlite:///{blocker}/study.db")
     message = str(info.value)
-    assert str(blocker) in message and "writable" in message and "host, port" not in message
+    assert f"{blocker} is a file, not a folder; create the folder or fix the path" in message
+    assert "host, port" not in message
 
 
 @pytest.mark.parametrize(
@@ -277,6 +278,34 @@ def test_reading_commands_never_create_a_database(tmp_path):
         assert "no SQLite database at" in proc.stderr and "histosweep create" in proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_sqlite_url_in_a_missing_folder_is_one_line_naming_the_folder(synth_root, tmp_path):
+    """create: the folder is named with what to do, before the data audit; the reading commands
+    say there is no database there. Nothing is written either way."""
+    work = tmp_path / "work"
+    work.mkdir()
+    url = "sqlite:///nope/study.db"
+    created = _cli("create", "s", "--data", str(synth_root), "--storage", url, cwd=work)
+    assert created.returncode == 1
+    assert created.stderr.splitlines() == [
+        f"error: no folder for the SQLite database {work}/nope/study.db (storage {url}): "
+        f"{work}/nope does not exist; create the folder or fix the path in --storage or "
+        "$HISTOSWEEP_STORAGE"]
+    (work / "afile").write_text("")
+    in_a_file = _cli("create", "s", "--data", str(synth_root), "--storage",
+                     "sqlite:///afile/study.db", cwd=work)
+    assert in_a_file.returncode == 1 and len(in_a_file.stderr.splitlines()) == 1
+    assert f"{work}/afile is a file, not a folder; create the folder" in in_a_file.stderr
+    said = (f"no SQLite database at {work}/nope/study.db (storage {url}; its folder {work}/nope "
+            "does not exist): create a study first (histosweep create STUDY --data DATA), or "
+            "point --storage or $HISTOSWEEP_STORAGE at the study's database")
+    for args in (["status", "s"], ["trials", "s"], ["studies"], ["worker", "s", "--gpus", "cpu"]):
+        proc = _cli(*args, "--storage", url, cwd=work)
+        assert proc.returncode == 1, (args, proc.stderr)
+        (line,) = proc.stderr.splitlines()
+        assert line in (f"error: {said}", f"error: storage: {said}"), args  # worker: its check
+    assert sorted(p.name for p in work.iterdir()) == ["afile"]
 
 
 def test_a_file_that_is_not_a_database_is_one_line(tmp_path):
