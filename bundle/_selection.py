@@ -31,7 +31,7 @@ from histosweep.bundle._ensemble import (
 from histosweep.model import macro_f1_from_confusion
 
 METHODS = ("greedy", "bagged", "cmaes")
-DEFAULT_METHOD = "bagged"  # bench/selection_seeds.py decided: best mean test F1 (docs/performance.md)
+DEFAULT_METHOD = "cmaes"  # bench/selection_seeds.py decided: best mean test F1 (docs/performance.md)
 BAGS = 10  # bagged selection: greedy runs on random halves of the candidates
 BAG_FRACTION = 0.5
 SORTED_INIT = 2  # bagged selection starts each bag with its best few candidates (Caruana 2006)

@@ -13,7 +13,7 @@ from histosweep.constants import DEFAULT_CANDIDATES
 # bundle._selection.METHODS / DEFAULT_METHOD and bundle._bootstrap.BBC_RESAMPLES, spelled here so
 # that `--help` does not import numpy
 METHODS = ("greedy", "bagged", "cmaes")
-DEFAULT_METHOD = "bagged"
+DEFAULT_METHOD = "cmaes"
 BBC_RESAMPLES = 1000
 
 OPTIONS = ("storage", "artifacts", "json")  # the common options this command reads (cli._common)

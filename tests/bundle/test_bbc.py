@@ -86,7 +86,7 @@ def test_estimate_equals_exports_figure_and_status_shows_the_gain(h0, exported):
     stored = load("h0", url).user_attrs[ESTIMATE_ATTR]
     assert stored["by"] == "estimate" and stored["at"].endswith("+00:00")  # when, in UTC
     status = cli("status", "h0", "--storage", url).stdout
-    assert "BBC-CV estimate (estimate, bagged selection)" in status
+    assert "BBC-CV estimate (estimate, cmaes selection)" in status
     assert "from the `histosweep estimate` run of " in status and " ago" in status
     assert "search gain over the reference:" in status
     doc = json.loads(cli("status", "h0", "--storage", url, "--json").stdout)

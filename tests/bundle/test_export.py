@@ -92,8 +92,8 @@ def test_bundle_contents(study, bundle):
     members = manifest["members"]
     assert sum(m["weight"] for m in members) == pytest.approx(1.0)
     assert all(m["weight"] > 0 for m in members)
-    # the default is bagged selection (the bench's pick): its path lists the members it kept
-    assert manifest["selection"]["ensemble"] == "bagged"
+    # the default is CMA-ES weights (the bench's pick): its path lists the members it kept
+    assert manifest["selection"]["ensemble"] == "cmaes"
     assert sorted(manifest["selection"]["path"]) == sorted(m["trial"] for m in members)
     for m in members:
         assert m["config"] == trials[m["trial"]].user_attrs["config"]
