@@ -150,6 +150,9 @@ def _check_name(name: str) -> None:
             "'/' or '\\'; use letters, digits, '-', '_' or '.', e.g. "
             f"{(name.replace('/', '-').replace(chr(92), '-').strip() or 'histosweep')!r}"
         )
+    if name != name.strip():  # 'subtypes ' beside 'subtypes': two studies no listing tells apart
+        raise UserError(f"study name {name!r}: it begins or ends with a space, which no listing "
+                        f"shows; use {name.strip()!r}")
     if len(name.encode()) > MAX_STUDY_NAME_BYTES or any(ord(c) < 32 for c in name):
         shown = name if len(name) <= 40 else name[:40] + "..."
         raise UserError(f"study name {shown!r}: it names worker log files (STUDY-HOST-PID-SLOT.log), "

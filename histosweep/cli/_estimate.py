@@ -19,7 +19,7 @@ def add_arguments(parser) -> None:
     which.add_argument("--candidates", type=int, default=DEFAULT_CANDIDATES,
                        help=f"as export-best: select from the top N trials (default {DEFAULT_CANDIDATES})")
     which.add_argument("--single", action="store_true", help="as export-best --single")
-    which.add_argument("--trial", type=int, nargs="+", default=(), metavar="N", help="as export-best --trial")
+    which.add_argument("--trial", type=int, nargs="+", action="extend", default=[], metavar="N", help="as export-best --trial")
     parser.add_argument("--no-calibrate", action="store_true", help="as export-best --no-calibrate")
     add_estimate_arguments(parser)
 

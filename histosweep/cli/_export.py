@@ -29,7 +29,7 @@ def add_arguments(parser) -> None:
                        help="select the ensemble from the top N complete trials by out-of-fold "
                             f"macro-F1 (default {DEFAULT_CANDIDATES})")
     which.add_argument("--single", action="store_true", help="a single-trial bundle of the best trial")
-    which.add_argument("--trial", type=int, nargs="+", default=(), metavar="N",
+    which.add_argument("--trial", type=int, nargs="+", action="extend", default=[], metavar="N",
                        help="a single-trial bundle of trial N (must be COMPLETE); several N: their "
                             "equal-weight ensemble, no selection")
     parser.add_argument("--no-calibrate", action="store_true",

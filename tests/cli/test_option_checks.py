@@ -190,7 +190,9 @@ def test_a_params_file_that_is_not_utf8_is_one_line(tmp_path, synth_root):
     assert "is not UTF-8 text" in one_error_line(proc)
 
 
-@pytest.mark.parametrize("name, fault", [("s" * 250, "at most 120 bytes"), ("a\tb", "control characters")])
+@pytest.mark.parametrize("name, fault", [("s" * 250, "at most 120 bytes"), ("a\tb", "control characters"),
+                                         ("subtypes ", "begins or ends with a space, which no listing shows; use 'subtypes'"),
+                                         (" s", "begins or ends with a space")])
 def test_create_refuses_a_study_name_no_log_file_can_carry(tmp_path, name, fault):
     db = tmp_path / "s.db"
     proc = histosweep("create", name, "--data", str(tmp_path), "--storage", f"sqlite:///{db}")

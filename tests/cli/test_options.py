@@ -136,3 +136,12 @@ def test_prepare_no_progress_keeps_stderr_quiet(tmp_path):
     assert quiet.returncode == 0 and loud.returncode == 0, quiet.stderr + loud.stderr
     assert "it/s" in loud.stderr or "%|" in loud.stderr  # bars are on by default
     assert "it/s" not in quiet.stderr and "%|" not in quiet.stderr
+
+
+@pytest.mark.parametrize("command", ["export-best", "estimate"])
+def test_trial_given_twice_keeps_both(command):
+    # `--trial 2 --trial 3` exported trial 3 alone (the last --trial replaced the first)
+    extra = ["--out", "b"] if command == "export-best" else []
+    args = build_parser().parse_args([command, "s", *extra, "--trial", "2", "--trial", "3", "4"])
+    assert args.trial == [2, 3, 4]
+    assert build_parser().parse_args([command, "s", *extra]).trial == []
