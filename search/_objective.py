@@ -170,6 +170,8 @@ class Objective:
             curve.append(float(m.val_f1))
             trial.report(float(m.val_f1), step)
             self._epoch_line(trial, f, cfg, m)
+            if f == self.settings.folds - 1 and len(curve) >= cfg.epochs:
+                return False  # the last epoch of the last fold: pruning saves nothing, so finish
             return not is_reference(trial) and trial.should_prune()  # the baseline runs whole
 
         result = train_fold(

@@ -25,13 +25,14 @@ __all__ = ["main", "build_parser"]
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error never echoes a storage password (`--storage URL` given to a
+    """argparse, but a usage error is one line (no usage block; `--help` named instead, as for
+    the other usage errors) and never echoes a storage password (`--storage URL` given to a
     command that takes no --storage is quoted back as an unrecognized argument)."""
 
     def error(self, message: str):
         from histosweep.storage import redact_text
 
-        self.print_usage(sys.stderr)
+        message = f"{message} ({self.prog} --help lists its options)"
         self.exit(2, f"{self.prog}: error: {redact_text(message)}\n")
 
 

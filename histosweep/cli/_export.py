@@ -52,7 +52,7 @@ def add_estimate_arguments(parser) -> None:
                              f"Purucker & Beel 2023) (default {DEFAULT_METHOD})")
     parser.add_argument("--bootstrap", type=int, default=BBC_RESAMPLES, metavar="N",
                         help=f"BBC-CV resamples: the selection re-run on in-bag out-of-fold rows, "
-                             f"scored out of bag (default {BBC_RESAMPLES}, seeded)")
+                             f"scored out of bag (at least 100; default {BBC_RESAMPLES}, seeded)")
 
 
 def print_estimate(bbc: dict) -> None:

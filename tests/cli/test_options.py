@@ -145,3 +145,16 @@ def test_trial_given_twice_keeps_both(command):
     args = build_parser().parse_args([command, "s", *extra, "--trial", "2", "--trial", "3", "4"])
     assert args.trial == [2, 3, 4]
     assert build_parser().parse_args([command, "s", *extra]).trial == []
+
+
+@pytest.mark.parametrize(("argv", "needle"), [
+    (["export-best", "s", "--out", "b", "--ensemble", "greedyy"], "invalid choice: 'greedyy'"),
+    (["budget", "s", "--set", "abc"], "invalid float value: 'abc'"),
+    (["export-best", "s", "--out", "b", "--single", "--trial", "3"], "not allowed with argument --single"),
+])
+def test_a_bad_value_is_one_usage_line(argv, needle, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.count("\n") == 1 and needle in err, err
+    assert "usage:" not in err and err.rstrip().endswith("--help lists its options)")

@@ -69,6 +69,21 @@ def test_pruning_prunes_a_losing_trial(synth_root, tmp_path, sqlite_url):
     assert status["trials"]["PRUNED"] == 1
 
 
+def test_a_trial_is_never_pruned_at_its_last_step(synth_root, tmp_path, sqlite_url):
+    # 1 epoch x 2 folds: the better trials reported only the last step, so only there could the
+    # pruner stop the new one; its work is done by then, so it finishes COMPLETE
+    _create("last", sqlite_url, synth_root, tiny_space(tmp_path, epochs=1), folds=2)
+    study = load("last", sqlite_url)
+    for _ in range(2):
+        study.add_trial(optuna.trial.create_trial(value=1.0, intermediate_values={1: 1.0},
+                                                  user_attrs={"fold_val_f1": [1.0] * 2}))
+    cli("worker", "last", "--storage", sqlite_url, "--artifacts", str(tmp_path / "a"),
+        "--gpus", "cpu", "--n-trials", "3", "--no-progress", "--log-dir", str(tmp_path / "logs"))
+    ran = [t for t in load("last", sqlite_url).get_trials() if t.number == 2][0]
+    assert ran.state == TrialState.COMPLETE, ran.user_attrs.get("pruned_reason")
+    assert ran.user_attrs["epochs_run"] == 2 and sorted(ran.intermediate_values) == [0, 1]
+
+
 def test_fold_rule_stops_between_folds(synth_root, tmp_path, sqlite_url):
     _create("foldrule", sqlite_url, synth_root, tiny_space(tmp_path, epochs=1), folds=3)
     study = load("foldrule", sqlite_url)
