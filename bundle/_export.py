@@ -200,6 +200,9 @@ def _check_options(opts: ExportOptions) -> None:
         raise UserError(f"--trial {' '.join(map(str, opts.trials))}: a trial is named twice")
     if opts.test is not None and not Path(opts.test).is_dir():
         raise UserError(f"--test {opts.test}: no such folder; pass the folder of img_*.png + mask_*.png")
+    if opts.data is not None and not Path(opts.data).is_dir():  # read only with a lockbox: say so now
+        raise UserError(f"--data {opts.data}: no such folder; pass the training data folder where "
+                        "it moved since create (train_labels.csv and train_data/), or leave --data out")
 
 
 def readable_by_others(path: Path) -> None:

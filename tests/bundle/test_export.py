@@ -254,6 +254,14 @@ def test_trial_not_found_or_not_complete(study, tmp_path, capsys):
     assert not (tmp_path / "b").exists()
 
 
+def test_a_missing_data_folder_is_refused_even_without_a_lockbox(study, tmp_path, capsys):
+    # --data is read only to recompute a lockbox; a typo was silently ignored without one
+    code, _, err = run_cli(capsys, *export_args(study, tmp_path / "b", "--data", str(tmp_path / "NODATA")))
+    line = one_error_line(err)
+    assert code == 1 and line.startswith(f"error: --data {tmp_path / 'NODATA'}: no such folder;")
+    assert not (tmp_path / "b").exists()
+
+
 def test_study_without_complete_trial(study, tmp_path, capsys):
     from histosweep.search import CreateOptions, create_study
 
