@@ -158,3 +158,13 @@ def test_a_bad_value_is_one_usage_line(argv, needle, capsys):
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and err.count("\n") == 1 and needle in err, err
     assert "usage:" not in err and err.rstrip().endswith("--help lists its options)")
+
+
+def test_the_clis_spelled_out_estimate_defaults_match_the_bundles():
+    # cli._export spells these so that --help needs no numpy; they must not drift apart
+    from histosweep.bundle import _bootstrap, _selection
+    from histosweep.cli import _export
+
+    assert _export.DEFAULT_METHOD == _selection.DEFAULT_METHOD == "cmaes"
+    assert _export.METHODS == _selection.METHODS
+    assert _export.BBC_RESAMPLES == _bootstrap.BBC_RESAMPLES
